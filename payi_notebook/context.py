@@ -1,0 +1,281 @@
+"""Business context for captured calls: validation, nesting, and its xProxy header form.
+
+A ``Context`` is immutable. Scopes nest (a ``%%payi`` cell inside ``%payi on``, a
+``pn.track`` inside a cell, ...) following Pay-i's SDK rules:
+
+- ``limit_ids`` are unioned; an explicit empty list drops the inherited ones;
+- a new use case name starts a new use case instance (a fresh uuid4 id unless one is
+  given); ``None`` inherits the whole use case, ``""`` clears it;
+- other strings: ``None`` inherits, ``""`` clears;
+- property dicts merge, the child winning; an explicit ``{}`` drops the inherited ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+LIMIT_ID = re.compile(r"[^,\s]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+class ContextError(ValueError):
+    """A context value Pay-i would refuse; the message says what to fix."""
+
+
+def _frozen(props: Mapping[str, Any] | None) -> Mapping[str, str]:
+    if not props:
+        return EMPTY
+    return MappingProxyType({str(k): ("" if v is None else str(v)) for k, v in props.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The resolved attribution of a call. ``proxy``/``log_prompt_and_response`` None = global setting."""
+
+    use_case_name: str | None = None
+    use_case_id: str | None = None
+    use_case_version: int | None = None
+    use_case_step: str | None = None
+    user_id: str | None = None
+    account_name: str | None = None
+    limit_ids: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default=EMPTY)
+    use_case_properties: Mapping[str, str] = field(default=EMPTY)
+    proxy: bool | None = None
+    log_prompt_and_response: bool | None = None
+
+    def ingest_headers(self) -> dict[str, str]:
+        """Context as the ``xProxy-*`` headers ``POST /api/v1/ingest`` accepts."""
+        headers: dict[str, str] = {}
+        if self.limit_ids:
+            headers["xProxy-Limit-IDs"] = ",".join(self.limit_ids)
+        for name, value in (
+            ("xProxy-UseCase-Name", self.use_case_name),
+            ("xProxy-UseCase-ID", self.use_case_id),
+            ("xProxy-UseCase-Step", self.use_case_step),
+            ("xProxy-User-ID", self.user_id),
+            ("xProxy-Account-Name", self.account_name),
+        ):
+            if value:
+                headers[name] = value
+        if self.use_case_version is not None and self.use_case_name:
+            headers["xProxy-UseCase-Version"] = str(self.use_case_version)
+        if self.log_prompt_and_response is False:
+            headers["xProxy-Logging-Disable"] = "True"
+        return headers
+
+    def proxy_headers(self) -> dict[str, str]:
+        """Context as proxy-route headers: the ingest ones plus base64 compact-JSON properties."""
+        headers = self.ingest_headers()
+        if self.properties:
+            headers["xProxy-Request-Properties"] = _b64json(self.properties)
+        if self.use_case_properties and self.use_case_name:
+            headers["xProxy-UseCase-Properties"] = _b64json(self.use_case_properties)
+        return headers
+
+    def bulk_fields(self) -> dict[str, Any]:
+        """Context as the per-item attribution fields of ``POST /api/v1/ingest/bulk``."""
+        fields: dict[str, Any] = {}
+        if self.limit_ids:
+            fields["limit_ids"] = list(self.limit_ids)
+        for name in ("user_id", "use_case_id", "use_case_name", "use_case_step", "account_name"):
+            value = getattr(self, name)
+            if value:
+                fields[name] = value
+        if self.use_case_version is not None and self.use_case_name:
+            fields["use_case_version"] = self.use_case_version
+        return fields
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (for reprs and the ledger)."""
+        return {
+            "use_case_name": self.use_case_name,
+            "use_case_id": self.use_case_id,
+            "use_case_version": self.use_case_version,
+            "use_case_step": self.use_case_step,
+            "user_id": self.user_id,
+            "account_name": self.account_name,
+            "limit_ids": list(self.limit_ids),
+            "properties": dict(self.properties),
+            "use_case_properties": dict(self.use_case_properties),
+        }
+
+
+def _b64json(props: Mapping[str, str]) -> str:
+    return base64.b64encode(json.dumps(dict(props), separators=(",", ":")).encode()).decode("ascii")
+
+
+def _check_text(option: str, value: str | None) -> str | None:
+    if value is None or value == "":
+        return value
+    if not isinstance(value, str):
+        raise ContextError(f"{option} must be a string, got {type(value).__name__}")
+    if _CONTROL.search(value):
+        raise ContextError(f"{option} must not contain control characters or newlines")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ContextError(f"{option} {value!r} has characters an HTTP header cannot carry; use ASCII") from None
+    return value
+
+
+def check_use_case_name(name: str | None) -> str | None:
+    """None/"" pass; anything else must be 1-64 chars of ``[A-Za-z0-9._-]``."""
+    if name is None or name == "":
+        return name
+    if not isinstance(name, str) or not USE_CASE_NAME.fullmatch(name):
+        raise ContextError(
+            f"use case name {name!r} is invalid: use 1-64 characters from A-Z a-z 0-9 . _ - (no spaces)"
+        )
+    return name
+
+
+def check_version(version: Any) -> int | None:
+    """A use case version is a positive integer (Pay-i versions start at 1)."""
+    if version is None:
+        return None
+    if isinstance(version, bool):
+        raise ContextError(f"use case version must be a positive integer, got {version!r}")
+    if isinstance(version, str):
+        if not version.strip().isdigit():
+            raise ContextError(f"use case version must be a positive integer, got {version!r}")
+        version = int(version)
+    if not isinstance(version, int) or version < 1:
+        raise ContextError(f"use case version must be a positive integer, got {version!r}")
+    return version
+
+
+def check_limit_ids(limit_ids: Iterable[str] | str | None) -> tuple[str, ...] | None:
+    """Limit ids as a tuple; each must be non-empty with no comma or whitespace."""
+    if limit_ids is None:
+        return None
+    if isinstance(limit_ids, str):
+        limit_ids = [limit_ids]
+    out: list[str] = []
+    for limit_id in limit_ids:
+        if not isinstance(limit_id, str) or not LIMIT_ID.fullmatch(limit_id):
+            raise ContextError(f"limit id {limit_id!r} is invalid: give one id per --limit, without commas or spaces")
+        _check_text("limit id", limit_id)
+        if limit_id not in out:
+            out.append(limit_id)
+    return tuple(out)
+
+
+def parse_property(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` → (key, value); the key must be non-empty."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ContextError(f"property {text!r} is malformed: write --prop KEY=VALUE")
+    return key, value
+
+
+def check_properties(option: str, props: Mapping[str, Any] | None) -> Mapping[str, str] | None:
+    if props is None:
+        return None
+    if not isinstance(props, Mapping):
+        raise ContextError(f"{option} must be a mapping of str to str, got {type(props).__name__}")
+    for key in props:
+        if not isinstance(key, str) or not key:
+            raise ContextError(f"{option} keys must be non-empty strings, got {key!r}")
+    return _frozen(props)
+
+
+def _merge_props(parent: Mapping[str, str], child: Mapping[str, str] | None) -> Mapping[str, str]:
+    if child is None:
+        return parent
+    if not child:
+        return EMPTY
+    if not parent:
+        return child
+    return MappingProxyType({**parent, **child})
+
+
+def derive(
+    parent: Context,
+    *,
+    use_case_name: str | None = None,
+    use_case_id: str | None = None,
+    use_case_version: int | str | None = None,
+    use_case_step: str | None = None,
+    user_id: str | None = None,
+    account_name: str | None = None,
+    limit_ids: Iterable[str] | str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    use_case_properties: Mapping[str, Any] | None = None,
+    proxy: bool | None = None,
+    log_prompt_and_response: bool | None = None,
+) -> Context:
+    """A child context of ``parent``; raises ContextError (before anything runs) on bad input."""
+    check_use_case_name(use_case_name)
+    version = check_version(use_case_version)
+    limits = check_limit_ids(limit_ids)
+    for option, value in (
+        ("use case id", use_case_id),
+        ("use case step", use_case_step),
+        ("user id", user_id),
+        ("account name", account_name),
+    ):
+        _check_text(option, value)
+    props = check_properties("properties", properties)
+    uc_props = check_properties("use_case_properties", use_case_properties)
+
+    if use_case_name == "":
+        uc = dict(use_case_name=None, use_case_id=None, use_case_version=None, use_case_step=None)
+        uc_props_merged: Mapping[str, str] = EMPTY
+    elif use_case_name is not None and use_case_name != parent.use_case_name:
+        uc = dict(
+            use_case_name=use_case_name,
+            use_case_id=use_case_id or uuid.uuid4().hex,
+            use_case_version=version,
+            use_case_step=use_case_step or None,
+        )
+        uc_props_merged = uc_props or EMPTY
+    else:
+        name = use_case_name or parent.use_case_name
+        if name is None and (use_case_id or version is not None or use_case_step):
+            raise ContextError("a use case id, version or step needs a use case name: add --use-case NAME")
+        uc = dict(
+            use_case_name=name,
+            use_case_id=_inherit(parent.use_case_id, use_case_id),
+            use_case_version=parent.use_case_version if version is None else version,
+            use_case_step=_inherit(parent.use_case_step, use_case_step),
+        )
+        uc_props_merged = _merge_props(parent.use_case_properties, uc_props)
+
+    if limits is None:
+        merged_limits = parent.limit_ids
+    elif not limits:
+        merged_limits = ()
+    else:
+        merged_limits = parent.limit_ids + tuple(i for i in limits if i not in parent.limit_ids)
+
+    return replace(
+        parent,
+        **uc,
+        user_id=_inherit(parent.user_id, user_id),
+        account_name=_inherit(parent.account_name, account_name),
+        limit_ids=merged_limits,
+        properties=_merge_props(parent.properties, props),
+        use_case_properties=uc_props_merged,
+        proxy=parent.proxy if proxy is None else proxy,
+        log_prompt_and_response=parent.log_prompt_and_response
+        if log_prompt_and_response is None
+        else log_prompt_and_response,
+    )
+
+
+def _inherit(parent: str | None, child: str | None) -> str | None:
+    if child is None:
+        return parent
+    return child or None

@@ -1,0 +1,57 @@
+"""The record of one captured provider call, as capture produces it.
+
+Capture fills a ``UsageEvent`` on the request path; the ledger keeps it as a row and the
+flusher renders it into a Pay-i ingest body. Status values follow the ledger contract.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .context import Context
+from .units import TokenCounts, Units
+
+Status = Literal["pending", "sent", "failed", "proxied", "blocked"]
+Mode = Literal["telemetry", "proxy"]
+STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "proxied", "blocked")
+
+
+def new_event_id() -> str:
+    """A process-independent unique id (also the spool key)."""
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True, eq=False)
+class UsageEvent:
+    """One provider call. Secrets never enter it: headers are filtered before they get here."""
+
+    provider: str  # "openai" | "anthropic"
+    category: str  # Pay-i category, e.g. "system.openai"
+    operation: str  # "chat" | "responses" | "embeddings" | "messages"
+    resource: str | None = None  # the model as the caller asked for it
+    mode: Mode = "telemetry"
+    streaming: bool = False
+    event_id: str = field(default_factory=new_event_id)
+    timestamp: float = field(default_factory=time.time)  # epoch seconds, just before the call
+    provider_response_id: str | None = None
+    units: Units = field(default_factory=dict)
+    tokens: TokenCounts = TokenCounts()
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    http_status: int | None = None
+    status: Status = "pending"
+    error: str | None = None
+    partial: bool = False  # a stream closed before its usage arrived in full
+    context: Context = Context()
+    execution_count: int | None = None
+    cell_id: str | None = None
+    provider_uri: str | None = None
+    request_json: str | None = None  # only when prompt/response logging is on
+    response_json: str | list[str] | None = None
+    response_headers: list[dict[str, str]] | None = None
+    xproxy_result: dict[str, Any] | None = None
+    est_cost_usd: float | None = None
+    payi_cost_usd: float | None = None

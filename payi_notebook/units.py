@@ -1,0 +1,167 @@
+"""Provider usage → Pay-i units, and back to token counts.
+
+Pay-i prices a request from a ``units`` map (``{"text": {"input": 12, "output": 3}, ...}``).
+The mapping per provider follows Pay-i's own instrumentation, so what we ingest prices the
+same as what Pay-i's SDK would send. Capture (notebook side) and the sandbox's proxy both
+use this module, which imports nothing else of the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+Units = dict[str, dict[str, int]]
+
+LARGE_CONTEXT_SUFFIX = "_large_context"
+ANTHROPIC_LARGE_CONTEXT_TOKENS = 200_000
+
+# Unit keys whose input side counts as prompt tokens (with and without the large-context suffix).
+_TEXT_INPUT_KEYS = ("text", "text_cache_read", "text_cache_write", "text_cache_write_1h")
+
+
+class TokenCounts(NamedTuple):
+    """Token totals the ledger shows: input includes cached tokens, output includes reasoning."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+
+def _int(value: Any) -> int:
+    """A usage field as a non-negative int (providers send null for 'not applicable')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return max(int(value), 0)
+
+
+def _get(mapping: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _put(units: Units, key: str, side: str, value: int) -> None:
+    if value:
+        units.setdefault(key, {})[side] = value
+
+
+def openai_units(usage: Mapping[str, Any] | None) -> Units:
+    """Units for an OpenAI chat completion, Responses API result or embedding.
+
+    Chat uses ``prompt_tokens``/``completion_tokens``; Responses uses ``input_tokens``/
+    ``output_tokens``; embeddings report only ``prompt_tokens`` (output stays 0).
+    Cached prompt tokens become ``text_cache_read``; reasoning tokens become ``reasoning``.
+    """
+    if not usage:
+        return {"text": {"input": 0, "output": 0}}
+    if "input_tokens" in usage or "output_tokens" in usage:
+        prompt = _int(usage.get("input_tokens"))
+        completion = _int(usage.get("output_tokens"))
+        cached = _int(_get(usage, "input_tokens_details", "cached_tokens"))
+        reasoning = _int(_get(usage, "output_tokens_details", "reasoning_tokens"))
+    else:
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        cached = _int(_get(usage, "prompt_tokens_details", "cached_tokens"))
+        reasoning = _int(_get(usage, "completion_tokens_details", "reasoning_tokens"))
+    cached = min(cached, prompt)
+    reasoning = min(reasoning, completion)
+    units: Units = {"text": {"input": prompt - cached, "output": completion - reasoning}}
+    _put(units, "text_cache_read", "input", cached)
+    _put(units, "reasoning", "output", reasoning)
+    return units
+
+
+def anthropic_units(usage: Mapping[str, Any] | None) -> Units:
+    """Units for an Anthropic message.
+
+    ``input_tokens`` already excludes cache reads and writes. A prompt of 200k tokens or more
+    (counting cache) uses the ``_large_context`` variants. A 5m/1h cache-write breakdown, when
+    present, splits ``text_cache_write`` from ``text_cache_write_1h``.
+    """
+    if not usage:
+        return {"text": {"input": 0, "output": 0}}
+    fresh = _int(usage.get("input_tokens"))
+    output = _int(usage.get("output_tokens"))
+    read = _int(usage.get("cache_read_input_tokens"))
+    write = _int(usage.get("cache_creation_input_tokens"))
+    breakdown = usage.get("cache_creation")
+    suffix = LARGE_CONTEXT_SUFFIX if fresh + write + read >= ANTHROPIC_LARGE_CONTEXT_TOKENS else ""
+    units: Units = {f"text{suffix}": {"input": fresh, "output": output}}
+    if isinstance(breakdown, Mapping) and (
+        "ephemeral_5m_input_tokens" in breakdown or "ephemeral_1h_input_tokens" in breakdown
+    ):
+        _put(units, f"text_cache_write{suffix}", "input", _int(breakdown.get("ephemeral_5m_input_tokens")))
+        _put(units, f"text_cache_write_1h{suffix}", "input", _int(breakdown.get("ephemeral_1h_input_tokens")))
+    else:
+        _put(units, f"text_cache_write{suffix}", "input", write)
+    _put(units, f"text_cache_read{suffix}", "input", read)
+    _put(units, "web_search_request", "output", _int(_get(usage, "server_tool_use", "web_search_requests")))
+    return units
+
+
+def units_for(provider: str, usage: Mapping[str, Any] | None) -> Units:
+    """Units for a provider's raw ``usage`` object (``"openai"`` or ``"anthropic"``)."""
+    if provider == "anthropic":
+        return anthropic_units(usage)
+    if provider == "openai":
+        return openai_units(usage)
+    raise ValueError(f"no unit mapping for provider {provider!r}")
+
+
+def _base(key: str) -> str:
+    return key.removesuffix(LARGE_CONTEXT_SUFFIX)
+
+
+def is_text_unit(key: str) -> bool:
+    """Whether a unit key is one of the token kinds priced from text token prices."""
+    return _base(key) in _TEXT_INPUT_KEYS or key == "reasoning"
+
+
+def token_counts(units: Mapping[str, Mapping[str, int]]) -> TokenCounts:
+    """Token totals from a units map (provider-agnostic: the keys carry the meaning)."""
+    inp = out = read = write = reasoning = 0
+    for key, value in units.items():
+        base = _base(key)
+        i, o = _int(value.get("input")), _int(value.get("output"))
+        if base in _TEXT_INPUT_KEYS:
+            inp += i
+            if base == "text_cache_read":
+                read += i
+            elif base.startswith("text_cache_write"):
+                write += i
+        if base == "text":
+            out += o
+        elif key == "reasoning":
+            out += o
+            reasoning += o
+    return TokenCounts(inp, out, read, write, reasoning)
+
+
+def units_from_tokens(provider: str, tokens: TokenCounts) -> Units:
+    """The units map that ``token_counts`` came from, for the common shapes.
+
+    The ledger stores token counts and rebuilds units from them; where this round trip does
+    not reproduce the original map (1h cache writes, web searches, ...), it keeps the map.
+    """
+    if provider == "anthropic":
+        fresh = tokens.input - tokens.cache_read - tokens.cache_write
+        usage = {
+            "input_tokens": fresh,
+            "output_tokens": tokens.output,
+            "cache_read_input_tokens": tokens.cache_read,
+            "cache_creation_input_tokens": tokens.cache_write,
+        }
+        return anthropic_units(usage)
+    usage = {
+        "prompt_tokens": tokens.input,
+        "completion_tokens": tokens.output,
+        "prompt_tokens_details": {"cached_tokens": tokens.cache_read},
+        "completion_tokens_details": {"reasoning_tokens": tokens.reasoning},
+    }
+    return openai_units(usage)
