@@ -49,8 +49,8 @@ class Context:
     user_id: str | None = None
     account_name: str | None = None
     limit_ids: tuple[str, ...] = ()
-    properties: Mapping[str, str] = field(default=EMPTY)
-    use_case_properties: Mapping[str, str] = field(default=EMPTY)
+    properties: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    use_case_properties: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     proxy: bool | None = None
     log_prompt_and_response: bool | None = None
 

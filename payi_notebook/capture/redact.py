@@ -1,0 +1,28 @@
+"""Keep credentials out of everything capture records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie", "xproxy-api-key"}
+)
+_SECRET_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "credential")
+_SKIPPED = frozenset({"transfer-encoding", "connection", "keep-alive"})
+
+
+def is_secret(name: str) -> bool:
+    """Whether a header may carry a credential (by exact name or by a telling word in it)."""
+    lowered = name.lower()
+    return lowered in SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS)
+
+
+def response_headers(headers: Iterable[tuple[str, str]] | Any) -> list[dict[str, str]]:
+    """Provider response headers worth keeping (request ids, rate limits), minus secrets and framing."""
+    items = headers.multi_items() if hasattr(headers, "multi_items") else headers
+    return [
+        {"name": name, "value": value}
+        for name, value in items
+        if not is_secret(name) and name.lower() not in _SKIPPED and not name.lower().startswith("content-")
+    ]

@@ -1,0 +1,131 @@
+"""Response-body wrappers: a tee for server-sent events and a collector for plain bodies.
+
+Both sit where the HTTP library keeps the raw byte stream (``response.stream``), so the
+caller's SDK reads through them unchanged. The SSE tee hands each event on as soon as it
+is complete (the SDK cannot use half an event anyway); nothing is held back longer. A
+compressed body is decoded on a copy and passed through untouched. When the body ends, is
+closed early, or the response is dropped unread, the exchange is finished exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .sse import SSESplitter
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+COLLECT_LIMIT = 16 * 1024 * 1024  # a JSON body larger than this is passed on but not parsed
+
+
+def _decompressor(encoding: str | None) -> Any:
+    """A zlib decompressor for gzip/deflate; None for identity; False when we cannot decode."""
+    if not encoding or encoding == "identity":
+        return None
+    if encoding == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return False
+
+
+class _Reader:
+    """Shared per-chunk logic of the sync and async wrappers."""
+
+    def __init__(self, inner: Any, exchange: Exchange, sse: bool, encoding: str | None) -> None:
+        self._inner = inner
+        self._exchange = exchange
+        self._decoder = _decompressor(encoding)
+        readable = self._decoder is not False
+        self._splitter = SSESplitter() if sse and readable else None
+        self._filter = self._decoder is None  # events may be dropped only when bytes are plain
+        self._body: list[bytes] | None = [] if not sse and readable else None
+        self._size = 0
+        if not readable:
+            exchange.report(f"response body is {encoding}-encoded; usage could not be read", None)
+        weakref.finalize(self, exchange.abandon)
+
+    def _decode(self, chunk: bytes) -> bytes:
+        return self._decoder.decompress(chunk) if self._decoder else chunk
+
+    def _take(self, chunk: bytes) -> bytes:
+        exchange = self._exchange
+        now = time.perf_counter()
+        if exchange.first_byte_at is None:
+            exchange.first_byte_at = now
+        try:
+            if self._splitter is not None:
+                events = self._splitter.feed(self._decode(chunk))
+                if not self._filter:
+                    for event in events:
+                        exchange.observe_event(event, now)
+                    return chunk
+                kept = [event.raw for event in events if exchange.observe_event(event, now)]
+                return kept[0] if len(kept) == 1 else b"".join(kept)
+            if self._body is not None:
+                self._size += len(chunk)
+                if self._size <= COLLECT_LIMIT:
+                    self._body.append(self._decode(chunk))
+                else:
+                    self._body = None
+        except Exception as exc:  # never break the caller's stream: pass the rest through unparsed
+            exchange.report("reading the response body failed", exc)
+            held = self._splitter.tail() if self._splitter is not None and self._filter else b""
+            self._splitter = self._body = None
+            return held + chunk
+        return chunk
+
+    def _finish(self, eof: bool) -> bytes:
+        """Finish the exchange; return bytes still held (an incomplete last event)."""
+        tail = b""
+        if self._splitter is not None:
+            tail = self._splitter.tail()
+            if not self._filter:
+                tail = b""
+        body = b"".join(self._body) if self._body is not None else None
+        self._exchange.finish_body(body, eof=eof)
+        return tail
+
+
+def stream_classes(lib: ModuleType) -> tuple[type, type]:
+    """Sync and async wrapper classes deriving from ``lib``'s byte-stream bases (httpx or httpx2)."""
+
+    class TeeStream(_Reader, lib.SyncByteStream):  # type: ignore[misc, name-defined]
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self._inner:
+                out = self._take(chunk)
+                if out:
+                    yield out
+            tail = self._finish(eof=True)
+            if tail:
+                yield tail
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._finish(eof=False)
+
+    class AsyncTeeStream(_Reader, lib.AsyncByteStream):  # type: ignore[misc, name-defined]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._inner:
+                out = self._take(chunk)
+                if out:
+                    yield out
+            tail = self._finish(eof=True)
+            if tail:
+                yield tail
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._finish(eof=False)
+
+    return TeeStream, AsyncTeeStream

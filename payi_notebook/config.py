@@ -1,0 +1,84 @@
+"""Settings: environment first, then ``pn.configure(...)`` / ``%config PayiMagics.<option>``.
+
+Traitlets validates every assignment, so a bad value is refused with a message before
+anything uses it. The API key is held here and nowhere else on the notebook side; it is
+excluded from every repr.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from traitlets import Bool, Dict, Enum, Float, HasTraits, TraitError, Unicode, validate
+
+PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
+PROVIDERS = ("openai", "anthropic")
+
+
+def check_base_url(url: str, what: str = "base_url") -> str:
+    """An http(s) URL without a trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{what} must be an http(s) URL like https://api.pay-i.com, got {url!r}")
+    return url.rstrip("/")
+
+
+class Settings(HasTraits):
+    """Process-wide configuration of capture, flushing and display."""
+
+    api_key = Unicode(None, allow_none=True, help="Pay-i API key (PAYI_API_KEY); None starts the local sandbox.")
+    base_url = Unicode(PAYI_DEFAULT_BASE_URL, help="Pay-i base URL (PAYI_BASE_URL).")
+    mode = Enum(["telemetry", "proxy"], default_value="telemetry", help="Default mode of tracked calls.")
+    log_prompt_and_response = Bool(True, help="Send prompt and response bodies to Pay-i.")
+    spool_dir = Unicode(None, allow_none=True, help="Directory of the durable send journal.")
+    providers = Dict(
+        help='Extra provider base URLs, e.g. {"openai": ["http://localhost:8000/v1"]} (OpenAI-compatible gateways).'
+    )
+    quiet = Bool(False, help="Hide the summary line under tracked cells.")
+    exit_timeout = Float(5.0, help="Seconds the interpreter waits at exit for pending events.")
+
+    @validate("base_url")
+    def _check_base_url(self, proposal: Any) -> str:
+        try:
+            return check_base_url(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("api_key")
+    def _check_api_key(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is not None and (not value.strip() or any(c.isspace() for c in value.strip())):
+            raise TraitError("api_key must be a non-empty token without spaces")
+        return value.strip() if value else None
+
+    @validate("providers")
+    def _check_providers(self, proposal: Any) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for provider, urls in proposal["value"].items():
+            if provider not in PROVIDERS:
+                raise TraitError(f"unknown provider {provider!r}: use one of {', '.join(PROVIDERS)}")
+            if isinstance(urls, str):
+                urls = [urls]
+            try:
+                out[provider] = [check_base_url(u, f"{provider} base URL") for u in urls]
+            except ValueError as exc:
+                raise TraitError(str(exc)) from None
+        return out
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings seeded from ``PAYI_API_KEY``, ``PAYI_BASE_URL`` and ``PAYI_NOTEBOOK_SPOOL_DIR``."""
+        settings = cls()
+        if key := os.environ.get("PAYI_API_KEY", "").strip():
+            settings.api_key = key
+        if url := os.environ.get("PAYI_BASE_URL", "").strip():
+            settings.base_url = url
+        if spool := os.environ.get("PAYI_NOTEBOOK_SPOOL_DIR", "").strip():
+            settings.spool_dir = spool
+        return settings
+
+    def __repr__(self) -> str:
+        key = "set" if self.api_key else "unset"
+        return f"Settings(base_url={self.base_url!r}, mode={self.mode!r}, api_key={key})"

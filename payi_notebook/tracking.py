@@ -1,0 +1,179 @@
+"""Tracking scopes: which calls are captured, and with what context.
+
+A scope is held in a ``ContextVar``, so it follows the work: asyncio tasks copy it, and
+``install_executor_propagation`` makes ``concurrent.futures`` thread pools copy it too.
+Outside any scope, capture lets requests pass untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .context import Context, derive
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: contextvars.ContextVar[TrackingScope | None] = contextvars.ContextVar("payi_notebook_scope", default=None)
+
+
+@dataclass(eq=False)
+class TrackingScope:
+    """One tracked region (a cell, a ``with pn.track()`` block, a decorated call).
+
+    ``refs`` collects the ledger rows its calls produced (list appends are atomic, so calls
+    from several threads or tasks can add to it).
+    """
+
+    context: Context
+    parent: TrackingScope | None = None
+    execution_count: int | None = None
+    cell_id: str | None = None
+    quiet: bool = False
+    refs: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def root(self) -> TrackingScope:
+        scope = self
+        while scope.parent is not None:
+            scope = scope.parent
+        return scope
+
+    def add(self, ref: Any) -> None:
+        """Record a row in this scope and every enclosing one (a cell's badge counts nested calls)."""
+        scope: TrackingScope | None = self
+        while scope is not None:
+            scope.refs.append(ref)
+            scope = scope.parent
+
+
+def current() -> TrackingScope | None:
+    """The innermost active scope, or None."""
+    return _current.get()
+
+
+def enter(scope: TrackingScope) -> contextvars.Token[TrackingScope | None]:
+    return _current.set(scope)
+
+
+def leave(token: contextvars.Token[TrackingScope | None]) -> None:
+    _current.reset(token)
+
+
+def set_current(scope: TrackingScope | None) -> None:
+    """Set the scope without a token: for cells, whose context may differ between hooks."""
+    _current.set(scope)
+
+
+def child_scope(base: Context, **options: Any) -> TrackingScope:
+    """A scope nested in the current one (or rooted at ``base``); validates options first."""
+    parent = current()
+    quiet = bool(options.pop("quiet", False))
+    context = derive(parent.context if parent else base, **options)
+    return TrackingScope(
+        context=context,
+        parent=parent,
+        execution_count=parent.execution_count if parent else None,
+        cell_id=parent.cell_id if parent else None,
+        quiet=quiet or (parent.quiet if parent else False),
+    )
+
+
+class Track:
+    """``pn.track(...)``: a context manager (sync and async) and a decorator (sync and async).
+
+    Options are validated when it is created, so a bad value fails before any call runs.
+    """
+
+    def __init__(self, base: Callable[[], Context], **options: Any) -> None:
+        self._base = base
+        self._options = options
+        derive(base(), **{k: v for k, v in options.items() if k != "quiet"})
+        self._tokens: list[contextvars.Token[TrackingScope | None]] = []
+        self.scope: TrackingScope | None = None
+
+    def _open(self) -> TrackingScope:
+        scope = child_scope(self._base(), **self._options)
+        self._tokens.append(enter(scope))
+        self.scope = scope
+        return scope
+
+    def _close(self) -> None:
+        leave(self._tokens.pop())
+
+    def __enter__(self) -> TrackingScope:
+        return self._open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close()
+
+    async def __aenter__(self) -> TrackingScope:
+        return self._open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._close()
+
+    def __call__(self, fn: F) -> F:
+        base, options = self._base, self._options
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = enter(child_scope(base(), **options))
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    leave(token)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = enter(child_scope(base(), **options))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                leave(token)
+
+        return wrapper  # type: ignore[return-value]
+
+
+_original_submit = ThreadPoolExecutor.submit
+_propagation_lock = threading.Lock()
+
+
+def _submit_with_scope(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    if _current.get() is None:
+        return _original_submit(self, fn, *args, **kwargs)
+    ctx = contextvars.copy_context()
+    return _original_submit(self, ctx.run, fn, *args, **kwargs)
+
+
+def install_executor_propagation() -> None:
+    """Make ``ThreadPoolExecutor.submit`` carry the submitter's scope into the worker thread."""
+    with _propagation_lock:
+        ThreadPoolExecutor.submit = _submit_with_scope  # type: ignore[method-assign]
+
+
+def uninstall_executor_propagation() -> None:
+    with _propagation_lock:
+        ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+
+
+@contextmanager
+def no_tracking() -> Iterator[None]:
+    """Run a block outside any scope (for our own background work)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
