@@ -1,0 +1,741 @@
+"""Background sender: prices every captured event and delivers telemetry events to Pay-i.
+
+``submit()`` is the only part on the request path: it renders the ingest body, journals it
+to the spool (``spool.py``) and enqueues it, and never raises. Everything else runs on one
+daemon thread with its own asyncio loop (never the kernel's loop):
+
+- **pricing**: ``est_cost_usd`` for every submitted event (telemetry and proxied), so
+  genai-prices lookups stay off the request path; ``wait_priced()`` lets a badge wait;
+- **sending**: ``POST /ingest`` with the context as ``xProxy-*`` headers, at most
+  ``concurrency`` at once; each answer's ``xproxy_result`` (Pay-i cost, request id, limit
+  states) goes onto the event's ledger row. A ``duplicate_request`` answer counts as sent;
+- **bulk under backlog**: with ``bulk_threshold`` or more events waiting, batches of up to
+  ``bulk_size`` go to ``/ingest/bulk``. Bulk answers carry no per-item result, so those rows
+  become ``sent`` at once and get Pay-i's cost later from ``GET /requests/provider/{category}/
+  {provider_response_id}/result``, looked up only when nothing is waiting to be sent;
+- **retries**: connection errors, timeouts, 408, 429 (``Retry-After`` honoured) and 5xx pause
+  all sending for an exponential backoff with full jitter (capped at ``backoff_max``) and then
+  probe with one request at a time until Pay-i answers again. There is no retry cap: events
+  stay ``pending`` (and in the spool) through an outage; ``status()`` shows the error. A
+  rejected key (401/403) is treated the same way, since it says nothing about the event.
+  Every retry reuses the event's ``provider_response_id``, so Pay-i de-duplicates. Any other
+  refusal marks the row ``failed`` with Pay-i's message.
+
+At interpreter exit the queue gets ``exit_timeout`` seconds to drain; what is left stays in
+the spool and is sent by the next flusher for the same endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import heapq
+import itertools
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import wire
+from .client import AsyncPayiClient, PayiError, check_endpoint
+from .events import UsageEvent
+from .pricing import price_units
+from .spool import Spool, SpoolRecord, endpoint_dir, endpoint_key_for
+
+log = logging.getLogger(__name__)
+
+_HOLD_STATUS = frozenset({401, 403})  # the key, not the event, is refused: keep events and retry
+_FOLLOWUP_ATTEMPTS = 6
+
+
+class LedgerLike(Protocol):
+    def update(self, ref: Any, **changes: Any) -> bool: ...
+
+
+class _Hidden:
+    """Holds the API key so that no repr or ``vars()`` dump shows it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "***"
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    event_id: str
+    ref: Any
+    event: UsageEvent | None  # None for events recovered from a spool
+    body: dict[str, Any] | None  # None: price only, do not send
+    headers: dict[str, str]
+    generated_id: bool = False
+    journalled: bool = False
+    single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
+    attempts: int = 0
+    lookups: int = 0
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """What ``flush()`` saw: counts since the previous ``flush()`` and what is still open."""
+
+    sent: int
+    failed: int
+    pending: int
+    in_flight: int
+    awaiting_cost: int
+    timed_out: bool
+    elapsed_s: float
+    errors: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        text = f"Pay-i: {self.sent} sent, {self.failed} failed"
+        if self.pending or self.in_flight:
+            text += f", {self.pending + self.in_flight} still pending"
+        if self.timed_out:
+            text += " (timed out; they stay queued and in the spool)"
+        return text
+
+
+@dataclass(frozen=True)
+class FlusherStatus:
+    """A snapshot of the flusher for ``%payi status``."""
+
+    endpoint: str
+    running: bool
+    pending: int
+    in_flight: int
+    sent: int
+    failed: int
+    retries: int
+    recovered: int
+    awaiting_cost: int
+    unknown_models: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+    retry_in_s: float = 0.0
+    spool_path: str | None = None
+    note: str | None = None
+
+    def __str__(self) -> str:
+        state = "running" if self.running else "stopped"
+        text = (
+            f"flusher {state} → {self.endpoint}: {self.sent} sent, {self.failed} failed, "
+            f"{self.pending} pending, {self.in_flight} in flight, {self.retries} retries"
+        )
+        if self.recovered:
+            text += f", {self.recovered} recovered from spool"
+        if self.retry_in_s > 0:
+            text += f"; next attempt in {self.retry_in_s:.1f} s"
+        if self.last_error:
+            text += f"; last error: {self.last_error}"
+        if self.note:
+            text += f"; {self.note}"
+        return text
+
+
+class Flusher:
+    """Prices and delivers events in the background. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        ledger: LedgerLike | None,
+        *,
+        base_url: str,
+        api_key: str,
+        spool_dir: str | None = None,
+        endpoint_key: str | None = None,
+        concurrency: int = 8,
+        bulk_threshold: int = 50,
+        bulk_size: int = 100,
+        log_prompt_and_response: bool = True,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        lookup_delay: float = 0.2,
+        timeout: float = 30.0,
+        exit_timeout: float = 3.0,
+        compact_bytes: int | None = None,
+    ) -> None:
+        if concurrency < 1 or bulk_size < 1 or bulk_threshold < 1:
+            raise ValueError("concurrency, bulk_size and bulk_threshold must be at least 1")
+        if backoff_base <= 0 or backoff_max < backoff_base:
+            raise ValueError("backoff_base must be > 0 and backoff_max >= backoff_base")
+        check_endpoint(base_url, api_key)
+        self.ledger = ledger
+        self.endpoint = base_url.rstrip("/")
+        self._key = _Hidden(api_key)
+        self._timeout = timeout
+        self._client: AsyncPayiClient | None = None
+        self.endpoint_key = endpoint_key or endpoint_key_for(base_url)
+        self.spool_dir = endpoint_dir(spool_dir, self.endpoint_key)
+        self.concurrency = concurrency
+        self.bulk_threshold = bulk_threshold
+        self.bulk_size = bulk_size
+        self.log_prompt_and_response = log_prompt_and_response
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.lookup_delay = lookup_delay
+        self.exit_timeout = exit_timeout
+        self._compact_bytes = compact_bytes
+
+        self._state = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._idle = False
+        self._stopping = False
+        self._exited = False
+        self._spool: Spool | None = None
+        self._headers_cache: tuple[Any, dict[str, str]] = (None, {})
+
+        # Shared with submitting threads: appended under _submit_lock together with _submitted.
+        self._submit_lock = threading.Lock()
+        self._incoming: collections.deque[_Job] = collections.deque()
+        self._submitted = 0
+        # Loop-thread state; other threads only read it (under _cv for the counters they wait on).
+        self._cv = threading.Condition()
+        self._priced = 0
+        self._done = 0
+        self._ready: collections.deque[_Job] = collections.deque()
+        self._in_flight: set[_Job] = set()
+        self._requests = 0
+        self._lookups: list[tuple[float, int, _Job]] = []  # heap by due time
+        self._lookup_seq = itertools.count()
+        self._parked: list[_Job] = []
+        self._pause_until = 0.0
+        self._failures = 0
+        self._degraded = False
+
+        self._sent = self._failed = self._retries = self._recovered = 0
+        self._reported = (0, 0)
+        self._errors: collections.deque[str] = collections.deque(maxlen=20)
+        self._unknown_models: dict[str, int] = {}
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        self._last_success_at: float | None = None
+        self._note: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Flusher(endpoint={self.endpoint!r}, running={self.running})"
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the spool, take over events left by dead processes, start the thread. Idempotent."""
+        with self._state:
+            if self._thread is not None or self._exited:
+                return
+            self._stopping = False
+            self._open_spool()
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._run, name="payi-flusher", daemon=True)
+            self._thread.start()
+            atexit.register(self._at_exit)
+
+    def _open_spool(self) -> None:
+        spool = Spool(self.spool_dir, **({"compact_bytes": self._compact_bytes} if self._compact_bytes else {}))
+        try:
+            spool.open()
+            records = spool.adopt()
+        except OSError as exc:
+            self._record_error(f"spool unavailable ({exc}); events are kept in memory only")
+            self._spool = None
+            return
+        self._spool = spool
+        mine = {job.event_id: job for job in self._parked}
+        self._parked = []
+        recovered: list[_Job] = []
+        adopted = {record.event_id for record in records}
+        for record in records:
+            job = mine.pop(record.event_id, None)
+            if job is None:
+                recovered.append(self._recovered_job(record))
+            else:
+                job.journalled = True
+                self._ready.append(job)
+        for job in mine.values():
+            if job.journalled and job.event_id not in adopted:
+                self._settle(job)  # another process took over our old spool and sends it
+                continue
+            self._journal(job)
+            self._ready.append(job)
+        if recovered:
+            with self._submit_lock:
+                self._incoming.extend(recovered)
+                self._submitted += len(recovered)
+            self._recovered += len(recovered)
+            log.info("payi_notebook: re-sending %d event(s) left in the spool by an earlier run", len(recovered))
+
+    def _recovered_job(self, record: SpoolRecord) -> _Job:
+        return _Job(record.event_id, None, None, record.body, record.headers, journalled=True)
+
+    def stop(self, timeout: float = 5.0) -> FlushReport:
+        """Drain for up to ``timeout`` s, stop the thread; unsent events stay in the spool."""
+        report = self.flush(timeout) if self.running else self._report(0.0, False)
+        with self._state:
+            thread, loop = self._thread, self._loop
+            if thread is None or loop is None:
+                return report
+            self._stopping = True
+            loop.call_soon_threadsafe(self._wake.set)
+            thread.join(5.0)
+            self._thread = None
+            atexit.unregister(self._at_exit)
+            left = self._spool.close() if self._spool is not None else 0
+            self._spool = None
+            if left:
+                self._note = f"{left} unsent event(s) kept in {self.spool_dir} for the next start"
+                log.warning("payi_notebook: %s", self._note)
+        return report
+
+    def _at_exit(self) -> None:
+        self.stop(self.exit_timeout)
+        self._exited = True
+
+    # ---- hot path --------------------------------------------------------------------------
+
+    def submit(self, event: UsageEvent, ref: Any, send: bool = True) -> None:
+        """Queue ``event`` (row ``ref``) for pricing and, with ``send``, for Pay-i. Never raises.
+
+        With ``send`` the ingest body is journalled to the spool before this returns.
+        Proxied events pass ``send=False``: Pay-i saw them in flight; they are only priced.
+        """
+        try:
+            if self._thread is None:
+                if self._exited:
+                    self._mark_failed(ref, "the interpreter is exiting; event not sent to Pay-i")
+                    return
+                self.start()
+            if send:
+                cached_ctx, headers = self._headers_cache
+                if cached_ctx is not event.context:
+                    headers = wire.ingest_headers(event, self.log_prompt_and_response)
+                    self._headers_cache = (event.context, headers)
+                body = wire.ingest_body(event, self.log_prompt_and_response)
+                job = _Job(event.event_id, ref, event, body, headers, event.provider_response_id is None)
+                self._journal(job)
+            else:
+                job = _Job(event.event_id, ref, event, None, {})
+            with self._submit_lock:
+                self._incoming.append(job)
+                self._submitted += 1
+            if self._idle:
+                self._wake_loop()
+        except Exception as exc:  # never break the user's call
+            self._record_error(f"could not queue event {event.event_id}: {exc!r}")
+            self._mark_failed(ref, f"payi_notebook could not queue this event: {exc!r}")
+
+    def _wake_loop(self) -> None:
+        self._idle = False
+        loop = self._loop
+        try:
+            if loop is not None:
+                loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:  # stopped meanwhile: the job waits in the queue (and spool) for the next start
+            pass
+
+    def _journal(self, job: _Job) -> None:
+        spool = self._spool
+        if spool is None or job.body is None:
+            return
+        try:
+            spool.append(job.event_id, job.body, job.headers)
+            job.journalled = True
+        except (OSError, RuntimeError) as exc:
+            self._record_error(f"spool write failed ({exc}); event {job.event_id} is kept in memory only")
+
+    # ---- waiting ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 30.0) -> FlushReport:
+        """Block until every submitted event is priced, settled and costed, or ``timeout`` s pass."""
+        start = time.monotonic()
+        deadline = start + max(timeout, 0.0)
+        if self._thread is None and self._incoming:
+            self.start()
+        with self._cv:
+            while self._done < self._submitted and self.running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cv.wait(min(remaining, 0.5))
+            timed_out = self._done < self._submitted
+        return self._report(time.monotonic() - start, timed_out)
+
+    def _report(self, elapsed: float, timed_out: bool) -> FlushReport:
+        sent, failed = self._sent, self._failed
+        last_sent, last_failed = self._reported
+        self._reported = (sent, failed)
+        errors = tuple(dict.fromkeys(self._errors))
+        self._errors.clear()
+        return FlushReport(
+            sent=sent - last_sent,
+            failed=failed - last_failed,
+            pending=len(self._incoming) + len(self._ready) + len(self._parked),
+            in_flight=len(self._in_flight),
+            awaiting_cost=len(self._lookups),
+            timed_out=timed_out,
+            elapsed_s=elapsed,
+            errors=errors,
+        )
+
+    def wait_priced(self, refs: Iterable[Any], timeout: float = 0.5) -> bool:
+        """Wait until every event submitted so far (so ``refs``' rows too) has ``est_cost_usd``.
+
+        Pricing runs in submission order, so this needs no per-row bookkeeping.
+        """
+        if not list(refs):
+            return True
+        with self._submit_lock:
+            target = self._submitted
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._priced < target and self.running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cv.wait(remaining)
+            return self._priced >= target
+
+    def status(self) -> FlusherStatus:
+        return FlusherStatus(
+            endpoint=self.endpoint,
+            running=self.running,
+            pending=len(self._incoming) + len(self._ready) + len(self._parked),
+            in_flight=len(self._in_flight),
+            sent=self._sent,
+            failed=self._failed,
+            retries=self._retries,
+            recovered=self._recovered,
+            awaiting_cost=len(self._lookups),
+            unknown_models=dict(self._unknown_models),
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            last_success_at=self._last_success_at,
+            retry_in_s=max(self._pause_until - time.monotonic(), 0.0),
+            spool_path=str(self._spool.path) if self._spool is not None and self._spool.path else None,
+            note=self._note,
+        )
+
+    # ---- the loop thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except Exception as exc:  # a bug here must not pass silently
+            self._record_error(f"flusher thread crashed: {exc!r}")
+            log.exception("payi_notebook: flusher thread crashed")
+        finally:
+            loop.close()
+            with self._cv:
+                self._cv.notify_all()
+
+    async def _main(self) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        self._client = AsyncPayiClient(
+            self.endpoint, self._key.value, timeout=self._timeout, max_connections=self.concurrency
+        )
+        try:
+            while not self._stopping:
+                self._take_incoming()
+                for coro in self._dispatch():
+                    task = asyncio.ensure_future(coro)
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await self._sleep(self._next_timer())
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            self._parked.extend(self._ready)
+            self._ready.clear()
+            for _, _, job in self._lookups:
+                self._settle(job)
+            self._lookups.clear()
+            await self._client.aclose()
+
+    async def _sleep(self, timeout: float | None) -> None:
+        self._idle = True
+        if not self._incoming and not self._wake.is_set() and not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+        self._idle = False
+        self._wake.clear()
+
+    def _next_timer(self) -> float | None:
+        """Seconds until there may be something to dispatch; None: only a wake-up can bring work."""
+        if self._requests >= (1 if self._degraded else self.concurrency):
+            return None  # a finishing request wakes the loop
+        now = time.monotonic()
+        if self._ready:
+            return max(self._pause_until - now, 0.0)
+        if self._lookups and not self._degraded:
+            return max(self._lookups[0][0] - now, self._pause_until - now, 0.0)
+        return None
+
+    def _take_incoming(self) -> None:
+        taken = 0
+        while self._incoming:
+            job = self._incoming.popleft()
+            taken += 1
+            if job.event is not None:
+                self._price(job)
+            if job.body is None:
+                self._done += 1
+            else:
+                self._ready.append(job)
+        if taken:
+            with self._cv:
+                self._priced += taken
+                self._cv.notify_all()
+
+    def _price(self, job: _Job) -> None:
+        event = job.event
+        assert event is not None
+        try:
+            price = price_units(event.category, event.resource, event.units)
+            estimate = price.estimate
+            if not price.priced:
+                model = event.resource or wire.UNKNOWN_RESOURCE
+                if model not in self._unknown_models:
+                    log.warning(
+                        "payi_notebook: no local price for %s (%s); est_cost_usd is NaN, Pay-i's cost still applies",
+                        model,
+                        event.category,
+                    )
+                self._unknown_models[model] = self._unknown_models.get(model, 0) + 1
+        except Exception as exc:
+            estimate = math.nan
+            self._record_error(f"pricing {event.resource!r} failed: {exc!r}")
+        self._update(job, est_cost_usd=estimate)
+
+    def _dispatch(self) -> list[Any]:
+        now = time.monotonic()
+        if now < self._pause_until:
+            return []
+        limit = 1 if self._degraded else self.concurrency
+        coros: list[Any] = []
+        while self._ready and self._requests < limit:
+            if len(self._ready) >= self.bulk_threshold and not self._ready[0].single:
+                batch: list[_Job] = []
+                while self._ready and len(batch) < self.bulk_size and not self._ready[0].single:
+                    batch.append(self._ready.popleft())
+                coros.append(self._send_bulk(batch))
+            else:
+                coros.append(self._send_one(self._ready.popleft()))
+            self._requests += 1
+        if not self._ready and not self._degraded:
+            while self._lookups and self._lookups[0][0] <= now and self._requests < limit:
+                coros.append(self._look_up(heapq.heappop(self._lookups)[2]))
+                self._requests += 1
+        return coros
+
+    def _schedule_lookup(self, job: _Job, delay: float) -> None:
+        heapq.heappush(self._lookups, (time.monotonic() + delay, next(self._lookup_seq), job))
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    async def _send_one(self, job: _Job) -> None:
+        self._in_flight.add(job)
+        try:
+            answer = await self._client.ingest(job.body, job.headers)  # type: ignore[arg-type,union-attr]
+        except asyncio.CancelledError:
+            self._ready.appendleft(job)
+            raise
+        except PayiError as err:
+            self._refused([job], err)
+        except Exception as exc:
+            self._fail(job, f"could not send to Pay-i: {exc!r}")
+        else:
+            self._succeeded()
+            self._sent_one(job, answer.get("xproxy_result") or {}, answer.get("request_id"))
+        finally:
+            self._in_flight.discard(job)
+            self._requests -= 1
+            self._wake.set()
+
+    async def _send_bulk(self, batch: list[_Job]) -> None:
+        self._in_flight.update(batch)
+        try:
+            items = [wire.bulk_item_from(job.body, job.headers) for job in batch]  # type: ignore[arg-type]
+            answer = await self._client.ingest_bulk(items)  # type: ignore[union-attr]
+        except asyncio.CancelledError:
+            self._ready.extendleft(reversed(batch))
+            raise
+        except PayiError as err:
+            if err.retryable or err.status in _HOLD_STATUS:
+                self._refused(batch, err)
+            else:  # refused as a whole: find the bad items by sending each alone
+                self._reachable()
+                for job in batch:
+                    job.single = True
+                self._ready.extendleft(reversed(batch))
+        except Exception as exc:
+            for job in batch:
+                self._fail(job, f"could not send to Pay-i: {exc!r}")
+        else:
+            errors = {e.get("item_index"): e.get("xproxy_result") or {} for e in answer.get("errors") or []}
+            if None in errors:  # an error for the request as a whole: find the bad items alone
+                self._reachable()
+                for job in batch:
+                    job.single = True
+                self._ready.extendleft(reversed(batch))
+                return
+            self._succeeded()
+            for index, job in enumerate(batch):
+                if index in errors:
+                    self._fail(job, _item_error(errors[index]))
+                else:
+                    self._sent_one(job, None, None)
+                    self._schedule_lookup(job, self.lookup_delay)
+        finally:
+            self._in_flight.difference_update(batch)
+            self._requests -= 1
+            self._wake.set()
+
+    async def _look_up(self, job: _Job) -> None:
+        body = job.body or {}
+        try:
+            answer = await self._client.provider_result(body["category"], body["provider_response_id"])  # type: ignore[union-attr]
+        except asyncio.CancelledError:
+            self._schedule_lookup(job, 0.0)
+            raise
+        except PayiError as err:
+            job.lookups += 1
+            if (err.retryable or err.status == 404) and job.lookups < _FOLLOWUP_ATTEMPTS:
+                self._schedule_lookup(job, self.lookup_delay + self._backoff(job.lookups))
+            else:
+                self._record_error(f"no Pay-i cost for event {job.event_id}: {err}")
+                self._settle(job)
+        else:
+            self._update(job, **_result_changes(answer.get("xproxy_result") or {}, None))
+            self._settle(job)
+        finally:
+            self._requests -= 1
+            self._wake.set()
+
+    def _refused(self, jobs: list[_Job], err: PayiError) -> None:
+        if not (err.retryable or err.status in _HOLD_STATUS):
+            self._reachable()
+            for job in jobs:
+                self._fail(job, str(err))
+            return
+        self._failures += 1
+        delay = self._backoff(self._failures)
+        if err.retry_after is not None:
+            delay = max(delay, min(err.retry_after, self.backoff_max))
+        self._pause_until = max(self._pause_until, time.monotonic() + delay)
+        if not self._degraded:
+            log.warning("payi_notebook: %s; events stay queued and are retried with backoff", err)
+        self._degraded = True
+        self._record_error(str(err))
+        for job in jobs:
+            job.attempts += 1
+        self._retries += len(jobs)
+        self._ready.extendleft(reversed(jobs))
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
+        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** min(attempt - 1, 32)))
+
+    def _reachable(self) -> None:
+        """Pay-i answered (even with a refusal): leave backoff and probing."""
+        if self._degraded:
+            log.info("payi_notebook: Pay-i reachable again; sending the queue")
+        self._failures = 0
+        self._degraded = False
+
+    def _succeeded(self) -> None:
+        self._reachable()
+        self._last_success_at = time.time()
+
+    # ---- outcomes --------------------------------------------------------------------------
+
+    def _sent_one(self, job: _Job, result: dict[str, Any] | None, request_id: str | None) -> None:
+        if self._spool is not None:
+            self._spool.ack(job.event_id, "sent")
+        self._sent += 1
+        changes: dict[str, Any] = {"status": "sent"}
+        if result is not None:
+            changes.update(_result_changes(result, request_id))
+        if job.generated_id and job.body is not None:
+            changes["provider_response_id"] = job.body["provider_response_id"]
+        self._update(job, **changes)
+        if result is not None:
+            self._settle(job)
+
+    def _fail(self, job: _Job, message: str) -> None:
+        if self._spool is not None:
+            self._spool.ack(job.event_id, "failed")
+        self._failed += 1
+        self._errors.append(message)
+        self._record_error(message)
+        self._update(job, status="failed", error=message)
+        self._settle(job)
+
+    def _settle(self, job: _Job) -> None:
+        with self._cv:
+            self._done += 1
+            self._cv.notify_all()
+
+    def _update(self, job: _Job, **changes: Any) -> None:
+        if job.ref is None or self.ledger is None:
+            return
+        try:
+            self.ledger.update(job.ref, **changes)
+        except Exception as exc:
+            self._record_error(f"ledger update failed: {exc!r}")
+
+    def _mark_failed(self, ref: Any, message: str) -> None:
+        if ref is None or self.ledger is None:
+            return
+        try:
+            self.ledger.update(ref, status="failed", error=message)
+        except Exception:
+            log.exception("payi_notebook: could not mark a ledger row failed")
+
+    def _record_error(self, message: str) -> None:
+        self._last_error = message
+        self._last_error_at = time.time()
+
+
+def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    """Ledger changes from an ``xproxy_result``: Pay-i's cost, request id and limit states."""
+    changes: dict[str, Any] = {"xproxy_result": result}
+    total = ((result.get("cost") or {}).get("total") or {}).get("base")
+    if isinstance(total, (int, float)):
+        changes["payi_cost_usd"] = float(total)
+    if rid := result.get("request_id") or request_id:
+        changes["payi_request_id"] = rid
+    limits = result.get("limits")
+    if isinstance(limits, dict):
+        changes["limit_states"] = {
+            lid: v["state"] for lid, v in limits.items() if isinstance(v, dict) and isinstance(v.get("state"), str)
+        }
+    return changes
+
+
+def _item_error(error: dict[str, Any]) -> str:
+    """A bulk item's ApiError as one line, like ``PayiError.__str__``."""
+    code = (error.get("xproxy_error") or {}).get("code")
+    message = (error.get("xproxy_error") or {}).get("message") or error.get("message") or "rejected"
+    return str(PayiError(error.get("statusCode"), code, message))
