@@ -1,0 +1,82 @@
+"""Shared pieces for the sandbox tests: a running sandbox and a spec-checking HTTP client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec import validate_response
+
+import payi_notebook.sandbox as sandbox_pkg
+
+
+class Api:
+    """httpx against the sandbox; every Pay-i route's answer is checked against the shared spec."""
+
+    def __init__(self, sandbox: sandbox_pkg.Sandbox) -> None:
+        self.sandbox = sandbox
+        self.http = httpx.Client(base_url=sandbox.base_url, headers={"xProxy-api-key": sandbox.api_key}, timeout=30)
+
+    def call(self, method: str, template: str, params: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """``template`` is the spec path (``/api/v1/limits/{limit_id}``); ``params`` fill it in."""
+        path = template.format(**(params or {}))
+        response = self.http.request(method, path, **kwargs)
+        validate_response(template, method, response.status_code, response.json())
+        return response
+
+    def ingest(self, body: Any, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        return self.call("POST", "/api/v1/ingest", headers=headers, json=body, **kwargs)
+
+    def bulk(self, items: Any, **kwargs: Any) -> httpx.Response:
+        return self.call("POST", "/api/v1/ingest/bulk", json=items, **kwargs)
+
+    def create_limit(self, max: float, limit_type: str = "allow", threshold: float | None = None) -> str:
+        limit_id = f"lim-{uuid.uuid4().hex[:10]}"
+        body: dict[str, Any] = {"limit_id": limit_id, "limit_name": limit_id, "max": max, "limit_type": limit_type}
+        if threshold is not None:
+            body["threshold"] = threshold
+        response = self.call("POST", "/api/v1/limits", json=body)
+        assert response.status_code == 201, response.text
+        return limit_id
+
+    def limit(self, limit_id: str) -> dict[str, Any]:
+        response = self.call("GET", "/api/v1/limits/{limit_id}", {"limit_id": limit_id})
+        assert response.status_code == 200, response.text
+        return response.json()["limit"]
+
+    def events(self, after: int = 0) -> list[dict[str, Any]]:
+        response = self.http.get("/sandbox/v1/events", params={"after": after})
+        assert response.status_code == 200, response.text
+        return response.json()["events"]
+
+    def last_seq(self) -> int:
+        events = self.events()
+        return events[-1]["seq"] if events else 0
+
+
+def openai_event(**overrides: Any) -> dict[str, Any]:
+    """A valid ingest body for a priced OpenAI model, with a fresh provider_response_id."""
+    body: dict[str, Any] = {
+        "category": "system.openai",
+        "resource": "gpt-4o-mini",
+        "units": {"text": {"input": 1200, "output": 300}},
+        "provider_response_id": f"chatcmpl-{uuid.uuid4().hex}",
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[sandbox_pkg.Sandbox]:
+    with sandbox_pkg.start() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(sandbox: sandbox_pkg.Sandbox) -> Iterator[Api]:
+    client = Api(sandbox)
+    yield client
+    client.http.close()
