@@ -59,7 +59,8 @@ class _Renderer:
         if control is None:
             self.builder.end_block()
             return
-        CHECK.one_of((*path, "cache_control", "type"), control.get("type"), ["ephemeral"])
+        kind = CHECK.field(control, (*path, "cache_control", "type"), "string", required=True)
+        CHECK.one_of((*path, "cache_control", "type"), kind, ["ephemeral"])
         ttl = CHECK.field(control, (*path, "cache_control", "ttl"), "string") or "5m"
         CHECK.one_of((*path, "cache_control", "ttl"), ttl, ANTHROPIC_TTL)
         if ttl == "1h" and "5m" in self.ttls:
@@ -67,10 +68,6 @@ class _Renderer:
                 (*path, "cache_control", "ttl"), "a ttl='1h' cache_control must not come after a ttl='5m' one"
             )
         self.ttls.append(ttl)
-        if len(self.ttls) > MAX_BREAKPOINTS:
-            raise ApiError(
-                400, f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(self.ttls)}."
-            )
         self.builder.end_block(ttl)
 
     def block(self, block: dict[str, Any], path: FieldPath) -> None:
@@ -128,8 +125,12 @@ def render_prompt(body: dict[str, Any]) -> Prompt:
             )
         CHECK.one_of((*path, "role"), role, ROLES)
         builder.open(role)
-        renderer.blocks(CHECK.field(message, (*path, "content"), ("string", "array"), required=True), (*path, "content"))
+        content = CHECK.field(message, (*path, "content"), ("string", "array"), required=True)
+        renderer.blocks(content, (*path, "content"))
         builder.close()
+    found = len(renderer.ttls)
+    if found > MAX_BREAKPOINTS:
+        raise ApiError(400, f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {found}.")
     return builder.build()
 
 
@@ -171,7 +172,9 @@ def handle(call: Call) -> Response:
 class _Message:
     """One reply as a Message object, or as the events that build it up."""
 
-    def __init__(self, call: Call, reply: Reply, thinking: bool, seed: int, prompt_tokens: int, cache: CacheUsage) -> None:
+    def __init__(
+        self, call: Call, reply: Reply, thinking: bool, seed: int, prompt_tokens: int, cache: CacheUsage
+    ) -> None:
         self.call = call
         self.reply = reply
         self.thinking = thinking
@@ -228,13 +231,15 @@ class _Message:
         yield event("message_start", {"message": self._envelope([], None, 1)})
         index = 0
         if self.thinking:
-            yield event("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            yield event("content_block_start", {"index": 0, "content_block": block})
             yield event("ping", {})
             pieces = self.thinking_pieces
             for start in range(0, len(pieces), THINKING_DELTA_PIECES):
                 chunk = "".join(pieces[start : start + THINKING_DELTA_PIECES])
                 yield event("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": chunk}})
-            yield event("content_block_delta", {"index": 0, "delta": {"type": "signature_delta", "signature": self.signature}})
+            signature = {"type": "signature_delta", "signature": self.signature}
+            yield event("content_block_delta", {"index": 0, "delta": signature})
             yield event("content_block_stop", {"index": 0})
             index = 1
         if self.reply.pieces or not self.reply.truncated:
@@ -244,7 +249,8 @@ class _Message:
             for piece in self.reply.pieces:
                 yield event("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
             yield event("content_block_stop", {"index": index})
-        final_usage = {key: value for key, value in self.usage(self.reply.output_tokens).items() if key != "cache_creation"}
-        final_usage.pop("service_tier")
-        yield event("message_delta", {"delta": {"stop_reason": self.stop_reason, "stop_sequence": None}, "usage": final_usage})
+        final_usage = self.usage(self.reply.output_tokens)
+        del final_usage["cache_creation"], final_usage["service_tier"]
+        delta = {"stop_reason": self.stop_reason, "stop_sequence": None}
+        yield event("message_delta", {"delta": delta, "usage": final_usage})
         yield event("message_stop", {})

@@ -154,9 +154,8 @@ def _chunks(
             f'"logprobs":null,"finish_reason":null}}{tail}'
         )
         for piece in reply.pieces:
-            yield data_event(
-                f'{head}{{"index":{index},"delta":{{"content":{dumps(piece)}}},"logprobs":null,"finish_reason":null}}{tail}'
-            )
+            delta = f'{{"content":{dumps(piece)}}}'
+            yield data_event(f'{head}{{"index":{index},"delta":{delta},"logprobs":null,"finish_reason":null}}{tail}')
         yield data_event(
             f'{head}{{"index":{index},"delta":{{}},"logprobs":null,"finish_reason":"{_finish_reason(reply)}"}}{tail}'
         )

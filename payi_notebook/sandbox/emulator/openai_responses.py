@@ -8,7 +8,7 @@ A reply cut by ``max_output_tokens`` is ``incomplete`` and its stream ends with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.responses import Response
@@ -65,10 +65,12 @@ def _render_item(builder: PromptBuilder, item: dict[str, Any], path: FieldPath) 
         role = CHECK.field(item, (*path, "role"), "string", required=True)
         CHECK.one_of((*path, "role"), role, ROLES)
         builder.open(role)
-        _render_content(builder, CHECK.field(item, (*path, "content"), ("string", "array"), required=True), (*path, "content"))
+        content = CHECK.field(item, (*path, "content"), ("string", "array"), required=True)
+        _render_content(builder, content, (*path, "content"))
     elif kind == "function_call_output":
         builder.open("tool")
-        _render_content(builder, CHECK.field(item, (*path, "output"), ("string", "array"), required=True), (*path, "output"))
+        output = CHECK.field(item, (*path, "output"), ("string", "array"), required=True)
+        _render_content(builder, output, (*path, "output"))
     elif kind == "reasoning":
         builder.open("assistant")
         render_parts(builder, item.get("summary") or [], (*path, "summary"), RESPONSES_TEXT_PARTS, frozenset())
@@ -107,7 +109,8 @@ def handle(call: Call) -> Response:
     cap = CHECK.field(body, ("max_output_tokens",), "integer")
     CHECK.at_least(("max_output_tokens",), cap, MIN_OUTPUT_TOKENS)
     reasoning = CHECK.field(body, ("reasoning",), "object") or {}
-    effort = reasoning_effort(call.model, CHECK.field(reasoning, ("reasoning", "effort"), "string"), ("reasoning", "effort"))
+    requested_effort = CHECK.field(reasoning, ("reasoning", "effort"), "string")
+    effort = reasoning_effort(call.model, requested_effort, ("reasoning", "effort"))
     retention = CHECK.field(body, ("prompt_cache_retention",), "string")
     CHECK.one_of(("prompt_cache_retention",), retention, OPENAI_TTL)
 
@@ -195,9 +198,10 @@ class _Built:
         final = "response.incomplete" if self.reply.truncated else "response.completed"
         yield event(final, {"response": self.response(final.rpartition(".")[2])})
 
-    def _message_events(self, event: Any) -> Iterator[bytes]:
+    def _message_events(self, event: Callable[[str, dict[str, Any]], bytes]) -> Iterator[bytes]:
         where = {"item_id": self.message_id, "output_index": self.message_index}
-        yield event("response.output_item.added", {"output_index": self.message_index, "item": self._message("in_progress", [])})
+        added = self._message("in_progress", [])
+        yield event("response.output_item.added", {"output_index": self.message_index, "item": added})
         yield event("response.content_part.added", {**where, "content_index": 0, "part": self._text_part("")})
         for piece in self.reply.pieces:
             yield event("response.output_text.delta", {**where, "content_index": 0, "delta": piece, "logprobs": []})

@@ -82,7 +82,9 @@ class Checker:
     def invalid(self, path: FieldPath, detail: str) -> ApiError:
         return self.error(path, "Invalid value for '{name}': " + detail, detail, "invalid_value")
 
-    def field(self, obj: Mapping[str, Any], path: FieldPath, kinds: str | tuple[str, ...], *, required: bool = False) -> Any:
+    def field(
+        self, obj: Mapping[str, Any], path: FieldPath, kinds: str | tuple[str, ...], *, required: bool = False
+    ) -> Any:
         """``obj[path[-1]]`` checked against JSON type(s) ``kinds``; None when absent or null."""
         value = obj.get(path[-1], _MISSING) if isinstance(path[-1], str) else _MISSING
         if value is _MISSING or value is None:
@@ -104,7 +106,8 @@ class Checker:
         if value is not None and value < minimum:
             raise self.error(
                 path,
-                f"Invalid '{{name}}': integer below minimum value. Expected a value >= {minimum}, but got {value} instead.",
+                f"Invalid '{{name}}': integer below minimum value. "
+                f"Expected a value >= {minimum}, but got {value} instead.",
                 f"Input should be greater than or equal to {minimum}",
                 "integer_below_min_value",
             )
@@ -124,7 +127,8 @@ class Checker:
         if value is not None and not value:
             raise self.error(
                 path,
-                "Invalid '{name}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                "Invalid '{name}': empty array. "
+                "Expected an array with minimum length 1, but got an empty array instead.",
                 "List should have at least 1 item, not 0",
                 "empty_array",
             )
