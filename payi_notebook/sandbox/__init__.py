@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .emulator import create_app as create_emulator
 from .faults import Faults, parse_fault
 from .proxy import Proxy
 from .record import Recorder
@@ -116,8 +117,6 @@ def start(
     ``db`` keeps events and limits in that SQLite file across restarts; without it a temporary
     database is used and deleted by ``stop()``. Without ``api_key`` a random key is generated.
     """
-    from .emulator import create_app as create_emulator
-
     _check_port("port", port)
     _check_port("provider_port", provider_port)
     key = _check_api_key(api_key)

@@ -10,8 +10,9 @@ chunk by chunk, never buffered whole; a cut stream is recorded with the usage se
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from payi_notebook.units import units_for
 
@@ -88,10 +90,59 @@ def _upstream_base(header: str | None, default: str) -> str:
     return header.strip().rstrip("/")
 
 
+class UpstreamCut(Exception):
+    """The provider's stream broke off; the client's stream is broken off the same way."""
+
+
+class _HideUpstreamCuts(logging.Filter):
+    """uvicorn logs every exception that ends a response; a relayed cut is not a sandbox error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UpstreamCut))
+
+
+_CUT_FILTER = _HideUpstreamCuts()
+
+
+class RelayResponse(StreamingResponse):
+    """A relayed stream that stops as soon as the client goes away, and breaks off when upstream does.
+
+    On a disconnect the relay generator is closed at once, so it records the usage seen so far
+    and releases the upstream connection instead of reading a stream nobody will get.
+    """
+
+    body_iterator: AsyncGenerator[bytes, None]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cut = False
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def stream() -> None:
+                    nonlocal cut
+                    try:
+                        await self.stream_response(send)
+                    except UpstreamCut:
+                        cut = True
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+        if cut:
+            raise UpstreamCut("the provider's stream broke off")
+
+
 class Proxy:
     """The proxy routes; ``upstream`` is the default provider base URL (the emulator)."""
 
     def __init__(self, recorder: Recorder, upstream: str) -> None:
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if _CUT_FILTER not in uvicorn_log.filters:
+            uvicorn_log.addFilter(_CUT_FILTER)
         self.recorder = recorder
         self.upstream = upstream.rstrip("/")
         self._client: httpx.AsyncClient | None = None
@@ -158,16 +209,19 @@ class Proxy:
         if upstream.status_code >= 400:
             return await self._provider_error(upstream, template, api, started)
         if streaming and upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return StreamingResponse(
+            return RelayResponse(
                 self._relay(upstream, template, api, started),
                 status_code=upstream.status_code,
                 headers=reply_headers(upstream),
             )
         return await self._json(upstream, template, api, started)
 
-    def _record(self, template: Event, api: ProviderApi, usage: Any, response_id: Any, model: Any, **details: Any) -> dict[str, Any]:
+    def _record(
+        self, template: Event, api: ProviderApi, status: int, usage: Any, response_id: Any, model: Any, **details: Any
+    ) -> dict[str, Any]:
         event = replace(
             template,
+            http_status_code=status,
             units=units_for(api.provider, usage if isinstance(usage, dict) else None),
             provider_response_id=response_id if isinstance(response_id, str) and response_id else None,
             resource=template.resource or (model if isinstance(model, str) else None),
@@ -185,11 +239,11 @@ class Proxy:
         latency = round((time.perf_counter() - started) * 1000)
         status = upstream.status_code
         if not isinstance(payload, dict):
-            self._record(template, api, None, None, None, http_status_code=status, end_to_end_latency_ms=latency)
+            self._record(template, api, status, None, None, None, end_to_end_latency_ms=latency)
             return Response(content, status_code=status, headers=reply_headers(upstream))
         result = self._record(
-            template, api, payload.get("usage"), payload.get("id"), payload.get("model"),
-            http_status_code=status, end_to_end_latency_ms=latency,
+            template, api, status, payload.get("usage"), payload.get("id"), payload.get("model"),
+            end_to_end_latency_ms=latency,
         )
         return Response(splice(content, "xproxy_result", result), status_code=status, headers=reply_headers(upstream))
 
@@ -198,9 +252,9 @@ class Proxy:
         content = await upstream.aread()
         await upstream.aclose()
         status = upstream.status_code
-        failed = replace(template, failed=True, http_status_code=status)
+        failed = replace(template, failed=True)
         latency = round((time.perf_counter() - started) * 1000)
-        result = self._record(failed, api, None, None, None, http_status_code=status, end_to_end_latency_ms=latency)
+        result = self._record(failed, api, status, None, None, None, end_to_end_latency_ms=latency)
         try:
             payload = json.loads(content)
         except ValueError:
@@ -211,20 +265,22 @@ class Proxy:
         content = splice(splice(content, "xproxy_error", error), "xproxy_result", result)
         return Response(content, status_code=status, headers=reply_headers(upstream))
 
-    async def _relay(self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float
+    ) -> AsyncGenerator[bytes, None]:
         """Relay SSE events as they arrive; stamp the final one; record even if the stream is cut."""
         tracker = api.tracker()
         first_token_ms: int | None = None
 
         def stamp() -> dict[str, Any]:
             return self._record(
-                template, api, tracker.usage, tracker.provider_response_id, tracker.model,
-                http_status_code=upstream.status_code,
+                template, api, upstream.status_code, tracker.usage, tracker.provider_response_id, tracker.model,
                 time_to_first_token_ms=first_token_ms,
                 end_to_end_latency_ms=round((time.perf_counter() - started) * 1000),
             )
 
         pending = b""
+        cut = False
         try:
             async for chunk in upstream.aiter_bytes():
                 if first_token_ms is None:
@@ -242,16 +298,18 @@ class Proxy:
             if pending.strip():
                 yield pending if tracker.finished else tracker.feed(pending, stamp)
         except httpx.HTTPError:
-            pass  # cut upstream: end the relay; what was seen is recorded below
+            cut = True
         finally:
             if not tracker.finished:
                 tracker.finished = True
                 self._record(
-                    template, api, tracker.usage, tracker.provider_response_id, tracker.model,
-                    http_status_code=upstream.status_code, stream_cut=True, time_to_first_token_ms=first_token_ms,
+                    template, api, upstream.status_code, tracker.usage, tracker.provider_response_id, tracker.model,
+                    stream_cut=True, time_to_first_token_ms=first_token_ms,
                 )
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
+        if cut:
+            raise UpstreamCut("the provider's stream broke off")
 
 
 def _event_end(buffer: bytes) -> int:

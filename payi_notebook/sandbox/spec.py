@@ -100,12 +100,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# Provider SDKs authenticate with whichever of these their version uses (anthropic 2.x sends a
+# bearer token, not x-api-key), so any one satisfies a route's required "Provider Authentication".
+PROVIDER_CREDENTIALS = ("authorization", "x-api-key", "api-key")
+PROVIDER_AUTH = "Provider Authentication"
+
+
 @cache
-def header_params(path: str, method: str) -> tuple[tuple[str, str, bool, str], ...]:
-    """(lower-case name, spelled name, required, schema type) of each header the spec declares."""
+def header_params(path: str, method: str) -> tuple[tuple[str, str, bool, str, str], ...]:
+    """(lower-case name, spelled name, required, schema type, description) of each declared header."""
     operation = load_spec()["paths"][path][method]
     return tuple(
-        (p["name"].lower(), p["name"], bool(p.get("required")), p.get("schema", {}).get("type", "string"))
+        (
+            p["name"].lower(),
+            p["name"],
+            bool(p.get("required")),
+            p.get("schema", {}).get("type", "string"),
+            p.get("description", ""),
+        )
         for p in operation.get("parameters", [])
         if p.get("in") == "header"
     )
@@ -113,12 +125,19 @@ def header_params(path: str, method: str) -> tuple[tuple[str, str, bool, str], .
 
 def check_headers(path: str, method: str, headers: Mapping[str, str]) -> None:
     """Refuse a missing required header or one whose value does not fit its declared type."""
-    for lower, name, required, kind in header_params(path, method):
+    for lower, name, required, kind, description in header_params(path, method):
         value = headers.get(lower)
         if value is None:
-            if required:
-                raise errors.bad_request(errors.HEADER_IS_MISSING, f"header {name} is required on this route")
-            continue
+            if not required:
+                continue
+            if description == PROVIDER_AUTH:
+                if any(headers.get(credential) for credential in PROVIDER_CREDENTIALS):
+                    continue
+                raise errors.bad_request(
+                    errors.HEADER_IS_MISSING,
+                    f"provider credentials are missing: send the provider's key ({name} header)",
+                )
+            raise errors.bad_request(errors.HEADER_IS_MISSING, f"header {name} is required on this route")
         if kind == "integer":
             try:
                 int(value.strip(), 10)

@@ -14,6 +14,8 @@ from typing import Any
 Stamp = Callable[[], dict[str, Any]]
 
 RESPONSES_FINAL = {"response.completed", "response.incomplete", "response.failed"}
+RESPONSES_EVENTS = {b"response.created", *(name.encode() for name in RESPONSES_FINAL)}
+MESSAGES_EVENTS = {b"message_start", b"message_delta", b"message_stop"}
 
 
 def splice(document: bytes, name: str, value: Any) -> bytes:
@@ -53,7 +55,7 @@ class StreamTracker:
     def feed(self, raw: bytes, stamp: Stamp) -> bytes:
         """Bytes to forward for this event; ``stamp()`` records the call and returns its result."""
         name, data = parse_event(raw)
-        if data is None or data == b"[DONE]":
+        if data is None or data == b"[DONE]" or not self.relevant(name, data):
             return raw
         try:
             payload = json.loads(data)
@@ -64,6 +66,10 @@ class StreamTracker:
         self.finished = True
         return render_event(name, splice(data, "xproxy_result", stamp()))
 
+    def relevant(self, name: bytes | None, data: bytes) -> bool:
+        """Cheap byte test: could this event carry anything we need? (Skips most JSON parsing.)"""
+        raise NotImplementedError
+
     def observe(self, payload: dict[str, Any]) -> bool:
         """Take what this event tells; True when it is the event that carries the result."""
         raise NotImplementedError
@@ -71,6 +77,12 @@ class StreamTracker:
 
 class ChatTracker(StreamTracker):
     """OpenAI chat completions: the chunk with a non-null ``usage`` is the last data chunk."""
+
+    def relevant(self, name: bytes | None, data: bytes) -> bool:
+        if self.provider_response_id is None:
+            return True
+        at = data.find(b'"usage"')
+        return at >= 0 and not data[at + 7 : at + 14].lstrip(b": ").startswith(b"null")
 
     def observe(self, payload: dict[str, Any]) -> bool:
         if self.provider_response_id is None and isinstance(payload.get("id"), str):
@@ -86,6 +98,11 @@ class ChatTracker(StreamTracker):
 class ResponsesTracker(StreamTracker):
     """OpenAI Responses: ``response.created`` names it, a final ``response.*`` event has usage."""
 
+    def relevant(self, name: bytes | None, data: bytes) -> bool:
+        if name is not None:
+            return name in RESPONSES_EVENTS
+        return b'"type":"response.' in data[:40] or b'"type": "response.' in data[:40]
+
     def observe(self, payload: dict[str, Any]) -> bool:
         response = payload.get("response")
         if not isinstance(response, dict):
@@ -100,6 +117,9 @@ class ResponsesTracker(StreamTracker):
 
 class MessagesTracker(StreamTracker):
     """Anthropic: ``message_start`` has id and input usage, ``message_delta`` the output, ``message_stop`` ends."""
+
+    def relevant(self, name: bytes | None, data: bytes) -> bool:
+        return name in MESSAGES_EVENTS if name is not None else b'"type":"message_' in data[:40]
 
     def observe(self, payload: dict[str, Any]) -> bool:
         kind = payload.get("type")
