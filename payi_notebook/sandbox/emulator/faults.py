@@ -17,7 +17,7 @@ from .errors import ApiError
 FAULT_HEADER = "x-emulator-fault"
 MODEL_SEPARATOR = "@"
 MAX_SECONDS = 600.0
-MAX_REPLY_TOKENS = 1_000_000
+MAX_COUNT = 1_000_000
 DEFAULT_RATE_LIMIT_RETRY_AFTER = 1.0
 
 _SECONDS = ("retry", "delay", "interval")
@@ -84,8 +84,8 @@ def parse_directives(text: str, base: Faults = NO_FAULTS) -> Faults:
                 raise _bad(item, f"{name} must be between 0 and {MAX_SECONDS:g} seconds")
             faults = replace(faults, **{name: seconds})
         elif name in _COUNTS and has_value:
-            if not value.isdigit() or int(value) < _COUNTS[name] or int(value) > MAX_REPLY_TOKENS:
-                raise _bad(item, f"{name} takes a whole number >= {_COUNTS[name]}")
+            if not value.isdigit() or int(value) < _COUNTS[name] or int(value) > MAX_COUNT:
+                raise _bad(item, f"{name} takes a whole number from {_COUNTS[name]} to {MAX_COUNT}")
             faults = replace(faults, **{name: int(value)})
         else:
             raise _bad(item, "unknown directive")

@@ -20,7 +20,6 @@ from typing import Any
 from .text import TOKEN_PATTERN
 
 ATTACHMENT_TOKENS = 85
-REPLY_PRIMING_TOKENS = 3
 
 _START, _SEP, _END = "<|start|>", "<|sep|>", "<|end|>"
 _JOIN = "\x1f"

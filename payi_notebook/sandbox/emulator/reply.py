@@ -31,10 +31,6 @@ class Reply:
         return "".join(self.pieces)
 
     @property
-    def visible_tokens(self) -> int:
-        return len(self.pieces)
-
-    @property
     def output_tokens(self) -> int:
         return self.reasoning + len(self.pieces)
 
