@@ -1,0 +1,286 @@
+"""Ledger benchmark: append rate, DataFrame build time and memory per row.
+
+    python bench/ledger.py [--rows N] [--runs R] [--memory-rows M]
+
+Events look like a long notebook session: several providers, models and operations, cells
+re-run with different use cases, users, limits and properties, unique event and provider
+response ids, varied token counts (cache reads, reasoning, a few 1-hour cache writes and
+web searches whose units the ledger must keep as given), some streaming, some proxy-mode
+calls carrying an ``xproxy_result``. Only the ``append`` calls are timed, not event creation.
+
+Memory is the ledger's own growth, traced with tracemalloc: pools of model names, contexts
+and usage maps are made before the baseline (capture has them anyway); each event's own
+unique strings are made after it, so whatever the ledger keeps of them is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from payi_notebook.context import Context, derive  # noqa: E402
+from payi_notebook.events import UsageEvent  # noqa: E402
+from payi_notebook.ledger import Ledger, RowRef  # noqa: E402
+from payi_notebook.units import TokenCounts, Units, token_counts, units_for  # noqa: E402
+
+TARGET_APPENDS_PER_S = 200_000
+TARGET_BUILD_S = 2.0
+TARGET_BYTES_PER_ROW = 400
+CHUNK = 50_000
+
+OPENAI_CHAT = "https://api.openai.com/v1/chat/completions"
+OPENAI_RESPONSES = "https://api.openai.com/v1/responses"
+OPENAI_EMBEDDINGS = "https://api.openai.com/v1/embeddings"
+ANTHROPIC_MESSAGES = "https://api.anthropic.com/v1/messages"
+
+# provider, category, operation, model, provider URI, usage kind
+ENDPOINTS = (
+    ("openai", "system.openai", "chat", "gpt-4o-mini", OPENAI_CHAT, "chat"),
+    ("openai", "system.openai", "chat", "gpt-4o", OPENAI_CHAT, "chat"),
+    ("openai", "system.openai", "responses", "gpt-4.1", OPENAI_RESPONSES, "responses"),
+    ("openai", "system.openai", "responses", "o4-mini", OPENAI_RESPONSES, "reasoning"),
+    ("openai", "system.openai", "embeddings", "text-embedding-3-small", OPENAI_EMBEDDINGS, "embeddings"),
+    ("anthropic", "system.anthropic", "messages", "claude-sonnet-4-5", ANTHROPIC_MESSAGES, "anthropic"),
+    ("anthropic", "system.anthropic", "messages", "claude-haiku-4-5", ANTHROPIC_MESSAGES, "anthropic"),
+)
+USE_CASES = ("summarize", "classify", "extract-entities", "qa-bot", "translate", "rerank")
+USERS = tuple(f"user-{i:02d}" for i in range(25))
+ACCOUNTS = ("acme", "globex", "initech", None)
+LIMITS = ("team-q4", "project-x", "ana-daily", "org-monthly")
+STEPS = (None, "draft", "review", "final")
+
+
+def _usage(kind: str, rng: random.Random) -> dict:
+    prompt = rng.randint(20, 12_000)
+    completion = rng.randint(1, 1_500)
+    cached = rng.choice((0, 0, 0, 1024, 2048)) if prompt > 2048 else 0
+    if kind == "chat":
+        details = {"cached_tokens": cached}
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "prompt_tokens_details": details}
+    if kind == "embeddings":
+        return {"prompt_tokens": prompt, "total_tokens": prompt}
+    if kind in ("responses", "reasoning"):
+        reasoning = rng.randint(0, completion) if kind == "reasoning" else 0
+        return {
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+        }
+    usage = {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": rng.choice((0, 0, 0, 512)),
+    }
+    roll = rng.random()
+    if roll < 0.01:  # 1-hour cache writes: the ledger must keep this map as given
+        usage["cache_creation"] = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 4096}
+    elif roll < 0.02:
+        usage["server_tool_use"] = {"web_search_requests": rng.randint(1, 3)}
+    return usage
+
+
+class Sessions:
+    """Pools shared by many events (made before the memory baseline) and a fast event maker."""
+
+    def __init__(self, seed: int = 7, cell_runs: int = 600, usages_per_endpoint: int = 2048) -> None:
+        self.rng = random.Random(seed)
+        rng = self.rng
+        self.runs: list[tuple[Context, str, int, str]] = []
+        for run in range(cell_runs):
+            ctx = derive(
+                Context(),
+                use_case_name=rng.choice(USE_CASES),
+                use_case_version=rng.choice((None, 1, 2)),
+                use_case_step=rng.choice(STEPS),
+                user_id=rng.choice(USERS),
+                account_name=rng.choice(ACCOUNTS),
+                limit_ids=rng.sample(LIMITS, rng.randint(0, 2)),
+                properties={"experiment": f"exp-{rng.randint(1, 9)}", "notebook": "analysis.ipynb"}
+                if rng.random() < 0.5
+                else None,
+            )
+            self.runs.append((ctx, f"cell-{run % 40:02d}", run + 1, rng.choice(("telemetry",) * 9 + ("proxy",))))
+        self.usages: list[list[tuple[Units, TokenCounts]]] = []
+        for endpoint in ENDPOINTS:
+            pool = []
+            for _ in range(usages_per_endpoint):
+                units = units_for(endpoint[0], _usage(endpoint[5], rng))
+                pool.append((units, token_counts(units)))
+            self.usages.append(pool)
+
+    def events(self, rows: int, start: int = 0) -> Iterator[list[UsageEvent]]:
+        """Chunks of fresh events (unique ids and response ids) for rows ``start .. start+rows``."""
+        rng = self.rng
+        per_run = max(rows // len(self.runs), 1)
+        t0 = 1_767_000_000.0
+        done = 0
+        while done < rows:
+            chunk = []
+            for i in range(start + done, start + min(done + CHUNK, rows)):
+                ctx, cell_id, execution_count, mode = self.runs[(i // per_run) % len(self.runs)]
+                e = rng.randrange(len(ENDPOINTS))
+                provider, category, operation, model, uri, kind = ENDPOINTS[e]
+                units, tokens = rng.choice(self.usages[e])
+                streaming = kind != "embeddings" and rng.random() < 0.3
+                prefix = "msg_01" if provider == "anthropic" else "chatcmpl-"
+                xproxy = None
+                status = "pending"
+                if mode == "proxy":
+                    status = "proxied"
+                    xproxy = {
+                        "request_id": str(rng.getrandbits(60)),
+                        "limits": {limit: {"state": "ok"} for limit in ctx.limit_ids},
+                        "cost": {"currency": "usd", "total": {"base": rng.random() / 100}},
+                    }
+                chunk.append(
+                    UsageEvent(
+                        provider=provider,
+                        category=category,
+                        operation=operation,
+                        resource=model,
+                        mode=mode,
+                        streaming=streaming,
+                        event_id=f"{rng.getrandbits(128):032x}",
+                        timestamp=t0 + i * 0.05,
+                        provider_response_id=f"{prefix}{rng.getrandbits(120):030x}",
+                        units=units,
+                        tokens=tokens,
+                        latency_ms=rng.uniform(80, 9000),
+                        ttft_ms=rng.uniform(50, 800) if streaming else None,
+                        http_status=200,
+                        status=status,
+                        context=ctx,
+                        execution_count=execution_count,
+                        cell_id=cell_id,
+                        provider_uri=uri,
+                        xproxy_result=xproxy,
+                        est_cost_usd=rng.random() / 100,
+                        payi_cost_usd=xproxy["cost"]["total"]["base"] if xproxy else None,
+                    )
+                )
+            done += len(chunk)
+            yield chunk
+
+
+def append_rate(sessions: Sessions, rows: int) -> tuple[float, Ledger]:
+    """Appends per second for ``rows`` appends into a fresh ledger (timing only the appends)."""
+    ledger = Ledger()
+    elapsed = 0.0
+    for chunk in sessions.events(rows):
+        append = ledger.append
+        started = time.perf_counter()
+        for event in chunk:
+            append(event)
+        elapsed += time.perf_counter() - started
+    return rows / elapsed, ledger
+
+
+def build_times(ledger: Ledger) -> tuple[float, float]:
+    """First build of ``df`` and the median cached re-access, in seconds."""
+    gc.collect()
+    started = time.perf_counter()
+    frame = ledger.df
+    first = time.perf_counter() - started
+    assert len(frame) == len(ledger)
+    again = []
+    for _ in range(5):
+        started = time.perf_counter()
+        ledger.df
+        again.append(time.perf_counter() - started)
+    return first, statistics.median(again)
+
+
+def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[str, int]:
+    grown: dict[str, int] = {}
+    for stat in after.compare_to(before, "filename"):
+        name = Path(stat.traceback[0].filename).name
+        grown[name] = grown.get(name, 0) + stat.size_diff
+    return grown
+
+
+def memory_per_row(rows: int) -> None:
+    """Print what the ledger keeps per row after appends, and after the usual Pay-i updates."""
+    sessions = Sessions(seed=11)
+    ledger = Ledger()
+    refs = []
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.take_snapshot()
+    start = tracemalloc.get_traced_memory()[0]
+    for chunk in sessions.events(rows):
+        refs.extend(ledger.append(event) for event in chunk)
+        del chunk
+    gc.collect()
+    refs_bytes = sys.getsizeof(refs) + sum(sys.getsizeof(r) for r in refs[:1]) * len(refs)
+    appended = tracemalloc.get_traced_memory()[0] - start - refs_bytes
+    after_append = tracemalloc.take_snapshot()
+    rng = random.Random(3)
+    for ref in refs:
+        ledger.update(
+            ref,
+            status="sent",
+            payi_cost_usd=rng.random() / 100,
+            payi_request_id=str(rng.getrandbits(60)),
+            limit_states={"team-q4": rng.choice(("ok", "ok", "ok", "exceeded"))},
+        )
+    gc.collect()
+    updated = tracemalloc.get_traced_memory()[0] - start - refs_bytes
+    tracemalloc.stop()
+    print(f"memory, {rows:,} rows (tracemalloc; the RowRefs the benchmark holds are subtracted):")
+    print(f"  after append             {appended / rows:7.1f} B/row   target <= {TARGET_BYTES_PER_ROW}")
+    for name, size in sorted(_by_file(after_append, base).items(), key=lambda kv: -kv[1])[:3]:
+        where = "ledger columns and tables" if name == "ledger.py" else "event strings the ledger keeps"
+        if name == Path(__file__).name:
+            where = "event strings the ledger keeps (response ids, proxy results)"
+        print(f"    {name:20s} {size / rows:7.1f} B/row   {where}")
+    print(f"  after Pay-i updates      {updated / rows:7.1f} B/row   (status, cost, request id string, limit states)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows appended per run (default 1,000,000)")
+    parser.add_argument("--runs", type=int, default=3, help="append runs; the median rate is reported")
+    parser.add_argument("--memory-rows", type=int, default=200_000, help="rows for the traced memory run")
+    args = parser.parse_args()
+
+    sessions = Sessions()
+    rates = []
+    ledger = Ledger()
+    for _ in range(args.runs):
+        del ledger
+        gc.collect()
+        rate, ledger = append_rate(sessions, args.rows)
+        rates.append(rate)
+    print(f"Ledger benchmark, Python {sys.version.split()[0]}")
+    print(
+        f"append, {args.rows:,} rows x {args.runs} runs: median {statistics.median(rates):,.0f}/s"
+        f" (runs: {', '.join(f'{r:,.0f}' for r in rates)})   target >= {TARGET_APPENDS_PER_S:,}/s"
+    )
+    first, cached = build_times(ledger)
+    print(f"df, {len(ledger):,} rows: first build {first:.2f} s   target <= {TARGET_BUILD_S} s")
+    print(f"df, cached re-access: {cached * 1e3:.2f} ms")
+    ref = ledger.append(next(sessions.events(1, start=args.rows))[0])
+    started = time.perf_counter()
+    ledger.df
+    print(f"df, rebuild after one more append: {time.perf_counter() - started:.2f} s")
+    started = time.perf_counter()
+    totals = ledger.totals([RowRef(ref.generation, i) for i in range(1000)])
+    print(f"totals over 1,000 rows: {(time.perf_counter() - started) * 1e3:.2f} ms ({totals.calls} calls)")
+    del ledger
+    gc.collect()
+    memory_per_row(min(args.memory_rows, args.rows))
+
+
+if __name__ == "__main__":
+    main()
