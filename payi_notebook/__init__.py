@@ -1,0 +1,131 @@
+"""payi_notebook: see, attribute and control what your notebook's LLM calls cost, with Pay-i.
+
+In a notebook::
+
+    %load_ext payi_notebook
+
+    %%payi --use-case summarize --user ana --limit team-q4
+    client.chat.completions.create(...)   # unchanged provider code
+
+In a script::
+
+    import payi_notebook as pn
+    with pn.track(use_case_name="summarize"):
+        client.chat.completions.create(...)
+    pn.flush()
+    pn.ledger().df
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .capture import proxy_url
+from .context import ContextError
+from .ledger import Ledger
+from .session import Session, get_session
+from .tracking import Track
+
+__all__ = [
+    "ContextError",
+    "configure",
+    "flush",
+    "ingest",
+    "instrument",
+    "last_result",
+    "ledger",
+    "load_ipython_extension",
+    "proxy",
+    "session",
+    "status",
+    "track",
+    "unload_ipython_extension",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def session() -> Session:
+    """The running session (started: endpoint resolved, flusher running, capture installed)."""
+    return get_session().start()
+
+
+def instrument() -> Session:
+    """Install capture in a plain Python process (what ``%load_ext`` does in IPython)."""
+    return session()
+
+
+def ledger() -> Ledger:
+    """The ledger of captured calls; ``pn.ledger().df`` is the pandas DataFrame."""
+    return get_session().ledger
+
+
+def track(**options: Any) -> Track:
+    """Capture calls made inside: ``with pn.track(use_case_name=..., user_id=...):`` or as a decorator.
+
+    Options: use_case_name, use_case_id, use_case_version, use_case_step, user_id,
+    account_name, limit_ids, properties, use_case_properties, proxy (True/False),
+    log_prompt_and_response, quiet. Invalid values raise ``ContextError`` here, before any call.
+    """
+    current = session()
+    return Track(current.root_context, **options)
+
+
+def _mode_decorator(proxy: bool, fn: F | None, options: dict[str, Any]) -> Any:
+    tracker = track(proxy=proxy, **options)
+    return tracker(fn) if fn is not None else tracker
+
+
+def ingest(fn: F | None = None, **options: Any) -> Any:
+    """Decorator: calls inside go straight to the provider and are ingested afterwards (telemetry)."""
+    return _mode_decorator(False, fn, options)
+
+
+def proxy(fn: F | None = None, **options: Any) -> Any:
+    """Decorator: calls inside are routed through the Pay-i proxy (Block limits apply)."""
+    return _mode_decorator(True, fn, options)
+
+
+def flush(timeout: float = 30.0) -> Any:
+    """Block until every captured call is delivered to Pay-i (or ``timeout``); returns the counts."""
+    return get_session().flush(timeout)
+
+
+def last_result(wait: float = 2.0) -> dict[str, Any] | None:
+    """The ``xproxy_result`` of the latest call, proxied or ingested (waits up to ``wait`` s for ingest)."""
+    return get_session().last_result(wait)
+
+
+def configure(**settings: Any) -> None:
+    """Change settings: api_key, base_url, mode, log_prompt_and_response, providers, spool_dir, quiet, exit_timeout."""
+    get_session().configure(**settings)
+
+
+def status() -> Any:
+    """Endpoint, mode, pending/sent/failed counts and recent problems."""
+    return get_session().status_report()
+
+
+def openai_url() -> str:
+    """Base URL for an OpenAI client that goes through the Pay-i proxy by itself."""
+    return proxy_url(session().endpoint.base_url, "openai")  # type: ignore[union-attr]
+
+
+def anthropic_url() -> str:
+    """Base URL for an Anthropic client that goes through the Pay-i proxy by itself."""
+    return proxy_url(session().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext payi_notebook``."""
+    from .magic import load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """``%unload_ext payi_notebook``: remove capture and hooks; pending events are drained."""
+    from .magic import unload
+
+    unload(shell)

@@ -6,7 +6,7 @@ untouched.
 """
 
 from .exchange import CaptureConfig
-from .hooks import configure, install, installed, uninstall
+from .hooks import configure, hooked_libraries, install, uninstall
 from .proxying import ProxyTarget, proxy_url
 from .routes import Route, RouteTable
 
@@ -17,7 +17,7 @@ __all__ = [
     "RouteTable",
     "configure",
     "install",
-    "installed",
+    "hooked_libraries",
     "proxy_url",
     "uninstall",
 ]

@@ -133,5 +133,6 @@ def uninstall() -> None:
         _installed.clear()
 
 
-def installed() -> bool:
-    return bool(_installed)
+def hooked_libraries() -> tuple[str, ...]:
+    """Names of the hooked HTTP libraries (for ``%payi status``)."""
+    return tuple(sorted({cls.__module__.split(".")[0] for cls, _ in _installed}))

@@ -1,0 +1,154 @@
+"""What capture adds to an LLM call: bare vs inside ``pn.track()``, measured side by side.
+
+The sandbox and emulator run in a child process (so they do not share this process's GIL);
+calls alternate bare/tracked so drift hits both equally. Three measurements:
+
+1. loopback: the real ``openai`` SDK against the emulator over HTTP (median per call);
+2. in-memory: the same SDK over an in-process transport that answers instantly, so the
+   difference is capture's own cost with no network noise;
+3. streaming: time to first chunk, bare vs tracked.
+
+Targets (issue #3): added time <= 5% of a loopback call and <= 100 us per call; streaming
+time-to-first-token ratio <= 1.02. This is a benchmark, not a test: machines are noisy.
+
+    python bench/capture_overhead.py [--calls 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import httpx2
+from openai import OpenAI
+
+MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
+
+
+def start_sandbox() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "payi_notebook.sandbox", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    env: dict[str, str] = {}
+    assert proc.stdout is not None
+    while len(env) < 3:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("sandbox did not start")
+        key, _, value = line.strip().partition("=")
+        env[key] = value
+    return proc, env
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(bare: Callable[[], object], tracked: Callable[[], object], n: int) -> tuple[list[float], list[float]]:
+    b: list[float] = []
+    t: list[float] = []
+    for i in range(n):
+        if i % 2:
+            b.append(timed(bare))
+            t.append(timed(tracked))
+        else:
+            t.append(timed(tracked))
+            b.append(timed(bare))
+    return b, t
+
+
+def canned_transport() -> httpx2.MockTransport:
+    body = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 21, "completion_tokens": 2, "total_tokens": 23},
+        }
+    ).encode()
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
+
+    return httpx2.MockTransport(answer)
+
+
+def report(label: str, bare: list[float], tracked: list[float]) -> tuple[float, float]:
+    mb, mt = statistics.median(bare), statistics.median(tracked)
+    added = mt - mb
+    print(
+        f"{label:<28} bare {mb * 1e6:9.1f} us   tracked {mt * 1e6:9.1f} us   "
+        f"added {added * 1e6:7.1f} us   ratio {mt / mb:6.3f}"
+    )
+    return added, mt / mb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=400, help="calls per variant (default 400)")
+    args = parser.parse_args()
+
+    proc, env = start_sandbox()
+    data = tempfile.mkdtemp(prefix="payi-bench-")
+    os.environ.update(env)
+    os.environ["PAYI_NOTEBOOK_DATA_DIR"] = data
+    import payi_notebook as pn
+
+    try:
+        pn.instrument()
+        client = OpenAI(base_url=env["PAYI_SANDBOX_PROVIDER_URL"] + "/v1", api_key="sk-bench", max_retries=0)
+        memory = OpenAI(base_url="https://api.openai.com/v1", api_key="sk-bench", http_client=httpx2.Client(transport=canned_transport()))
+
+        def call(c: OpenAI) -> Callable[[], object]:
+            return lambda: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+        def tracked(fn: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                with pn.track(use_case_name="bench"):
+                    return fn()
+
+            return run
+
+        def first_chunk(c: OpenAI) -> Callable[[], object]:
+            def run() -> object:
+                stream = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+                first = next(iter(stream))
+                stream.close()
+                return first
+
+            return run
+
+        for warm in range(20):
+            call(client)()
+            tracked(call(client))()
+        print(f"{args.calls} calls per variant, interleaved; medians\n")
+        loop_added, loop_ratio = report("loopback chat (emulator)", *interleaved(call(client), tracked(call(client)), args.calls))
+        mem_added, _ = report("in-memory chat (no network)", *interleaved(call(memory), tracked(call(memory)), args.calls * 5))
+        _, ttft_ratio = report("stream: time to 1st chunk", *interleaved(first_chunk(client), tracked(first_chunk(client)), args.calls))
+        flushed = pn.flush(60)
+        print(f"\nflushed: {flushed}")
+        print("\ntargets:")
+        print(f"  capture cost per call (in-memory)  {mem_added * 1e6:7.1f} us   target <= 100 us")
+        print(f"  added on a loopback call           {loop_added * 1e6:7.1f} us = {100 * (loop_ratio - 1):5.2f}%   target <= 5%")
+        print(f"  streaming time-to-first-token      ratio {ttft_ratio:6.3f}   target <= 1.02")
+    finally:
+        pn.session().stop(timeout=5)
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

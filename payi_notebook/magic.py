@@ -1,0 +1,332 @@
+"""``%%payi`` and ``%payi``: the notebook face of the session.
+
+``%%payi [options]`` is rewritten by an input transformer into one line that opens the
+cell's tracking scope, followed by the untouched body, so top-level ``await`` keeps working
+(a cell magic running its body through ``run_cell`` would not). The scope is closed in
+``post_run_cell`` by setting the parent back, which works whether or not the kernel ran the
+cell in a context of its own. Bad options raise ``UsageError`` before the body runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Dict, Enum, Float, Unicode, observe
+
+from . import tracking
+from .context import Context, ContextError, derive, parse_property
+from .naming import notebook_name
+from .session import Session, close_session, get_session
+from .tracking import TrackingScope
+
+CELL_PREFIX = "%%payi"
+SUBCOMMANDS = ("status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox")
+
+
+@magic_arguments()
+@argument("--use-case", dest="use_case_name", metavar="NAME", help="use case name ([A-Za-z0-9._-], ≤ 64 chars)")
+@argument("--use-case-id", metavar="ID", help="use case instance id (default: a new one per new name)")
+@argument("--use-case-version", metavar="N", help="use case version (positive integer)")
+@argument("--step", dest="use_case_step", metavar="STEP", help="use case step")
+@argument("--user", dest="user_id", metavar="ID", help="user id")
+@argument("--account", dest="account_name", metavar="NAME", help="account name")
+@argument("--limit", dest="limit_ids", action="append", metavar="ID", help="limit id (repeatable)")
+@argument("--prop", dest="props", action="append", metavar="KEY=VALUE", help="request property (repeatable)")
+@argument("--proxy", dest="proxy", action="store_const", const=True, help="route calls through the Pay-i proxy")
+@argument("--telemetry", dest="proxy", action="store_const", const=False, help="call providers directly; ingest after")
+@argument("--no-log", dest="log", action="store_false", default=None, help="keep prompts and responses out of Pay-i")
+@argument("--quiet", action="store_true", help="no summary line under the cell")
+def cell_options(line: str) -> None:
+    """Options of ``%%payi`` (and of ``%payi on``)."""
+
+
+def parse_cell_options(line: str) -> dict[str, Any]:
+    """Cell options as ``derive``/``track`` keyword arguments; UsageError on anything wrong."""
+    try:
+        args = parse_argstring(cell_options, line)
+    except UsageError:
+        raise
+    except SystemExit:  # argparse's way of saying "bad arguments"
+        raise UsageError(f"invalid %%payi options: {line!r}; see %%payi?") from None
+    options: dict[str, Any] = {
+        "use_case_name": args.use_case_name,
+        "use_case_id": args.use_case_id,
+        "use_case_version": args.use_case_version,
+        "use_case_step": args.use_case_step,
+        "user_id": args.user_id,
+        "account_name": args.account_name,
+        "limit_ids": args.limit_ids,
+        "proxy": args.proxy,
+        "log_prompt_and_response": args.log,
+        "quiet": args.quiet,
+    }
+    try:
+        if args.props:
+            options["properties"] = dict(parse_property(p) for p in args.props)
+        derive(Context(), **{k: v for k, v in options.items() if k != "quiet"})
+    except ContextError as exc:
+        raise UsageError(str(exc)) from None
+    return options
+
+
+def transform_payi_cell(lines: list[str]) -> list[str]:
+    """Input transformer: ``%%payi ARGS`` as the first line → a call opening the cell's scope."""
+    index = 0
+    while index < len(lines) and not lines[index].strip():
+        index += 1
+    if index >= len(lines):
+        return lines
+    first = lines[index]
+    if not first.startswith(CELL_PREFIX) or first[len(CELL_PREFIX) : len(CELL_PREFIX) + 1] not in ("", " ", "\t", "\n"):
+        return lines
+    args = first[len(CELL_PREFIX) :].strip()
+    opener = f"__import__('payi_notebook.magic').magic.begin_cell({args!r})\n"
+    return lines[:index] + [opener] + lines[index + 1 :]
+
+
+_magics: PayiMagics | None = None
+
+
+def begin_cell(args: str) -> None:
+    """Called by the transformed first line of a ``%%payi`` cell."""
+    if _magics is None:
+        raise UsageError("%%payi needs the extension: run %load_ext payi_notebook first")
+    _magics.open_cell_scope(args)
+
+
+@magics_class
+class PayiMagics(Magics):
+    """``%%payi`` / ``%payi``. Options below are settable with ``%config PayiMagics.<option> = ...``."""
+
+    mode = Enum(["telemetry", "proxy"], default_value="telemetry", help="Default mode of tracked calls.").tag(config=True)
+    base_url = Unicode(None, allow_none=True, help="Pay-i base URL (default: PAYI_BASE_URL).").tag(config=True)
+    log_prompt_and_response = Bool(True, help="Send prompts and responses to Pay-i.").tag(config=True)
+    quiet = Bool(False, help="Hide the summary line under tracked cells.").tag(config=True)
+    spool_dir = Unicode(None, allow_none=True, help="Directory of the durable send journal.").tag(config=True)
+    providers = Dict(help="Extra provider base URLs, e.g. {'openai': ['http://localhost:8000/v1']}.").tag(config=True)
+    exit_timeout = Float(5.0, help="Seconds to wait at exit for pending events.").tag(config=True)
+
+    def __init__(self, shell: Any, session: Session) -> None:
+        super().__init__(shell)
+        self.session = session
+        self._cell: tuple[int | None, str | None] = (None, None)
+        self._cell_scope: TrackingScope | None = None
+        self._on_options: dict[str, Any] | None = None
+        self._board: Any = None
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @observe("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
+    def _forward(self, change: dict[str, Any]) -> None:
+        name, value = change["name"], change["new"]
+        if name == "base_url" and value is None:
+            return
+        try:
+            self.session.configure(**{name: value})
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+    # -- cell lifecycle --------------------------------------------------------------------
+
+    def base_context(self) -> Context:
+        return self.session.base_context(notebook_name(self.shell.user_ns))
+
+    def pre_run_cell(self, info: Any) -> None:
+        count = self.shell.execution_count - 1 if getattr(info, "store_history", False) else None
+        self._cell = (count, getattr(info, "cell_id", None))
+        self._cell_scope = None
+        tracking.set_current(None)
+        if self._on_options is not None:
+            self._open(dict(self._on_options))
+
+    def _open(self, options: dict[str, Any]) -> TrackingScope:
+        quiet = bool(options.pop("quiet", False))
+        parent = tracking.current()
+        context = derive(parent.context if parent else self.base_context(), **options)
+        scope = TrackingScope(
+            context=context,
+            parent=parent,
+            execution_count=self._cell[0],
+            cell_id=self._cell[1],
+            quiet=quiet or self.quiet,
+        )
+        tracking.set_current(scope)
+        if parent is None:
+            self._cell_scope = scope
+        return scope
+
+    def open_cell_scope(self, args: str) -> None:
+        options = parse_cell_options(args)
+        self.session.start()
+        self._announce()
+        try:
+            self._open(options)
+        except ContextError as exc:
+            raise UsageError(str(exc)) from None
+
+    def post_run_cell(self, result: Any) -> None:
+        scope, self._cell_scope = self._cell_scope, None
+        tracking.set_current(None)
+        if scope is None:
+            return
+        try:
+            self.session.after_cell(scope, self._show if not scope.quiet else None)
+        except Exception as exc:  # display problems never break the cell
+            self.session.report("showing the cell summary failed", exc)
+
+    def _show(self, refs: list[Any]) -> None:
+        if self._board is None:
+            from .widgets.badge import BadgeBoard
+
+            self._board = BadgeBoard(self.session.ledger, lambda badge: display(badge, display_id=True))
+        self._board.show(refs)
+
+    def _announce(self) -> None:
+        message, self.session.announcement = self.session.announcement, None
+        if message:
+            print(message)
+
+    # -- the magic -------------------------------------------------------------------------
+
+    @line_cell_magic
+    def payi(self, line: str, cell: str | None = None) -> Any:
+        """Track a cell (``%%payi [options]``) or run a subcommand (``%payi status``, ...).
+
+        Subcommands: status | df | flush [TIMEOUT] | result | mode [proxy|telemetry] |
+        on [options] | off | reset | provider add openai|anthropic URL | provider list |
+        limits | sandbox.
+        """
+        if cell is not None:
+            return self._run_cell_fallback(line, cell)
+        words = shlex.split(line)
+        if not words:
+            return self._status()
+        command, rest = words[0], words[1:]
+        if command not in SUBCOMMANDS:
+            raise UsageError(f"unknown %payi subcommand {command!r}; use one of: {', '.join(SUBCOMMANDS)}")
+        handler: Callable[[list[str], str], Any] = getattr(self, f"_cmd_{command}")
+        return handler(rest, line.split(None, 1)[1] if len(words) > 1 else "")
+
+    def _run_cell_fallback(self, line: str, cell: str) -> Any:
+        """Used only when the input transformer did not see the cell (e.g. ``run_cell_magic``)."""
+        self.open_cell_scope(line)
+        return self.shell.run_cell(cell).result
+
+    def _status(self) -> Any:
+        self.session.start()
+        self._announce()
+        return self.session.status_report()
+
+    def _cmd_status(self, rest: list[str], raw: str) -> Any:
+        return self._status()
+
+    def _cmd_df(self, rest: list[str], raw: str) -> Any:
+        return self.session.ledger.df
+
+    def _cmd_flush(self, rest: list[str], raw: str) -> Any:
+        timeout = 30.0
+        if rest:
+            try:
+                timeout = float(rest[0])
+            except ValueError:
+                raise UsageError(f"flush takes a timeout in seconds, got {rest[0]!r}") from None
+        return self.session.flush(timeout)
+
+    def _cmd_result(self, rest: list[str], raw: str) -> Any:
+        return self.session.result_view()
+
+    def _cmd_mode(self, rest: list[str], raw: str) -> Any:
+        if not rest:
+            print(f"mode: {self.session.settings.mode}")
+            return None
+        if rest[0] not in ("proxy", "telemetry") or len(rest) > 1:
+            raise UsageError("usage: %payi mode [proxy|telemetry]")
+        self.mode = rest[0]
+        print(f"mode: {self.session.settings.mode}")
+        return None
+
+    def _cmd_on(self, rest: list[str], raw: str) -> Any:
+        options = parse_cell_options(raw)
+        self.session.start()
+        self._announce()
+        self._on_options = options
+        print("payi: tracking every cell from the next one on (%payi off to stop)")
+        return None
+
+    def _cmd_off(self, rest: list[str], raw: str) -> Any:
+        self._on_options = None
+        print("payi: tracking only %%payi cells")
+        return None
+
+    def _cmd_reset(self, rest: list[str], raw: str) -> Any:
+        report = self.session.reset()
+        print(f"payi: ledger cleared ({report})")
+        return None
+
+    def _cmd_provider(self, rest: list[str], raw: str) -> Any:
+        if rest[:1] == ["list"] or not rest:
+            return self.session.provider_table()
+        if rest[0] != "add" or len(rest) != 3:
+            raise UsageError("usage: %payi provider add openai|anthropic BASE_URL  (or %payi provider list)")
+        try:
+            self.session.add_provider(rest[1], rest[2])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"payi: {rest[1]} calls to {rest[2]} will be captured")
+        return None
+
+    def _cmd_limits(self, rest: list[str], raw: str) -> Any:
+        return self.session.limits_table()
+
+    def _cmd_sandbox(self, rest: list[str], raw: str) -> Any:
+        return self.session.sandbox_report()
+
+
+def load(shell: Any) -> PayiMagics:
+    """Register magics, the input transformer and the cell hooks (once per shell)."""
+    global _magics
+    if _magics is not None and _magics.shell is shell:
+        return _magics
+    session = get_session()
+    magics = PayiMagics(shell, session)
+    shell.register_magics(magics)
+    shell.configurables.append(magics)
+    magics.update_config(shell.config)
+    if transform_payi_cell not in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.insert(0, transform_payi_cell)
+    shell.events.register("pre_run_cell", magics.pre_run_cell)
+    shell.events.register("post_run_cell", magics.post_run_cell)
+    _magics = magics
+    session.start()
+    magics._announce()
+    return magics
+
+
+def unload(shell: Any) -> None:
+    """Undo ``load``: hooks, transformer, capture; the session drains what is pending."""
+    global _magics
+    magics = _magics
+    if magics is None:
+        return
+    for name, fn in (("pre_run_cell", magics.pre_run_cell), ("post_run_cell", magics.post_run_cell)):
+        try:
+            shell.events.unregister(name, fn)
+        except ValueError:
+            pass
+    if transform_payi_cell in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.remove(transform_payi_cell)
+    if magics in shell.configurables:
+        shell.configurables.remove(magics)
+    shell.magics_manager.magics["line"].pop("payi", None)
+    shell.magics_manager.magics["cell"].pop("payi", None)
+    if magics._board is not None:
+        magics._board.close()
+    tracking.set_current(None)
+    _magics = None
+    close_session()

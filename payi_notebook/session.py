@@ -1,0 +1,339 @@
+"""The process-wide session: settings, ledger, flusher, endpoint, and capture wiring.
+
+Everything public (``pn.*``, ``%payi``) goes through one ``Session``. Starting it resolves
+the Pay-i endpoint (a key means Pay-i; no key starts the local sandbox and says so),
+starts the background flusher and installs capture. Capture hands each finished event
+to ``sink``, which is the only place a call enters the ledger and the send queue.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from . import capture, tracking
+from .capture import CaptureConfig, ProxyTarget, RouteTable
+from .capture.routes import DEFAULT_BASES
+from .config import PAYI_DEFAULT_BASE_URL, Settings
+from .context import Context, derive
+from .events import UsageEvent
+from .flusher import Flusher
+from .ledger import Ledger, RowRef
+from .naming import notebook_name, script_name
+from .tracking import TrackingScope
+from .widgets.status import StatusReport
+
+log = logging.getLogger("payi_notebook")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where events go. ``kind`` is "Pay-i", "sandbox" (ours, in-process or CLI) or "custom"."""
+
+    kind: str
+    base_url: str
+    api_key: str
+    key: str  # identity of the endpoint for the spool (never the API key)
+
+    def __repr__(self) -> str:
+        return f"Endpoint(kind={self.kind!r}, base_url={self.base_url!r})"
+
+
+@dataclass(frozen=True)
+class Problem:
+    when: float
+    message: str
+
+
+def data_dir() -> Path:
+    """Where the spool and the embedded sandbox's database live (``PAYI_NOTEBOOK_DATA_DIR``)."""
+    configured = os.environ.get("PAYI_NOTEBOOK_DATA_DIR", "").strip()
+    return Path(configured) if configured else Path(platformdirs.user_data_dir("payi_notebook"))
+
+
+class Session:
+    """One per process; see ``get_session``."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.ledger = Ledger()
+        self.flusher: Flusher | None = None
+        self.sandbox: Any = None
+        self.endpoint: Endpoint | None = None
+        self.default_context = Context()
+        self.problems: deque[Problem] = deque(maxlen=100)
+        self.announcement: str | None = None
+        self._last_ref: RowRef | None = None
+        self._last_result: dict[str, Any] | None = None
+        self._lock = threading.RLock()
+        self._atexit = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self.flusher is not None
+
+    def start(self) -> Session:
+        """Resolve the endpoint, start the flusher, install capture. Idempotent."""
+        with self._lock:
+            if self.started:
+                return self
+            self.endpoint = self._resolve_endpoint()
+            spool = self.settings.spool_dir or str(data_dir() / "spool")
+            self.flusher = Flusher(
+                self.ledger,
+                base_url=self.endpoint.base_url,
+                api_key=self.endpoint.api_key,
+                spool_dir=spool,
+                endpoint_key=self.endpoint.key,
+                log_prompt_and_response=self.settings.log_prompt_and_response,
+            )
+            self.flusher.start()
+            capture.install()
+            tracking.install_executor_propagation()
+            self.apply_settings()
+            if not self._atexit:
+                atexit.register(self.stop)
+                self._atexit = True
+            return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain (bounded), stop the flusher and the embedded sandbox, remove capture."""
+        with self._lock:
+            capture.configure(None)
+            capture.uninstall()
+            tracking.uninstall_executor_propagation()
+            if self.flusher is not None:
+                self.flusher.stop(self.settings.exit_timeout if timeout is None else timeout)
+                self.flusher = None
+            if self.sandbox is not None:
+                self.sandbox.stop()
+                self.sandbox = None
+            self.endpoint = None
+
+    def restart(self) -> None:
+        """Apply an endpoint change (key or base URL): drain to the old one, start on the new."""
+        with self._lock:
+            if self.started:
+                self.stop()
+                self.start()
+
+    def _resolve_endpoint(self) -> Endpoint:
+        settings = self.settings
+        if settings.api_key:
+            provider_url = os.environ.get("PAYI_SANDBOX_PROVIDER_URL", "").strip()
+            if provider_url:
+                self._add_provider_bases(provider_url)
+                kind = "sandbox"
+            else:
+                kind = "Pay-i" if settings.base_url.rstrip("/") == PAYI_DEFAULT_BASE_URL else "custom"
+            self.announcement = None
+            return Endpoint(kind, settings.base_url, settings.api_key, settings.base_url)
+        from . import sandbox
+
+        db = data_dir() / "sandbox.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self.sandbox = sandbox.start(db=str(db))
+        self._add_provider_bases(self.sandbox.provider_url)
+        self.announcement = (
+            f"payi_notebook: no PAYI_API_KEY, so calls go to the local Pay-i sandbox at {self.sandbox.base_url} "
+            f"(nothing is sent to Pay-i; provider emulator at {self.sandbox.provider_url})."
+        )
+        return Endpoint("sandbox", self.sandbox.base_url, self.sandbox.api_key, f"sandbox:{db}")
+
+    def _add_provider_bases(self, provider_url: str) -> None:
+        """Make calls to the emulator recognisable, like calls to the real provider hosts."""
+        providers = {k: list(v) for k, v in self.settings.providers.items()}
+        url = provider_url.rstrip("/")
+        for provider, base in (("openai", f"{url}/v1"), ("anthropic", url)):
+            if base not in providers.setdefault(provider, []):
+                providers[provider].append(base)
+        self.settings.providers = providers
+
+    def apply_settings(self) -> None:
+        """Rebuild what capture reads from the settings (routes, mode, logging, proxy target)."""
+        if self.endpoint is None:
+            return
+        config = CaptureConfig(
+            routes=RouteTable(self.settings.providers, payi_base_url=self.endpoint.base_url),
+            sink=self.sink,
+            report=self.report,
+            default_mode=self.settings.mode,
+            log_default=self.settings.log_prompt_and_response,
+            proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key),
+        )
+        capture.configure(config)
+
+    # -- capture side ----------------------------------------------------------------------
+
+    def sink(self, event: UsageEvent, scope: TrackingScope | None) -> None:
+        """A finished call: into the ledger, the scope's tally and the flusher (telemetry only)."""
+        ref = self.ledger.append(event)
+        if scope is not None:
+            scope.add(ref)
+        self._last_ref = ref
+        self._last_result = event.xproxy_result
+        flusher = self.flusher
+        if flusher is not None:
+            flusher.submit(event, ref, send=event.mode == "telemetry")
+
+    def report(self, what: str, exc: BaseException | None) -> None:
+        """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""
+        message = f"{what}: {type(exc).__name__}: {exc}" if exc is not None else what
+        log.warning(message, exc_info=exc if exc is not None and log.isEnabledFor(logging.DEBUG) else None)
+        self.problems.append(Problem(time.time(), message))
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings; an endpoint change (key, base URL, spool) restarts the flusher."""
+        unknown = set(changes) - set(self.settings.trait_names())
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; use one of {', '.join(sorted(self.settings.trait_names()))}")
+        from traitlets import TraitError
+
+        restart = {"api_key", "base_url", "spool_dir"} & {k for k, v in changes.items() if getattr(self.settings, k) != v}
+        try:
+            with self.settings.hold_trait_notifications():
+                for name, value in changes.items():
+                    setattr(self.settings, name, value)
+        except TraitError as exc:
+            raise ValueError(str(exc)) from None
+        if restart:
+            self.restart()
+        else:
+            self.apply_settings()
+
+    def add_provider(self, provider: str, base_url: str) -> None:
+        """Capture calls to an extra base URL (an OpenAI-compatible gateway, the emulator)."""
+        providers = {k: list(v) for k, v in self.settings.providers.items()}
+        providers.setdefault(provider, [])
+        if base_url.rstrip("/") not in providers[provider]:
+            providers[provider].append(base_url)
+        self.configure(providers=providers)
+
+    def base_context(self, use_case_name: str | None) -> Context:
+        """The root context of tracked calls: the notebook's name as the default use case."""
+        if use_case_name and self.default_context.use_case_name != use_case_name:
+            self.default_context = derive(Context(), use_case_name=use_case_name)
+        return self.default_context
+
+    def root_context(self) -> Context:
+        """Base context for ``pn.track``: the notebook's name under IPython, else the script's."""
+        name = None
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        name = notebook_name(shell.user_ns) if shell is not None else script_name()
+        return self.base_context(name)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def last_result(self, wait: float = 0.0) -> dict[str, Any] | None:
+        """``xproxy_result`` of the latest call in either mode; waits up to ``wait`` s for ingest's."""
+        ref = self._last_ref
+        if ref is None:
+            return None
+        deadline = time.monotonic() + wait
+        while True:
+            result = self.ledger.xproxy_result(ref)
+            if result is not None or time.monotonic() >= deadline:
+                return result if result is not None else self._last_result
+            time.sleep(0.02)
+
+    def after_cell(self, scope: TrackingScope, show: Any) -> None:
+        """End of a tracked cell: let estimates land briefly, then show the summary."""
+        refs = list(scope.refs)
+        if refs and self.flusher is not None:
+            self.flusher.wait_priced(refs, timeout=0.5)
+        if show is not None:
+            show(refs)
+
+    def flush(self, timeout: float = 30.0) -> Any:
+        """Block until every pending event is delivered or ``timeout`` passes; report counts."""
+        self.start()
+        assert self.flusher is not None
+        return self.flusher.flush(timeout)
+
+    def reset(self, timeout: float = 10.0) -> str:
+        """Ask the flusher to drain, then clear the ledger (undelivered events stay queued)."""
+        report = self.flush(timeout) if self.started else None
+        self.ledger.reset()
+        self._last_ref = None
+        self._last_result = None
+        return str(report) if report is not None else "nothing was pending"
+
+    def status_report(self) -> StatusReport:
+        self.start()
+        assert self.flusher is not None and self.endpoint is not None
+        st = self.flusher.status()
+        return StatusReport(
+            endpoint_kind=self.endpoint.kind,
+            endpoint_url=self.endpoint.base_url,
+            mode=self.settings.mode,
+            hooked=capture.hooked_libraries(),
+            rows=len(self.ledger),
+            pending=st.pending,
+            in_flight=st.in_flight,
+            sent=st.sent,
+            failed=st.failed,
+            retries=st.retries,
+            recovered=st.recovered,
+            awaiting_cost=st.awaiting_cost,
+            last_error=st.last_error,
+            unknown_models=dict(st.unknown_models),
+            problems=tuple((p.when, p.message) for p in self.problems),
+            note=st.note,
+        )
+
+    def provider_table(self) -> dict[str, list[str]]:
+        """Every base URL whose calls are captured, per provider."""
+        table = {p: list(urls) for p, urls in DEFAULT_BASES.items()}
+        for provider, urls in self.settings.providers.items():
+            table.setdefault(provider, []).extend(u for u in urls if u not in table[provider])
+        return table
+
+    def sandbox_report(self) -> dict[str, Any]:
+        """Where the sandbox is and what it holds (only when calls go to a sandbox)."""
+        self.start()
+        assert self.endpoint is not None
+        if self.endpoint.kind != "sandbox":
+            raise ValueError(f"calls go to {self.endpoint.kind} at {self.endpoint.base_url}, not to a sandbox")
+        report: dict[str, Any] = {"base_url": self.endpoint.base_url}
+        if self.sandbox is not None:
+            report["provider_url"] = self.sandbox.provider_url
+            report["events"] = len(self.sandbox.events())
+        return report
+
+
+_session: Session | None = None
+_session_lock = threading.Lock()
+
+
+def get_session() -> Session:
+    """The process's session (created on first use, not started)."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = Session()
+        return _session
+
+
+def close_session(timeout: float | None = None) -> None:
+    """Stop and forget the session; the next use starts afresh from the environment."""
+    global _session
+    with _session_lock:
+        current, _session = _session, None
+    if current is not None:
+        current.stop(timeout)
