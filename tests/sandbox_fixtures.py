@@ -20,7 +20,9 @@ class Api:
         self.sandbox = sandbox
         self.http = httpx.Client(base_url=sandbox.base_url, headers={"xProxy-api-key": sandbox.api_key}, timeout=30)
 
-    def call(self, method: str, template: str, path_params: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    def call(
+        self, method: str, template: str, path_params: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """``template`` is the spec path (``/api/v1/limits/{limit_id}``); ``path_params`` fill it in."""
         path = template.format(**(path_params or {}))
         response = self.http.request(method, path, **kwargs)

@@ -162,10 +162,16 @@ def test_two_processes_share_one_db(tmp_path: Path) -> None:
         h1 = httpx.Client(base_url=env1["PAYI_BASE_URL"], headers={"xProxy-api-key": env1["PAYI_API_KEY"]})
         h2 = httpx.Client(base_url=env2["PAYI_BASE_URL"], headers={"xProxy-api-key": env2["PAYI_API_KEY"]})
         limit_id = f"shared-{uuid.uuid4().hex[:6]}"
-        assert h1.post("/api/v1/limits", json={"limit_id": limit_id, "limit_name": limit_id, "max": 100}).status_code == 201
+        assert (
+            h1.post("/api/v1/limits", json={"limit_id": limit_id, "limit_name": limit_id, "max": 100}).status_code
+            == 201
+        )
         for index in range(20):
             client = h1 if index % 2 else h2
-            assert client.post("/api/v1/ingest", headers={"xProxy-Limit-IDs": limit_id}, json=openai_event()).status_code == 200
+            assert (
+                client.post("/api/v1/ingest", headers={"xProxy-Limit-IDs": limit_id}, json=openai_event()).status_code
+                == 200
+            )
         body = openai_event()
         original = h1.post("/api/v1/ingest", json=body).json()
         duplicate = h2.post("/api/v1/ingest", json=body).json()

@@ -28,7 +28,9 @@ def test_create_get_update_delete(api: Api) -> None:
     limit = created.json()["limit"]
     assert limit["limit_name"] == name and limit["max"] == 12.5 and limit["threshold"] == 0.8
     assert limit["limit_type"] == "block" and limit["limit_id"]
-    assert limit["totals"]["requests"] == {k: 0 for k in ("ok", "exceeded", "overrun", "blocked", "blocked_external", "failed", "total")}
+    assert limit["totals"]["requests"] == {
+        k: 0 for k in ("ok", "exceeded", "overrun", "blocked", "blocked_external", "failed", "total")
+    }
     limit_id = limit["limit_id"]
     assert api.limit(limit_id)["limit_name"] == name
 
@@ -158,7 +160,15 @@ def test_states_ok_exceeded_overrun_and_allow_keeps_counting(api: Api) -> None:
         assert answer["xproxy_result"]["cost"]["total"]["base"] == pytest.approx(cost)
     assert states == ["ok", "exceeded", "overrun", "overrun"]
     totals = api.limit(limit_id)["totals"]
-    assert totals["requests"] == {"ok": 1, "exceeded": 1, "overrun": 2, "blocked": 0, "blocked_external": 0, "failed": 0, "total": 4}
+    assert totals["requests"] == {
+        "ok": 1,
+        "exceeded": 1,
+        "overrun": 2,
+        "blocked": 0,
+        "blocked_external": 0,
+        "failed": 0,
+        "total": 4,
+    }
     assert totals["cost"]["total"]["base"] == pytest.approx(4 * cost)
     assert totals["cost"]["total"]["overrun_base"] == pytest.approx(4 * cost - 2.2 * cost)
     price = price_units(body["category"], body["resource"], body["units"])
@@ -197,7 +207,9 @@ def test_reset_zeroes_spend_and_returns_history(api: Api) -> None:
     assert after["cost"]["total"]["base"] == 0 and after["requests"]["total"] == 0
     state = api.ingest(openai_event(units={"text": {"input": 0, "output": 0}}), headers={"xProxy-Limit-IDs": limit_id})
     assert state.json()["xproxy_result"]["limits"][limit_id]["state"] == "ok"
-    dated = api.call("POST", "/api/v1/limits/{limit_id}/reset", {"limit_id": limit_id}, params={"resetDate": "2030-01-01T00:00:00Z"})
+    dated = api.call(
+        "POST", "/api/v1/limits/{limit_id}/reset", {"limit_id": limit_id}, params={"resetDate": "2030-01-01T00:00:00Z"}
+    )
     assert dated.json()["limit_history"]["limit_reset_timestamp"].startswith("2030-01-01T00:00:00")
     bad = api.call("POST", "/api/v1/limits/{limit_id}/reset", {"limit_id": limit_id}, params={"resetDate": "soon"})
     assert bad.status_code == 400

@@ -11,7 +11,6 @@ from typing import Any
 
 import anthropic
 import httpx
-import httpx2
 import openai
 import pytest
 from openapi_spec import validate_component, validate_response
@@ -75,7 +74,8 @@ def test_openai_chat_json(sandbox: Sandbox, api: Api) -> None:
     assert event["units"] == units_for("openai", usage)
     assert event["http_status_code"] == 200
     lookup = api.call(
-        "GET", "/api/v1/requests/provider/{category}/{provider_response_id}/result",
+        "GET",
+        "/api/v1/requests/provider/{category}/{provider_response_id}/result",
         {"category": "system.openai", "provider_response_id": reply.id},
     )
     assert lookup.json()["xproxy_result"] == result
@@ -133,7 +133,9 @@ def test_openai_async_json_and_stream(sandbox: Sandbox) -> None:
 def test_openai_responses_json_and_stream(sandbox: Sandbox, api: Api) -> None:
     client = _openai(sandbox)
     reply = client.responses.create(model="gpt-4o-mini", input="Summarize the budget.")
-    _check_result(reply.model_extra["xproxy_result"], "openai", "system.openai", "gpt-4o-mini", reply.usage.model_dump())
+    _check_result(
+        reply.model_extra["xproxy_result"], "openai", "system.openai", "gpt-4o-mini", reply.usage.model_dump()
+    )
     events = list(client.responses.create(model="o4-mini", input="Think about the budget.", stream=True))
     completed = [event for event in events if "xproxy_result" in (event.model_extra or {})]
     assert [event.type for event in completed] == ["response.completed"] and events[-1] is completed[0]
@@ -141,7 +143,10 @@ def test_openai_responses_json_and_stream(sandbox: Sandbox, api: Api) -> None:
     assert usage.output_tokens_details.reasoning_tokens > 0
     result = completed[0].model_extra["xproxy_result"]
     _check_result(result, "openai", "system.openai", "o4-mini", usage.model_dump())
-    assert _stored(api, result["request_id"])["units"]["reasoning"]["output"] == usage.output_tokens_details.reasoning_tokens
+    assert (
+        _stored(api, result["request_id"])["units"]["reasoning"]["output"]
+        == usage.output_tokens_details.reasoning_tokens
+    )
 
 
 def test_openai_embeddings(sandbox: Sandbox, api: Api) -> None:
@@ -158,7 +163,9 @@ def test_anthropic_messages_json_and_stream(sandbox: Sandbox, api: Api) -> None:
     client = _anthropic(sandbox)
     model = "claude-3-5-haiku-latest"
     message = client.messages.create(model=model, max_tokens=200, messages=PROMPT)
-    _check_result(message.model_extra["xproxy_result"], "anthropic", "system.anthropic", model, message.usage.model_dump())
+    _check_result(
+        message.model_extra["xproxy_result"], "anthropic", "system.anthropic", model, message.usage.model_dump()
+    )
     events = list(client.messages.create(model=model, max_tokens=200, messages=PROMPT, stream=True))
     assert events[-1].type == "message_stop"
     result = events[-1].model_extra["xproxy_result"]
@@ -202,18 +209,24 @@ def test_forwarding_strips_xproxy_headers_and_unwraps_forward_ones(sandbox: Sand
 
 def test_request_properties_header_is_decoded_and_stored(sandbox: Sandbox, api: Api) -> None:
     encoded = base64.b64encode(json.dumps({"team": "search", "n": 3}).encode()).decode()
-    reply = _openai(sandbox, **{"xProxy-Request-Properties": encoded}).chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+    reply = _openai(sandbox, **{"xProxy-Request-Properties": encoded}).chat.completions.create(
+        model="gpt-4o-mini", messages=PROMPT
+    )
     event = _stored(api, reply.model_extra["xproxy_result"]["request_id"])
     assert event["context"]["properties"] == {"team": "search", "n": "3"}
 
 
 def test_allow_limit_counts_proxied_calls(sandbox: Sandbox, api: Api) -> None:
     limit_id = api.create_limit(max=100.0)
-    reply = _openai(sandbox, **{"xProxy-Limit-IDs": limit_id}).chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
+    reply = _openai(sandbox, **{"xProxy-Limit-IDs": limit_id}).chat.completions.create(
+        model="gpt-4o-mini", messages=PROMPT
+    )
     result = reply.model_extra["xproxy_result"]
     assert result["limits"] == {limit_id: {"state": "ok"}}
     totals = api.limit(limit_id)["totals"]
-    assert totals["requests"]["ok"] == 1 and totals["cost"]["total"]["base"] == pytest.approx(result["cost"]["total"]["base"])
+    assert totals["requests"]["ok"] == 1 and totals["cost"]["total"]["base"] == pytest.approx(
+        result["cost"]["total"]["base"]
+    )
 
 
 def test_block_limit_refuses_the_next_call_without_calling_the_provider(sandbox: Sandbox, api: Api) -> None:
@@ -245,7 +258,9 @@ def test_block_limit_refuses_the_next_call_without_calling_the_provider(sandbox:
         list(streaming.messages.create(model="claude-3-5-haiku-latest", max_tokens=50, messages=PROMPT, stream=True))
     assert _emulator_total(sandbox) == calls
     api.call("POST", "/api/v1/limits/{limit_id}/reset", {"limit_id": block})
-    assert client.chat.completions.create(model="gpt-4o-mini", messages=PROMPT).model_extra["xproxy_result"]["limits"][block]
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=PROMPT).model_extra["xproxy_result"]["limits"][
+        block
+    ]
 
 
 def test_exceeded_block_limit_still_forwards(sandbox: Sandbox, api: Api) -> None:
@@ -254,7 +269,12 @@ def test_exceeded_block_limit_still_forwards(sandbox: Sandbox, api: Api) -> None
     cost = probe.model_extra["xproxy_result"]["cost"]["total"]["base"]
     block = api.create_limit(max=cost * 1.5, limit_type="block", threshold=0.75)
     limited = _openai(sandbox, **{"xProxy-Limit-IDs": block})
-    states = [limited.chat.completions.create(model="gpt-4o-mini", messages=PROMPT).model_extra["xproxy_result"]["limits"][block]["state"] for _ in range(2)]
+    states = [
+        limited.chat.completions.create(model="gpt-4o-mini", messages=PROMPT).model_extra["xproxy_result"]["limits"][
+            block
+        ]["state"]
+        for _ in range(2)
+    ]
     assert states == ["ok", "overrun"]
     with pytest.raises(openai.BadRequestError):
         limited.chat.completions.create(model="gpt-4o-mini", messages=PROMPT)
@@ -278,7 +298,9 @@ def test_provider_errors_pass_through_with_payi_fields(sandbox: Sandbox, api: Ap
     assert api.limit(limit_id)["totals"]["requests"]["failed"] == 1
 
     with pytest.raises(anthropic.InternalServerError) as overloaded:
-        _anthropic(sandbox, **{"X-Emulator-Fault": "529"}).messages.create(model="claude-3-5-haiku-latest", max_tokens=20, messages=PROMPT)
+        _anthropic(sandbox, **{"X-Emulator-Fault": "529"}).messages.create(
+            model="claude-3-5-haiku-latest", max_tokens=20, messages=PROMPT
+        )
     assert overloaded.value.response.json()["error"]["type"] == "overloaded_error"
 
 
@@ -307,12 +329,15 @@ def test_provider_base_uri_routes_the_call(sandbox: Sandbox) -> None:
 def test_cut_stream_is_recorded_with_usage_seen_so_far(sandbox: Sandbox, api: Api) -> None:
     before = api.last_seq()
     client = _anthropic(sandbox, **{"X-Emulator-Fault": "cut=4"})
-    with pytest.raises((anthropic.APIConnectionError, httpx2.RemoteProtocolError)):
+    with pytest.raises(Exception) as raised:  # noqa: B017 - which transport error depends on the SDK version
         list(client.messages.create(model="claude-3-5-haiku-latest", max_tokens=200, messages=PROMPT, stream=True))
+    assert type(raised.value).__name__ in {"RemoteProtocolError", "APIConnectionError"}
     (event,) = api.events(after=before)
     assert event["details"]["stream_cut"] is True
     assert event["units"]["text"]["input"] > 0
-    assert event["cost"]["total"] == pytest.approx(price_units("system.anthropic", "claude-3-5-haiku-latest", event["units"]).total)
+    assert event["cost"]["total"] == pytest.approx(
+        price_units("system.anthropic", "claude-3-5-haiku-latest", event["units"]).total
+    )
     assert event["provider_response_id"].startswith("msg_")
 
 
@@ -336,7 +361,11 @@ def test_client_that_leaves_mid_stream_is_recorded(sandbox: Sandbox, api: Api) -
         ({"xProxy-UseCase-Version": "v2"}, b'{"model": "gpt-4o-mini", "messages": []}', "request_processing_error"),
         ({}, b'{"model": ', "invalid_json"),
         ({"xProxy-Limit-IDs": "missing-limit"}, b'{"model": "gpt-4o-mini", "messages": []}', "invalid_limit_ids"),
-        ({"xProxy-Provider-BaseUri": "api.openai.com"}, b'{"model": "gpt-4o-mini", "messages": []}', "invalid_provider_uri"),
+        (
+            {"xProxy-Provider-BaseUri": "api.openai.com"},
+            b'{"model": "gpt-4o-mini", "messages": []}',
+            "invalid_provider_uri",
+        ),
         ({"xProxy-UseCase-Name": "bad name!"}, b'{"model": "gpt-4o-mini", "messages": []}', "invalid_use_case_name"),
         ({"Authorization": None}, b'{"model": "gpt-4o-mini", "messages": []}', "header_is_missing"),
     ],
@@ -344,9 +373,16 @@ def test_client_that_leaves_mid_stream_is_recorded(sandbox: Sandbox, api: Api) -
 def test_proxy_refuses_bad_requests_before_forwarding(
     sandbox: Sandbox, api: Api, headers: dict[str, str | None], content: bytes, code: str
 ) -> None:
-    sent = {"xProxy-api-key": sandbox.api_key, "Authorization": "Bearer sk", "content-type": "application/json", **headers}
+    sent = {
+        "xProxy-api-key": sandbox.api_key,
+        "Authorization": "Bearer sk",
+        "content-type": "application/json",
+        **headers,
+    }
     calls, before = _emulator_total(sandbox), api.last_seq()
-    response = httpx.post(sandbox.base_url + CHAT, headers={k: v for k, v in sent.items() if v is not None}, content=content)
+    response = httpx.post(
+        sandbox.base_url + CHAT, headers={k: v for k, v in sent.items() if v is not None}, content=content
+    )
     assert response.status_code == 400
     validate_response(CHAT, "post", 400, response.json())
     assert response.json()["xproxy_error"]["code"] == code

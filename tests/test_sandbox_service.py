@@ -122,7 +122,9 @@ def test_duplicate_is_acknowledged_and_counted_once(api: Api) -> None:
     assert api.last_seq() == before
     limit = api.limit(limit_id)
     assert limit["totals"]["requests"]["total"] == 1
-    assert limit["totals"]["cost"]["total"]["base"] == pytest.approx(first.json()["xproxy_result"]["cost"]["total"]["base"])
+    assert limit["totals"]["cost"]["total"]["base"] == pytest.approx(
+        first.json()["xproxy_result"]["cost"]["total"]["base"]
+    )
     other_category = api.ingest({**body, "category": "system.anthropic", "resource": "claude-3-5-haiku-latest"})
     assert "duplicate_request" not in other_category.json()["xproxy_result"]
 
@@ -141,10 +143,20 @@ FUTURE = _iso(datetime.now(timezone.utc) + timedelta(minutes=10))
 @pytest.mark.parametrize(
     ("body", "headers", "code", "names"),
     [
-        (openai_event(units={"text": {"input": -1}}), {}, "request_processing_error", "units.text.input: -1 is less than the minimum of 0"),
+        (
+            openai_event(units={"text": {"input": -1}}),
+            {},
+            "request_processing_error",
+            "units.text.input: -1 is less than the minimum of 0",
+        ),
         (openai_event(colour="blue"), {}, "request_processing_error", "colour: unknown field"),
         (openai_event(units={"text": {"input": 1, "tokens": 2}}), {}, "request_processing_error", "units.text.tokens"),
-        (openai_event(units={"text": {"input": "12"}}), {}, "request_processing_error", "units.text.input: '12' is not of type 'integer'"),
+        (
+            openai_event(units={"text": {"input": "12"}}),
+            {},
+            "request_processing_error",
+            "units.text.input: '12' is not of type 'integer'",
+        ),
         (openai_event(units={"text": {"input": 2**31}}), {}, "request_processing_error", "units.text.input"),
         (openai_event(end_to_end_latency_ms=1.5), {}, "request_processing_error", "end_to_end_latency_ms"),
         ({"units": {}}, {}, "required_field_missing", "category: required field is missing"),
@@ -174,7 +186,12 @@ def test_strict_validation_refuses_and_stores_nothing(
 
 def test_malformed_json_is_refused(api: Api) -> None:
     before = api.last_seq()
-    response = api.call("POST", INGEST, content=b'{"category": "system.openai", "units": {', headers={"content-type": "application/json"})
+    response = api.call(
+        "POST",
+        INGEST,
+        content=b'{"category": "system.openai", "units": {',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
     assert response.json()["xproxy_error"]["code"] == "invalid_json"
     assert "not valid JSON" in response.json()["message"]
@@ -202,7 +219,10 @@ def test_limit_id_rules_on_ingest(api: Api) -> None:
 def test_logging_disable_keeps_cost_but_drops_payloads(api: Api) -> None:
     body = openai_event(
         provider_request_json='{"messages": []}',
-        provider_request_headers=[{"name": "Authorization", "value": "Bearer sk-secret"}, {"name": "x-trace", "value": "1"}],
+        provider_request_headers=[
+            {"name": "Authorization", "value": "Bearer sk-secret"},
+            {"name": "x-trace", "value": "1"},
+        ],
     )
     quiet = api.ingest(body, headers={"xProxy-Logging-Disable": "True"})
     assert quiet.json()["xproxy_result"]["cost"]["total"]["base"] > 0
@@ -266,9 +286,13 @@ def test_results_by_request_id_and_by_provider_response_id(api: Api) -> None:
     by_id = api.call("GET", "/api/v1/requests/{request_id}/result", {"request_id": ingested["request_id"]})
     assert by_id.status_code == 200 and by_id.json()["xproxy_result"] == ingested["xproxy_result"]
     template = "/api/v1/requests/provider/{category}/{provider_response_id}/result"
-    by_provider = api.call("GET", template, {"category": "system.openai", "provider_response_id": body["provider_response_id"]})
+    by_provider = api.call(
+        "GET", template, {"category": "system.openai", "provider_response_id": body["provider_response_id"]}
+    )
     assert by_provider.json()["xproxy_result"] == ingested["xproxy_result"]
-    missing = api.call("GET", template, {"category": "system.anthropic", "provider_response_id": body["provider_response_id"]})
+    missing = api.call(
+        "GET", template, {"category": "system.anthropic", "provider_response_id": body["provider_response_id"]}
+    )
     assert missing.status_code == 404
     assert body["provider_response_id"] in missing.json()["message"]
     unknown = api.call("GET", "/api/v1/requests/{request_id}/result", {"request_id": "nope"})
@@ -299,7 +323,13 @@ def test_injected_faults_fail_the_next_matching_requests_without_storing(api: Ap
 
 @pytest.mark.parametrize(
     "fault",
-    [{"route": "everything", "status": 500}, {"status": 200}, {"status": 500, "count": 0}, {"status": 500, "retry_after": -1}, {"status": 500, "when": 1}],
+    [
+        {"route": "everything", "status": 500},
+        {"status": 200},
+        {"status": 500, "count": 0},
+        {"status": 500, "retry_after": -1},
+        {"status": 500, "when": 1},
+    ],
 )
 def test_bad_fault_requests_are_refused(api: Api, fault: dict[str, object]) -> None:
     response = api.http.post("/sandbox/v1/faults", json=fault)
@@ -314,9 +344,22 @@ def test_events_lists_what_reached_the_sandbox(api: Api) -> None:
     assert answer["xproxy_result"]["request_tags"] == ["a", "b-c"]
     (event,) = api.events(after=before)
     assert set(event) >= {
-        "seq", "request_id", "source", "category", "resource", "provider_response_id", "units", "cost",
-        "unknown_units", "limit_ids", "limit_states", "http_status_code", "event_timestamp", "ingest_timestamp",
-        "context", "xproxy_result",
+        "seq",
+        "request_id",
+        "source",
+        "category",
+        "resource",
+        "provider_response_id",
+        "units",
+        "cost",
+        "unknown_units",
+        "limit_ids",
+        "limit_states",
+        "http_status_code",
+        "event_timestamp",
+        "ingest_timestamp",
+        "context",
+        "xproxy_result",
     }
     assert event["xproxy_result"] == answer["xproxy_result"]
     assert api.sandbox.events(after=before) == [event]
@@ -341,6 +384,12 @@ def test_ingest_response_schema_is_enforced_by_the_helper() -> None:
     with pytest.raises(AssertionError, match="is a required property"):
         validate_response(INGEST, "post", 200, {"ingest_timestamp": "2024-01-01T00:00:00Z"})
     with pytest.raises(AssertionError, match="date-time"):
-        validate_component("IngestResponse", {
-            "request_id": "r", "ingest_timestamp": "yesterday", "event_timestamp": "2024-01-01T00:00:00Z", "xproxy_result": {},
-        })
+        validate_component(
+            "IngestResponse",
+            {
+                "request_id": "r",
+                "ingest_timestamp": "yesterday",
+                "event_timestamp": "2024-01-01T00:00:00Z",
+                "xproxy_result": {},
+            },
+        )

@@ -46,8 +46,18 @@ def _check_api_key(api_key: str | None) -> str:
 class Sandbox:
     """A running sandbox. ``stop()`` (or leaving a ``with`` block) shuts it down; idempotent."""
 
-    def __init__(self, store: Store, faults: Faults, proxy: Proxy, emulator: Any, thread: ServerThread,
-                 base_url: str, provider_url: str, api_key: str, tmpdir: tempfile.TemporaryDirectory[str] | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        faults: Faults,
+        proxy: Proxy,
+        emulator: Any,
+        thread: ServerThread,
+        base_url: str,
+        provider_url: str,
+        api_key: str,
+        tmpdir: tempfile.TemporaryDirectory[str] | None,
+    ) -> None:
         self.base_url = base_url
         self.provider_url = provider_url
         self.api_key = api_key
@@ -72,8 +82,13 @@ class Sandbox:
         """Every event stored so far (what reached "Pay-i"), oldest first, after ``seq`` ``after``."""
         return self._store.events(after)
 
-    def inject_fault(self, route: str = "*", status: int = 503, count: int = 1, retry_after: float | None = None) -> None:
-        """Make the next ``count`` requests on ``route`` (ingest, bulk, proxy, limits, requests, *) fail with ``status``."""
+    def inject_fault(
+        self, route: str = "*", status: int = 503, count: int = 1, retry_after: float | None = None
+    ) -> None:
+        """Fail the next ``count`` requests on ``route`` with ``status`` (no store change for them).
+
+        ``route`` is one of ingest, bulk, proxy, limits, requests or ``*``.
+        """
         body: dict[str, Any] = {"route": route, "status": status, "count": count}
         if retry_after is not None:
             body["retry_after"] = retry_after
@@ -101,7 +116,9 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        sandbox = start(host=args.host, port=args.port, db=args.db, api_key=args.api_key, provider_port=args.provider_port)
+        sandbox = start(
+            host=args.host, port=args.port, db=args.db, api_key=args.api_key, provider_port=args.provider_port
+        )
     except (ValueError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -52,7 +52,9 @@ class Attribution:
         seen: set[str] = set()
         for limit_id in self.limit_ids:
             if limit_id in seen:
-                raise errors.bad_request(errors.DUPLICATE_LIMIT_ID, f"limit ID {limit_id!r} is listed twice; name each limit once")
+                raise errors.bad_request(
+                    errors.DUPLICATE_LIMIT_ID, f"limit ID {limit_id!r} is listed twice; name each limit once"
+                )
             seen.add(limit_id)
 
     def fields(self) -> dict[str, Any]:

@@ -35,22 +35,30 @@ class Fault:
         if self.retry_after is not None:
             headers = {"Retry-After": str(math.ceil(self.retry_after))}
         code = errors.RATE_LIMITED if self.status == 429 else errors.UNEXPECTED_ERROR
-        return errors.PayiError(self.status, code, f"injected fault: HTTP {self.status} (sandbox fault injection)", headers=headers)
+        return errors.PayiError(
+            self.status, code, f"injected fault: HTTP {self.status} (sandbox fault injection)", headers=headers
+        )
 
 
 def parse_fault(body: Any) -> Fault:
     """A fault from ``POST /sandbox/v1/faults``; refuses anything it would misread."""
     if not isinstance(body, dict):
-        raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, "fault: send a JSON object like {\"route\": \"ingest\", \"status\": 503}")
+        raise errors.bad_request(
+            errors.REQUEST_PROCESSING_ERROR, 'fault: send a JSON object like {"route": "ingest", "status": 503}'
+        )
     unknown = sorted(set(body) - FIELDS)
     if unknown:
-        raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"{unknown[0]}: unknown field (use {', '.join(sorted(FIELDS))})")
+        raise errors.bad_request(
+            errors.REQUEST_PROCESSING_ERROR, f"{unknown[0]}: unknown field (use {', '.join(sorted(FIELDS))})"
+        )
     route = body.get("route", "*")
     if route not in ROUTES:
         raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"route: {route!r} is not one of {', '.join(ROUTES)}")
     status = body.get("status")
     if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
-        raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"status: {status!r} must be an HTTP error status (400-599)")
+        raise errors.bad_request(
+            errors.REQUEST_PROCESSING_ERROR, f"status: {status!r} must be an HTTP error status (400-599)"
+        )
     count = body.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"count: {count!r} must be a positive integer")

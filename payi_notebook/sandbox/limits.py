@@ -47,7 +47,9 @@ def check_max(value: Any, code: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise errors.bad_request(code, f"max: {value!r} is not a number")
     if value <= 0:
-        raise errors.bad_request(errors.INVALID_MAX_LIMIT, f"max: {value} is too low; a limit's max must be above 0 (USD)")
+        raise errors.bad_request(
+            errors.INVALID_MAX_LIMIT, f"max: {value} is too low; a limit's max must be above 0 (USD)"
+        )
     return float(value)
 
 

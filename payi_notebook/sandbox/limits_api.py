@@ -73,7 +73,9 @@ def _query_count(value: str | None) -> int:
     except ValueError:
         count = 0
     if not 1 <= count <= MAX_PAGE:
-        raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"limit: {value!r} must be an integer from 1 to {MAX_PAGE}")
+        raise errors.bad_request(
+            errors.REQUEST_PROCESSING_ERROR, f"limit: {value!r} must be an integer from 1 to {MAX_PAGE}"
+        )
     return count
 
 
@@ -120,7 +122,9 @@ class LimitsApi:
                         f"change it with PUT /api/v1/limits/{limit_id} or pick another limit_id",
                     )
             if self.store.limit_by_name(db, name) is not None:
-                raise errors.bad_request(errors.LIMIT_NAME_EXISTS, f"limit_name {name!r} is already used by another limit")
+                raise errors.bad_request(
+                    errors.LIMIT_NAME_EXISTS, f"limit_name {name!r} is already used by another limit"
+                )
             limit = Limit(
                 limit_id=limit_id or str(uuid.uuid4()),
                 limit_name=name,
@@ -176,7 +180,9 @@ class LimitsApi:
                 limit.max = maximum
             if name is not None and name != limit.limit_name:
                 if self.store.limit_by_name(db, name) is not None:
-                    raise errors.bad_request(errors.LIMIT_NAME_EXISTS, f"limit_name {name!r} is already used by another limit")
+                    raise errors.bad_request(
+                        errors.LIMIT_NAME_EXISTS, f"limit_name {name!r} is already used by another limit"
+                    )
                 limit.limit_name = name
             limit.updated = iso(utc_now())
             self.store.save_limit(db, limit)
@@ -201,7 +207,9 @@ class LimitsApi:
             limit.properties = {key: value for key, value in merged.items() if value is not None}
             limit.updated = iso(utc_now())
             self.store.save_limit(db, limit)
-        return JSONResponse([{"request_id": _request_id(), "message": "Limit properties updated", "limit": limit.wire()}])
+        return JSONResponse(
+            [{"request_id": _request_id(), "message": "Limit properties updated", "limit": limit.wire()}]
+        )
 
     async def reset(self, request: Request) -> JSONResponse:
         limit_id = request.path_params["limit_id"]
@@ -211,9 +219,13 @@ class LimitsApi:
             try:
                 reset_at = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
             except ValueError:
-                raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"resetDate: {text!r} is not a date-time") from None
+                raise errors.bad_request(
+                    errors.REQUEST_PROCESSING_ERROR, f"resetDate: {text!r} is not a date-time"
+                ) from None
             if reset_at.tzinfo is None:
-                raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"resetDate: {text!r} needs a UTC offset (e.g. Z)")
+                raise errors.bad_request(
+                    errors.REQUEST_PROCESSING_ERROR, f"resetDate: {text!r} needs a UTC offset (e.g. Z)"
+                )
         with self.store.transaction() as db:
             limit = self.store.limits_by_id(db, [limit_id]).get(limit_id)
             if limit is None:

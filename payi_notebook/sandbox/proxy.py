@@ -31,10 +31,27 @@ from .record import Event, Recorder, utc_now
 from .sse import ChatTracker, MessagesTracker, ResponsesTracker, StreamTracker, splice
 
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "accept-encoding",
 }
-RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "date", "server"}
+RESPONSE_DROP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "date",
+    "server",
+}
 FORWARD_PREFIX = "xproxy-forward-"
 UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 
@@ -51,10 +68,18 @@ class ProviderApi:
 
 
 APIS = {
-    "/api/v1/proxy/openai/v1/chat/completions": ProviderApi("openai", "system.openai", "chat", "/v1/chat/completions", ChatTracker),
-    "/api/v1/proxy/openai/v1/responses": ProviderApi("openai", "system.openai", "responses", "/v1/responses", ResponsesTracker),
-    "/api/v1/proxy/openai/v1/embeddings": ProviderApi("openai", "system.openai", "embeddings", "/v1/embeddings", ChatTracker),
-    "/api/v1/proxy/anthropic/v1/messages": ProviderApi("anthropic", "system.anthropic", "messages", "/v1/messages", MessagesTracker),
+    "/api/v1/proxy/openai/v1/chat/completions": ProviderApi(
+        "openai", "system.openai", "chat", "/v1/chat/completions", ChatTracker
+    ),
+    "/api/v1/proxy/openai/v1/responses": ProviderApi(
+        "openai", "system.openai", "responses", "/v1/responses", ResponsesTracker
+    ),
+    "/api/v1/proxy/openai/v1/embeddings": ProviderApi(
+        "openai", "system.openai", "embeddings", "/v1/embeddings", ChatTracker
+    ),
+    "/api/v1/proxy/anthropic/v1/messages": ProviderApi(
+        "anthropic", "system.anthropic", "messages", "/v1/messages", MessagesTracker
+    ),
 }
 
 
@@ -67,7 +92,7 @@ def forward_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]
     for name, value in raw:
         lower = name.decode("latin-1").lower()
         if lower.startswith(FORWARD_PREFIX):
-            kept.append((name[len(FORWARD_PREFIX):], value))
+            kept.append((name[len(FORWARD_PREFIX) :], value))
         elif not lower.startswith("xproxy-") and lower not in HOP_BY_HOP:
             kept.append((name, value))
     kept.append((b"accept-encoding", b"identity"))
@@ -242,12 +267,19 @@ class Proxy:
             self._record(template, api, status, None, None, None, end_to_end_latency_ms=latency)
             return Response(content, status_code=status, headers=reply_headers(upstream))
         result = self._record(
-            template, api, status, payload.get("usage"), payload.get("id"), payload.get("model"),
+            template,
+            api,
+            status,
+            payload.get("usage"),
+            payload.get("id"),
+            payload.get("model"),
             end_to_end_latency_ms=latency,
         )
         return Response(splice(content, "xproxy_result", result), status_code=status, headers=reply_headers(upstream))
 
-    async def _provider_error(self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float) -> Response:
+    async def _provider_error(
+        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float
+    ) -> Response:
         """The provider's error, its status and headers kept, with Pay-i's fields beside its body."""
         content = await upstream.aread()
         await upstream.aclose()
@@ -274,7 +306,12 @@ class Proxy:
 
         def stamp() -> dict[str, Any]:
             return self._record(
-                template, api, upstream.status_code, tracker.usage, tracker.provider_response_id, tracker.model,
+                template,
+                api,
+                upstream.status_code,
+                tracker.usage,
+                tracker.provider_response_id,
+                tracker.model,
                 time_to_first_token_ms=first_token_ms,
                 end_to_end_latency_ms=round((time.perf_counter() - started) * 1000),
             )
@@ -303,8 +340,14 @@ class Proxy:
             if not tracker.finished:
                 tracker.finished = True
                 self._record(
-                    template, api, upstream.status_code, tracker.usage, tracker.provider_response_id, tracker.model,
-                    stream_cut=True, time_to_first_token_ms=first_token_ms,
+                    template,
+                    api,
+                    upstream.status_code,
+                    tracker.usage,
+                    tracker.provider_response_id,
+                    tracker.model,
+                    stream_cut=True,
+                    time_to_first_token_ms=first_token_ms,
                 )
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()

@@ -63,7 +63,6 @@ class Recorded:
     event_timestamp: str
     ingest_timestamp: str
     xproxy_result: dict[str, Any]
-    duplicate: bool = False
 
 
 def _cost(price: Price) -> dict[str, Any]:
@@ -162,7 +161,6 @@ class Recorder:
                         event_timestamp=original["event_timestamp"],
                         ingest_timestamp=original["ingest_timestamp"],
                         xproxy_result={**original["xproxy_result"], "duplicate_request": True},
-                        duplicate=True,
                     )
             limits = self._named_limits(db, attribution, proxied)
             states = {}

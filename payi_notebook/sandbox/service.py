@@ -30,10 +30,25 @@ from .store import Store
 API_KEY_HEADER = b"xproxy-api-key"
 FUTURE_TOLERANCE = timedelta(minutes=5)
 # Body fields that become the event's own columns; the rest are kept as details.
-EVENT_FIELDS = {"category", "resource", "units", "event_timestamp", "provider_response_id", "properties", "use_case_properties"}
+EVENT_FIELDS = {
+    "category",
+    "resource",
+    "units",
+    "event_timestamp",
+    "provider_response_id",
+    "properties",
+    "use_case_properties",
+}
 BULK_ATTRIBUTION_FIELDS = {
-    "limit_ids", "request_tags", "user_id", "use_case_id", "use_case_name",
-    "use_case_version", "use_case_step", "account_name", "scope",
+    "limit_ids",
+    "request_tags",
+    "user_id",
+    "use_case_id",
+    "use_case_name",
+    "use_case_version",
+    "use_case_step",
+    "account_name",
+    "scope",
 }
 
 
@@ -67,7 +82,9 @@ class Gate:
         given = next((value for name, value in scope["headers"] if name == API_KEY_HEADER), b"")
         if not hmac.compare_digest(given, self._key):
             problem = "missing" if not given else "invalid"
-            refusal = errors.PayiError(401, errors.INVALID_API_KEY, f"xProxy-api-key header is {problem}; send your Pay-i API key")
+            refusal = errors.PayiError(
+                401, errors.INVALID_API_KEY, f"xProxy-api-key header is {problem}; send your Pay-i API key"
+            )
             await refusal.response()(scope, receive, send)
             return
         kind = route_kind(scope["path"])
@@ -127,7 +144,11 @@ class Service:
             Route("/api/v1/ingest", self.ingest, methods=["POST"]),
             Route("/api/v1/ingest/bulk", self.bulk, methods=["POST"]),
             Route("/api/v1/requests/{request_id}/result", self.result, methods=["GET"]),
-            Route("/api/v1/requests/provider/{category}/{provider_response_id}/result", self.provider_result, methods=["GET"]),
+            Route(
+                "/api/v1/requests/provider/{category}/{provider_response_id}/result",
+                self.provider_result,
+                methods=["GET"],
+            ),
             Route("/sandbox/v1/events", self.events, methods=["GET"]),
             Route("/sandbox/v1/faults", self.list_faults, methods=["GET"]),
             Route("/sandbox/v1/faults", self.add_fault, methods=["POST"]),
@@ -206,7 +227,9 @@ class Service:
     async def events(self, request: Request) -> JSONResponse:
         after = request.query_params.get("after", "0")
         if not after.isdigit():
-            raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"after: {after!r} must be a non-negative integer (an event seq)")
+            raise errors.bad_request(
+                errors.REQUEST_PROCESSING_ERROR, f"after: {after!r} must be a non-negative integer (an event seq)"
+            )
         return JSONResponse({"events": self.store.events(int(after))})
 
     async def list_faults(self, request: Request) -> JSONResponse:

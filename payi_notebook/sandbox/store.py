@@ -150,7 +150,9 @@ class Store:
         row = db.execute(f"SELECT {_LIMIT_COLUMNS} FROM limits WHERE limit_name = ?", (name,)).fetchone()
         return _limit(row) if row else None
 
-    def list_limits(self, name: str | None, ascending: bool, after_seq: int | None, count: int) -> list[tuple[int, Limit]]:
+    def list_limits(
+        self, name: str | None, ascending: bool, after_seq: int | None, count: int
+    ) -> list[tuple[int, Limit]]:
         """Up to ``count`` limits in creation order from just past ``after_seq``."""
         where, args = [], []
         if name is not None:
