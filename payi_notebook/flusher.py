@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _HOLD_STATUS = frozenset({401, 403})  # the key, not the event, is refused: keep events and retry
 _FOLLOWUP_ATTEMPTS = 6
+_TICK = 0.05  # while draining, new events are picked up at least this often without a wake-up
 
 
 class LedgerLike(Protocol):
@@ -190,7 +191,9 @@ class Flusher:
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
+        self._work = threading.Event()  # wakes the idle thread
+        self._wake = asyncio.Event()  # wakes the draining loop (a new one per loop)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._idle = False
         self._stopping = False
         self._exited = False
@@ -240,8 +243,10 @@ class Flusher:
             if self._thread is not None or self._exited:
                 return
             self._stopping = False
+            self._note = None
             self._open_spool()
             self._loop = asyncio.new_event_loop()
+            self._wake = asyncio.Event()
             self._thread = threading.Thread(target=self._run, name="payi-flusher", daemon=True)
             self._thread.start()
             atexit.register(self._at_exit)
@@ -254,6 +259,8 @@ class Flusher:
         except OSError as exc:
             self._record_error(f"spool unavailable ({exc}); events are kept in memory only")
             self._spool = None
+            self._ready.extend(self._parked)
+            self._parked = []
             return
         self._spool = spool
         mine = {job.event_id: job for job in self._parked}
@@ -291,7 +298,7 @@ class Flusher:
             if thread is None or loop is None:
                 return report
             self._stopping = True
-            loop.call_soon_threadsafe(self._wake.set)
+            self._wake_loop()
             thread.join(5.0)
             self._thread = None
             atexit.unregister(self._at_exit)
@@ -334,18 +341,20 @@ class Flusher:
                 self._incoming.append(job)
                 self._submitted += 1
             if self._idle:
-                self._wake_loop()
+                self._idle = False
+                self._work.set()  # no syscall, no GIL hand-off inside the user's call
         except Exception as exc:  # never break the user's call
             self._record_error(f"could not queue event {event.event_id}: {exc!r}")
             self._mark_failed(ref, f"payi_notebook could not queue this event: {exc!r}")
 
     def _wake_loop(self) -> None:
-        self._idle = False
+        """Make the thread look at its queue now (off the hot path: flush, wait_priced, stop)."""
+        self._work.set()
         loop = self._loop
         try:
-            if loop is not None:
+            if loop is not None and not self._idle:
                 loop.call_soon_threadsafe(self._wake.set)
-        except RuntimeError:  # stopped meanwhile: the job waits in the queue (and spool) for the next start
+        except RuntimeError:  # the loop is closed: nothing to cut short
             pass
 
     def _journal(self, job: _Job) -> None:
@@ -361,11 +370,15 @@ class Flusher:
     # ---- waiting ---------------------------------------------------------------------------
 
     def flush(self, timeout: float = 30.0) -> FlushReport:
-        """Block until every submitted event is priced, settled and costed, or ``timeout`` s pass."""
+        """Block until every submitted event is priced, settled and costed, or ``timeout`` s pass.
+
+        Starts the flusher if needed, so events left in the spool by an earlier run go out too.
+        """
         start = time.monotonic()
         deadline = start + max(timeout, 0.0)
-        if self._thread is None and self._incoming:
+        if self._thread is None:
             self.start()
+        self._wake_loop()
         with self._cv:
             while self._done < self._submitted and self.running:
                 remaining = deadline - time.monotonic()
@@ -402,6 +415,8 @@ class Flusher:
         with self._submit_lock:
             target = self._submitted
         deadline = time.monotonic() + timeout
+        if self._priced < target:
+            self._wake_loop()
         with self._cv:
             while self._priced < target and self.running:
                 remaining = deadline - time.monotonic()
@@ -433,53 +448,58 @@ class Flusher:
     # ---- the loop thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Idle in a plain thread wait (so ``submit`` wakes it without a syscall); drain on the loop."""
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
+        self._client = AsyncPayiClient(self.endpoint, self._key.value, timeout=self._timeout, max_connections=self.concurrency)
         try:
-            loop.run_until_complete(self._main())
+            while not self._stopping:
+                self._idle = True
+                if not self._incoming and not self._stopping:
+                    self._work.wait()
+                self._idle = False
+                self._work.clear()
+                if not self._stopping:
+                    loop.run_until_complete(self._drain())
         except Exception as exc:  # a bug here must not pass silently
             self._record_error(f"flusher thread crashed: {exc!r}")
             log.exception("payi_notebook: flusher thread crashed")
         finally:
+            loop.run_until_complete(self._shut_down())
             loop.close()
             with self._cv:
                 self._cv.notify_all()
 
-    async def _main(self) -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        self._client = AsyncPayiClient(
-            self.endpoint, self._key.value, timeout=self._timeout, max_connections=self.concurrency
-        )
-        try:
-            while not self._stopping:
-                self._take_incoming()
-                for coro in self._dispatch():
-                    task = asyncio.ensure_future(coro)
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                await self._sleep(self._next_timer())
-        finally:
-            for task in list(tasks):
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            self._parked.extend(self._ready)
-            self._ready.clear()
-            for _, _, job in self._lookups:
-                self._settle(job)
-            self._lookups.clear()
-            await self._client.aclose()
-
-    async def _sleep(self, timeout: float | None) -> None:
-        self._idle = True
-        if not self._incoming and not self._wake.is_set() and not self._stopping:
+    async def _drain(self) -> None:
+        """Price and send until nothing is queued, in flight or waiting for a cost lookup."""
+        while not self._stopping:
+            self._take_incoming()
+            for coro in self._dispatch():
+                task = asyncio.ensure_future(coro)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if not (self._incoming or self._ready or self._requests or self._lookups):
+                return
+            timer = self._next_timer()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), _TICK if timer is None else min(timer, _TICK))
             except TimeoutError:
                 pass
-        self._idle = False
-        self._wake.clear()
+            self._wake.clear()
+
+    async def _shut_down(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._parked.extend(self._ready)
+        self._ready.clear()
+        for _, _, job in self._lookups:
+            self._settle(job)
+        self._lookups.clear()
+        if self._client is not None:
+            await self._client.aclose()
 
     def _next_timer(self) -> float | None:
         """Seconds until there may be something to dispatch; None: only a wake-up can bring work."""
