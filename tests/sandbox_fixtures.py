@@ -1,4 +1,4 @@
-"""Shared pieces for the sandbox tests: a running sandbox and a spec-checking HTTP client."""
+"""Shared pieces for the sandbox tests: a spec-checking HTTP client on conftest's ``sandbox``."""
 
 from __future__ import annotations
 
@@ -69,12 +69,6 @@ def openai_event(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[sandbox_pkg.Sandbox]:
-    with sandbox_pkg.start() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sandbox_fixtures import Api, api, openai_event, sandbox  # noqa: F401  (fixtures)
+from sandbox_fixtures import Api, api, openai_event  # noqa: F401  (fixtures)
 
 from payi_notebook.pricing import price_units
 

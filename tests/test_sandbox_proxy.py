@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from openapi_spec import validate_component, validate_response
-from sandbox_fixtures import Api, api, sandbox  # noqa: F401  (fixtures)
+from sandbox_fixtures import Api, api  # noqa: F401  (fixtures)
 
 from payi_notebook.pricing import price_units
 from payi_notebook.sandbox import Sandbox

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 from openapi_spec import validate_component, validate_response
-from sandbox_fixtures import Api, api, openai_event, sandbox  # noqa: F401  (fixtures)
+from sandbox_fixtures import Api, api, openai_event  # noqa: F401  (fixtures)
 
 from payi_notebook.pricing import price_units
 
