@@ -152,7 +152,8 @@ def ingest_plan(body: Mapping[str, Any], headers: Mapping[str, str] | None = Non
 def ingest_bulk_plan(items: list[Mapping[str, Any]]) -> Plan:
     if not isinstance(items, list) or not items:
         raise ValueError("bulk ingest needs a non-empty list of items")
-    return _single(_Call("POST", "/ingest/bulk", json=[dict(i) for i in items], accept=frozenset({400}), accept_key="ingest_count"))
+    items_json = [dict(item) for item in items]
+    return _single(_Call("POST", "/ingest/bulk", json=items_json, accept=frozenset({400}), accept_key="ingest_count"))
 
 
 def list_limits_plan(name: str | None = None, page_size: int = 100) -> Plan:

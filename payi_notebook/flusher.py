@@ -80,7 +80,6 @@ class _Job:
     generated_id: bool = False
     journalled: bool = False
     single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
-    attempts: int = 0
     lookups: int = 0
 
 
@@ -198,7 +197,7 @@ class Flusher:
         self._stopping = False
         self._exited = False
         self._spool: Spool | None = None
-        self._headers_cache: tuple[Any, dict[str, str]] = (None, {})
+        self._headers_cache: tuple[Any, bool, dict[str, str]] = (None, True, {})
 
         # Shared with submitting threads: appended under _submit_lock together with _submitted.
         self._submit_lock = threading.Lock()
@@ -324,15 +323,17 @@ class Flusher:
         try:
             if self._thread is None:
                 if self._exited:
-                    self._mark_failed(ref, "the interpreter is exiting; event not sent to Pay-i")
+                    if send:
+                        self._mark_failed(ref, "the interpreter is exiting; event not sent to Pay-i")
                     return
                 self.start()
             if send:
-                cached_ctx, headers = self._headers_cache
-                if cached_ctx is not event.context:
-                    headers = wire.ingest_headers(event, self.log_prompt_and_response)
-                    self._headers_cache = (event.context, headers)
-                body = wire.ingest_body(event, self.log_prompt_and_response)
+                logging_default = self.log_prompt_and_response
+                cached_ctx, cached_default, headers = self._headers_cache  # a cell's calls share one context
+                if cached_ctx is not event.context or cached_default != logging_default:
+                    headers = wire.ingest_headers(event, logging_default)
+                    self._headers_cache = (event.context, logging_default, headers)
+                body = wire.ingest_body(event, logging_default)
                 job = _Job(event.event_id, ref, event, body, headers, event.provider_response_id is None)
                 self._journal(job)
             else:
@@ -392,8 +393,9 @@ class Flusher:
         sent, failed = self._sent, self._failed
         last_sent, last_failed = self._reported
         self._reported = (sent, failed)
-        errors = tuple(dict.fromkeys(self._errors))
-        self._errors.clear()
+        with self._cv:
+            errors = tuple(dict.fromkeys(self._errors))
+            self._errors.clear()
         return FlushReport(
             sent=sent - last_sent,
             failed=failed - last_failed,
@@ -452,7 +454,9 @@ class Flusher:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
-        self._client = AsyncPayiClient(self.endpoint, self._key.value, timeout=self._timeout, max_connections=self.concurrency)
+        self._client = AsyncPayiClient(
+            self.endpoint, self._key.value, timeout=self._timeout, max_connections=self.concurrency
+        )
         try:
             while not self._stopping:
                 self._idle = True
@@ -508,24 +512,25 @@ class Flusher:
         now = time.monotonic()
         if self._ready:
             return max(self._pause_until - now, 0.0)
-        if self._lookups and not self._degraded:
+        if self._lookups:
             return max(self._lookups[0][0] - now, self._pause_until - now, 0.0)
         return None
 
     def _take_incoming(self) -> None:
-        taken = 0
+        taken = priced_only = 0
         while self._incoming:
             job = self._incoming.popleft()
             taken += 1
             if job.event is not None:
                 self._price(job)
             if job.body is None:
-                self._done += 1
+                priced_only += 1
             else:
                 self._ready.append(job)
         if taken:
             with self._cv:
                 self._priced += taken
+                self._done += priced_only
                 self._cv.notify_all()
 
     def _price(self, job: _Job) -> None:
@@ -563,7 +568,7 @@ class Flusher:
             else:
                 coros.append(self._send_one(self._ready.popleft()))
             self._requests += 1
-        if not self._ready and not self._degraded:
+        if not self._ready:
             while self._lookups and self._lookups[0][0] <= now and self._requests < limit:
                 coros.append(self._look_up(heapq.heappop(self._lookups)[2]))
                 self._requests += 1
@@ -635,7 +640,9 @@ class Flusher:
     async def _look_up(self, job: _Job) -> None:
         body = job.body or {}
         try:
-            answer = await self._client.provider_result(body["category"], body["provider_response_id"])  # type: ignore[union-attr]
+            client = self._client
+            assert client is not None
+            answer = await client.provider_result(body["category"], body["provider_response_id"])
         except asyncio.CancelledError:
             self._schedule_lookup(job, 0.0)
             raise
@@ -668,8 +675,6 @@ class Flusher:
             log.warning("payi_notebook: %s; events stay queued and are retried with backoff", err)
         self._degraded = True
         self._record_error(str(err))
-        for job in jobs:
-            job.attempts += 1
         self._retries += len(jobs)
         self._ready.extendleft(reversed(jobs))
 
@@ -707,7 +712,8 @@ class Flusher:
         if self._spool is not None:
             self._spool.ack(job.event_id, "failed")
         self._failed += 1
-        self._errors.append(message)
+        with self._cv:
+            self._errors.append(message)
         self._record_error(message)
         self._update(job, status="failed", error=message)
         self._settle(job)

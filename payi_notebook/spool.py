@@ -125,7 +125,7 @@ class Spool:
 
     def open(self) -> None:
         """Create and lock this process's file (locked before it is visible to adopters)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # prompts may be in here
         self._fd, self.path = self._create()
         self._size = 0
 

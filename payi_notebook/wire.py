@@ -21,7 +21,16 @@ NO_UNITS: dict[str, dict[str, int]] = {"text": {"input": 0, "output": 0}}
 
 # Response headers never forwarded: framing/content headers (as Pay-i's SDK) and anything credential-like.
 _DROPPED_HEADERS = frozenset(
-    {"transfer-encoding", "authorization", "proxy-authorization", "x-api-key", "api-key", "xproxy-api-key", "cookie", "set-cookie"}
+    {
+        "transfer-encoding",
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "xproxy-api-key",
+        "cookie",
+        "set-cookie",
+    }
 )
 
 # ``POST /ingest`` header → BulkIngestRequest field.
@@ -71,9 +80,13 @@ def _response_headers(headers: list[dict[str, str]] | None) -> list[dict[str, st
     kept = [
         {"name": str(h["name"]), "value": "" if h.get("value") is None else str(h["value"])}
         for h in headers
-        if h.get("name") and (name := str(h["name"]).lower()) not in _DROPPED_HEADERS and not name.startswith("content-")
+        if h.get("name") and _forwarded(str(h["name"]).lower())
     ]
     return kept or None
+
+
+def _forwarded(name: str) -> bool:
+    return name not in _DROPPED_HEADERS and not name.startswith("content-")
 
 
 def ingest_body(event: UsageEvent, log_prompt_and_response: bool = True) -> dict[str, Any]:
