@@ -4,6 +4,7 @@ bulk under backlog, retries, outages, refusals, killed processes and interpreter
 from __future__ import annotations
 
 import logging
+import threading
 import math
 import os
 import signal
@@ -454,3 +455,37 @@ def test_stop_then_start_again_keeps_the_rows_of_unsent_events(
     assert flusher.status().recovered == 0  # the same rows, not strangers from a spool
     assert _stored(sandbox) == Counter({e.provider_response_id: 1 for e in events})
     assert set(_rows(ledger)["status"]) == {"sent"}
+
+
+def test_bulk_faults_are_retried_and_a_batch_refused_as_a_whole_is_sent_item_by_item(
+    sandbox: sandbox_pkg.Sandbox, ledger: Ledger, make_flusher: Any
+) -> None:
+    sandbox.inject_fault(route="bulk", status=503, count=2)
+    sandbox.inject_fault(route="bulk", status=400, count=1)
+    flusher = make_flusher(sandbox.base_url, bulk_threshold=20, bulk_size=50)
+    events = [_event(n) for n in range(60)]
+    _submit(flusher, ledger, events)
+    report = flusher.flush(20)
+    assert (report.sent, report.failed, report.timed_out) == (60, 0, False)
+    stored = sandbox.events()
+    assert Counter(e["provider_response_id"] for e in stored) == Counter({e.provider_response_id: 1 for e in events})
+    assert Counter(e["source"] for e in stored)["ingest"] >= 20  # the refused batch, one by one
+    assert flusher.status().retries >= 2 * 20
+    assert set(_rows(ledger)["status"]) == {"sent"}
+
+
+def test_submit_from_many_threads_delivers_each_event_once(
+    sandbox: sandbox_pkg.Sandbox, ledger: Ledger, make_flusher: Any
+) -> None:
+    flusher = make_flusher(sandbox.base_url)
+    batches = [[_event(n) for n in range(40)] for _ in range(6)]
+    threads = [threading.Thread(target=_submit, args=(flusher, ledger, batch)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report = flusher.flush(20)
+    assert (report.sent, report.failed, report.timed_out) == (240, 0, False)
+    assert _stored(sandbox) == Counter({e.provider_response_id: 1 for batch in batches for e in batch})
+    rows = _rows(ledger)
+    assert set(rows["status"]) == {"sent"} and not rows["est_cost_usd"].isna().any()
