@@ -12,10 +12,12 @@ daemon thread with its own asyncio loop (never the kernel's loop):
 - **bulk under backlog**: with ``bulk_threshold`` or more events waiting, batches of up to
   ``bulk_size`` go to ``/ingest/bulk``. Bulk answers carry no per-item result, so those rows
   become ``sent`` at once and get Pay-i's cost later from ``GET /requests/provider/{category}/
-  {provider_response_id}/result``, looked up only when nothing is waiting to be sent;
-- **retries**: connection errors, timeouts, 408, 429 (``Retry-After`` honoured) and 5xx pause
-  all sending for an exponential backoff with full jitter (capped at ``backoff_max``) and then
-  probe with one request at a time until Pay-i answers again. There is no retry cap: events
+  {provider_response_id}/result``, looked up only when nothing is waiting to be sent (a few
+  tries; a row whose lookup never succeeds keeps only its local estimate). A batch refused as
+  a whole is re-sent item by item, so one bad event cannot fail its neighbours;
+- **retries**: connection errors, timeouts, 408, 429 and 5xx pause all sending for an
+  exponential backoff with full jitter, at least ``Retry-After`` (both capped at
+  ``backoff_max``), then probe with one request at a time until Pay-i answers. No retry cap: events
   stay ``pending`` (and in the spool) through an outage; ``status()`` shows the error. A
   rejected key (401/403) is treated the same way, since it says nothing about the event.
   Every retry reuses the event's ``provider_response_id``, so Pay-i de-duplicates. Any other
