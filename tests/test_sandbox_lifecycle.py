@@ -180,6 +180,8 @@ def test_two_processes_share_one_db(tmp_path: Path) -> None:
         limit = h2.get(f"/api/v1/limits/{limit_id}").json()["limit"]
         assert limit["totals"]["requests"]["total"] == 20
         assert len(h1.get("/sandbox/v1/events").json()["events"]) == 21
+        h1.close()
+        h2.close()
     finally:
         for process in (first, second):
             process.terminate()
