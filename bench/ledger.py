@@ -90,6 +90,24 @@ def _usage(kind: str, rng: random.Random) -> dict:
     return usage
 
 
+def pay_i_result(rng: random.Random, model: str, ctx: Context) -> dict:
+    """An ``xproxy_result`` shaped like Pay-i's answer to an ingest or proxied call."""
+    cost_in, cost_out = rng.random() / 200, rng.random() / 200
+    return {
+        "request_id": str(rng.getrandbits(60)),
+        "resource_id": f"{model}.2025-01-01",
+        "use_case_id": ctx.use_case_id,
+        "user_id": ctx.user_id,
+        "limits": {limit: {"state": rng.choice(("ok", "ok", "ok", "exceeded"))} for limit in ctx.limit_ids},
+        "cost": {
+            "currency": "usd",
+            "input": {"base": cost_in},
+            "output": {"base": cost_out},
+            "total": {"base": cost_in + cost_out},
+        },
+    }
+
+
 class Sessions:
     """Pools shared by many events (made before the memory baseline) and a fast event maker."""
 
@@ -138,11 +156,7 @@ class Sessions:
                 status = "pending"
                 if mode == "proxy":
                     status = "proxied"
-                    xproxy = {
-                        "request_id": str(rng.getrandbits(60)),
-                        "limits": {limit: {"state": "ok"} for limit in ctx.limit_ids},
-                        "cost": {"currency": "usd", "total": {"base": rng.random() / 100}},
-                    }
+                    xproxy = pay_i_result(rng, model, ctx)
                 chunk.append(
                     UsageEvent(
                         provider=provider,
@@ -202,9 +216,12 @@ def build_times(ledger: Ledger) -> tuple[float, float]:
 
 
 def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[str, int]:
+    """Growth per allocating file, named relative to the repository."""
+    root = Path(__file__).resolve().parent.parent
     grown: dict[str, int] = {}
     for stat in after.compare_to(before, "filename"):
-        name = Path(stat.traceback[0].filename).name
+        path = Path(stat.traceback[0].filename)
+        name = str(path.relative_to(root)) if path.is_relative_to(root) else path.name
         grown[name] = grown.get(name, 0) + stat.size_diff
     return grown
 
@@ -213,38 +230,37 @@ def memory_per_row(rows: int) -> None:
     """Print what the ledger keeps per row after appends, and after the usual Pay-i updates."""
     sessions = Sessions(seed=11)
     ledger = Ledger()
-    refs = []
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.take_snapshot()
     start = tracemalloc.get_traced_memory()[0]
     for chunk in sessions.events(rows):
-        refs.extend(ledger.append(event) for event in chunk)
+        for event in chunk:
+            ledger.append(event)
         del chunk
     gc.collect()
-    refs_bytes = sys.getsizeof(refs) + sum(sys.getsizeof(r) for r in refs[:1]) * len(refs)
-    appended = tracemalloc.get_traced_memory()[0] - start - refs_bytes
+    appended = tracemalloc.get_traced_memory()[0] - start
     after_append = tracemalloc.take_snapshot()
     rng = random.Random(3)
-    for ref in refs:
+    for index in range(rows):
+        result = pay_i_result(rng, rng.choice(ENDPOINTS)[3], Context(limit_ids=("team-q4",)))
         ledger.update(
-            ref,
+            RowRef(ledger.generation, index),
             status="sent",
-            payi_cost_usd=rng.random() / 100,
-            payi_request_id=str(rng.getrandbits(60)),
-            limit_states={"team-q4": rng.choice(("ok", "ok", "ok", "exceeded"))},
+            xproxy_result=result,
+            payi_cost_usd=result["cost"]["total"]["base"],
+            payi_request_id=result["request_id"],
+            limit_states={lid: state["state"] for lid, state in result["limits"].items()},
         )
     gc.collect()
-    updated = tracemalloc.get_traced_memory()[0] - start - refs_bytes
+    updated = tracemalloc.get_traced_memory()[0] - start
     tracemalloc.stop()
-    print(f"memory, {rows:,} rows (tracemalloc; the RowRefs the benchmark holds are subtracted):")
+    print(f"memory, {rows:,} rows (tracemalloc, everything retained after the events are dropped):")
     print(f"  after append             {appended / rows:7.1f} B/row   target <= {TARGET_BYTES_PER_ROW}")
-    for name, size in sorted(_by_file(after_append, base).items(), key=lambda kv: -kv[1])[:3]:
-        where = "ledger columns and tables" if name == "ledger.py" else "event strings the ledger keeps"
-        if name == Path(__file__).name:
-            where = "event strings the ledger keeps (response ids, proxy results)"
-        print(f"    {name:20s} {size / rows:7.1f} B/row   {where}")
-    print(f"  after Pay-i updates      {updated / rows:7.1f} B/row   (status, cost, request id string, limit states)")
+    for name, size in sorted(_by_file(after_append, base).items(), key=lambda kv: -kv[1]):
+        if abs(size) >= rows:  # at least 1 B/row
+            print(f"    {size / rows:7.1f} B/row allocated in {name}")
+    print(f"  after Pay-i answers      {updated / rows:7.1f} B/row   (status, cost, request id, limit states, xproxy_result)")
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ rows are not kept as event objects. Each row is:
 - a "shape" code: everything a cell's calls share (mode, provider, category, model,
   operation, streaming, cell, execution count, provider URI and the ``Context``, interned by
   identity and kept alive by the table) is one dictionary-encoded tuple;
-- entries in two append-only UTF-8 heaps for the provider response id and Pay-i request id,
-  rendered as Arrow string arrays without a Python string per row;
-- ``xproxy_result`` (one object reference; None until Pay-i answers).
+- entries in append-only UTF-8 heaps for the provider response id, the Pay-i request id and
+  ``xproxy_result`` (as compact JSON: ~300 bytes instead of ~2.5 KB of dicts), rendered as
+  Arrow string arrays without a Python object per row.
 
 ``units`` maps are not kept: the common shapes follow from the token counts
 (``_compact_units``); a map that does not rebuild exactly is kept as given. Limit-state maps
@@ -85,12 +85,12 @@ COLUMNS: tuple[str, ...] = (
     "partial",
     "use_case_version",
     "provider_uri",
-    "xproxy_result",
+    "xproxy_json",
 )
 """Every column of ``Ledger.df``, in order: the DESIGN.md contract, then the extras."""
 
 COST_SOURCES: tuple[str, ...] = ("payi", "estimate", "unknown")
-NESTED_COLUMNS: tuple[str, ...] = ("units", "limit_ids", "properties", "limit_states", "xproxy_result")
+NESTED_COLUMNS: tuple[str, ...] = ("units", "limit_ids", "properties", "limit_states")
 UPDATABLE: frozenset[str] = frozenset(
     {
         "status",
@@ -106,7 +106,7 @@ UPDATABLE: frozenset[str] = frozenset(
 )
 
 _TEXT = pd.Series(["x"]).dtype  # this pandas version's default string dtype
-_TEXT_COLUMNS = ("event_id", "provider_response_id", "payi_request_id", "error")
+_TEXT_COLUMNS = ("event_id", "provider_response_id", "payi_request_id", "error", "xproxy_json")
 _CATEGORY_COLUMNS = (
     "cell_id",
     "mode",
@@ -136,6 +136,7 @@ _FIELDS = (
     ("response", "i"),  # entry in the response-id heap, -1 = none
     ("request", "i"),  # entry in the request-id heap, -1 = none
     ("limits", "i"),  # interned limit states, -1 = none
+    ("xproxy", "i"),  # entry in the xproxy_result (JSON) heap, -1 = none
     ("timestamp", "d"),  # epoch seconds
     ("input", "q"),
     ("output", "q"),
@@ -154,11 +155,16 @@ _RECORD = struct.Struct("<" + "".join(code for _, code in _FIELDS))
 _RECORD_DTYPE = np.dtype([(name, "V16" if code == "16s" else "<" + code) for name, code in _FIELDS])
 _OFFSETS = {name: _RECORD_DTYPE.fields[name][1] for name, _ in _FIELDS}
 _SETTERS = {name: struct.Struct("<" + code).pack_into for name, code in _FIELDS}
+_XPROXY = struct.Struct("<i")
+# update() names stored in the record as they are, and as entries of a string heap
+_RECORD_FIELD = {"status": "status", "http_status": "http", "est_cost_usd": "est", "payi_cost_usd": "payi"}
+_HEAP_FIELD = {"payi_request_id": "request", "provider_response_id": "response", "xproxy_result": "xproxy"}
 assert _RECORD.size == _RECORD_DTYPE.itemsize
 
 _STATUS_CODES = {status: code for code, status in enumerate(STATUSES)}
 _NAN = math.nan
 _NO_ID = bytes(16)
+_HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint16)  # octet -> its 2 hex digits
 _PARTIAL = 1
 _NO_UNITS = 2
 _SHALLOW_COPY_IS_SAFE = int(pd.__version__.split(".", 1)[0]) >= 3  # copy-on-write is always on
@@ -170,35 +176,27 @@ _ANTHROPIC_KEYS = {
 }
 
 
-def _openai_units(inp: int, out: int, read: int, reasoning: int) -> Units:
-    units: Units = {"text": {"input": inp - read, "output": out - reasoning}}
-    if read:
-        units["text_cache_read"] = {"input": read}
-    if reasoning:
-        units["reasoning"] = {"output": reasoning}
-    return units
-
-
-def _anthropic_units(inp: int, out: int, read: int, write: int) -> Units:
-    text, cache_write, cache_read = _ANTHROPIC_KEYS[inp >= ANTHROPIC_LARGE_CONTEXT_TOKENS]
-    units: Units = {text: {"input": inp - read - write, "output": out}}
-    if write:
-        units[cache_write] = {"input": write}
-    if read:
-        units[cache_read] = {"input": read}
-    return units
-
-
-def _compact_units(provider: str, inp: int, out: int, read: int, write: int, reasoning: int) -> Units:
+def _compact_units(anthropic: bool, inp: int, out: int, read: int, write: int, reasoning: int) -> Units:
     """The units map the ledger rebuilds from token counts alone.
 
     It equals ``units.units_from_tokens`` for the maps capture produces, at a tenth of the
     cost (a build renders it for every row). A row whose map is not exactly this one keeps
     its own, so the rebuild is exact whatever the input.
     """
-    if provider == "anthropic":
-        return _anthropic_units(inp, out, read, write)
-    return _openai_units(inp, out, read, reasoning)
+    if anthropic:
+        text, cache_write, cache_read = _ANTHROPIC_KEYS[inp >= ANTHROPIC_LARGE_CONTEXT_TOKENS]
+        units: Units = {text: {"input": inp - read - write, "output": out}}
+        if write:
+            units[cache_write] = {"input": write}
+        if read:
+            units[cache_read] = {"input": read}
+        return units
+    units = {"text": {"input": inp - read, "output": out - reasoning}}
+    if read:
+        units["text_cache_read"] = {"input": read}
+    if reasoning:
+        units["reasoning"] = {"output": reasoning}
+    return units
 
 
 class RowRef(NamedTuple):
@@ -261,12 +259,11 @@ class _Heap:
         self.data = bytearray()
         self.ends = array("q", [0])
 
-    def add(self, encoded: bytes) -> None:
+    def add(self, encoded: bytes) -> int:
+        """Store one string; returns its entry number."""
         self.data += encoded
         self.ends.append(len(self.data))
-
-    def __len__(self) -> int:
-        return len(self.ends) - 1
+        return len(self.ends) - 2
 
     def snapshot(self) -> tuple[bytes, bytes]:
         return bytes(self.data), self.ends.tobytes()
@@ -283,10 +280,17 @@ def _utf8(name: str, value: Any) -> bytes | None:
         raise ValueError(f"{name} {value!r} is not valid text (lone surrogate)") from None
 
 
-def _xproxy_fields(result: Any) -> tuple[bytes | None, tuple[tuple[str, str], ...] | None]:
-    """Pay-i request id (UTF-8) and limit states carried by an ``xproxy_result``, when present."""
+_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _xproxy_fields(result: Any) -> tuple[bytes, bytes | None, tuple[tuple[str, str], ...] | None]:
+    """An ``xproxy_result`` as UTF-8 JSON, with the Pay-i request id and limit states it carries."""
     if not isinstance(result, Mapping):
         raise TypeError(f"xproxy_result must be a dict, got {type(result).__name__}")
+    try:
+        encoded = _to_json(result).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"xproxy_result must be JSON data as Pay-i sends it: {exc}") from None
     request_id = result.get("request_id")
     limits = result.get("limits")
     states = None
@@ -296,7 +300,7 @@ def _xproxy_fields(result: Any) -> tuple[bytes | None, tuple[tuple[str, str], ..
             for limit_id, status in limits.items()
             if isinstance(status, Mapping) and isinstance(status.get("state"), str)
         )
-    return (_utf8("request_id", request_id) if isinstance(request_id, str) else None), states
+    return encoded, (_utf8("request_id", request_id) if isinstance(request_id, str) else None), states
 
 
 def _limit_items(value: Any) -> tuple[tuple[str, str], ...]:
@@ -322,7 +326,7 @@ def _prepare_changes(changes: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"Ledger.update() got unknown field(s) {sorted(unknown)}; updatable: {sorted(UPDATABLE)}")
     out: dict[str, Any] = {}
     if changes.get("xproxy_result") is not None:
-        request_id, states = _xproxy_fields(changes["xproxy_result"])
+        out["xproxy_result"], request_id, states = _xproxy_fields(changes["xproxy_result"])
         if request_id is not None:
             out["payi_request_id"] = request_id
         if states is not None:
@@ -346,8 +350,8 @@ def _prepare_changes(changes: dict[str, Any]) -> dict[str, Any]:
             if value is not None and type(value) is not str:
                 raise TypeError(f"error must be str or None, got {type(value).__name__}")
             out[name] = value
-        else:
-            out[name] = value  # xproxy_result, kept as given
+        elif value is None:  # xproxy_result, encoded above when given
+            out[name] = None
     return out
 
 
@@ -369,7 +373,7 @@ class Ledger:
         self._records = bytearray()
         self._responses = _Heap()
         self._requests = _Heap()
-        self._xproxy: list[Any] = []
+        self._xproxies = _Heap()
         self._odd_ids: dict[int, str] = {}
         self._units: dict[int, Units] = {}
         self._errors: dict[int, str] = {}
@@ -406,7 +410,7 @@ class Ledger:
             own_units = None
             if not units:
                 flags |= _NO_UNITS
-            elif units != _compact_units(provider, inp, out, read, write, reasoning):
+            elif units != _compact_units(provider == "anthropic", inp, out, read, write, reasoning):
                 own_units = {name: dict(sides) for name, sides in units.items()}
             event_id = event.event_id
             raw = None
@@ -421,9 +425,11 @@ class Ledger:
                 raise TypeError(f"event_id must be str, got {type(event_id).__name__}")
             response = event.provider_response_id
             if response is not None:
-                response = _utf8("provider_response_id", response)
+                if type(response) is not str:
+                    raise TypeError(f"provider_response_id must be str or None, got {type(response).__name__}")
+                response = response.encode()
             result = event.xproxy_result
-            request, states = (None, None) if result is None else _xproxy_fields(result)
+            xproxy, request, states = (None, None, None) if result is None else _xproxy_fields(result)
             error = event.error
             if error is not None and type(error) is not str:
                 raise TypeError(f"error must be str or None, got {type(error).__name__}")
@@ -444,14 +450,15 @@ class Ledger:
                 limit_code = self._limit_codes.get(states, -1)
                 if limit_code < 0:
                     limit_code, new_limits = len(self._limit_table), True
-            responses, requests = self._responses, self._requests
+            responses, requests = self._responses.ends, self._requests
             try:
                 record = _RECORD.pack(
                     _NO_ID if raw is None else raw,
                     shape,
-                    -1 if response is None else len(responses),
-                    -1 if request is None else len(requests),
+                    -1 if response is None else len(responses) - 1,
+                    -1 if request is None else len(requests.ends) - 1,
                     limit_code,
+                    -1 if xproxy is None else len(self._xproxies.ends) - 1,
                     timestamp,
                     inp,
                     out,
@@ -470,10 +477,13 @@ class Ledger:
                 raise TypeError(f"Ledger.append got a UsageEvent field of the wrong type or range: {exc}") from None
             self._records += record
             if response is not None:
-                responses.add(response)
+                data = self._responses.data
+                data += response
+                responses.append(len(data))
             if request is not None:
                 requests.add(request)
-            self._xproxy.append(result)
+            if xproxy is not None:
+                self._xproxies.add(xproxy)
             if raw is None:
                 self._odd_ids[n] = event_id
             if new_shape:
@@ -488,7 +498,6 @@ class Ledger:
                 self._errors[n] = error
             self._n = n + 1
             self._version += 1
-            self._cache = None
             generation = self._generation
         for subscription in self._subscribers:
             subscription.run()
@@ -512,26 +521,19 @@ class Ledger:
             for name, value in values.items():
                 self._set(index, name, value)
             self._version += 1
-            self._cache = None
         for subscription in self._subscribers:
             subscription.run()
         return True
 
     def _set(self, index: int, name: str, value: Any) -> None:
         at = index * _RECORD.size
-        if name in ("status", "http_status", "est_cost_usd", "payi_cost_usd"):
-            field_name = {"status": "status", "http_status": "http", "est_cost_usd": "est", "payi_cost_usd": "payi"}
-            column = field_name[name]
+        if name in _RECORD_FIELD:
+            column = _RECORD_FIELD[name]
             _SETTERS[column](self._records, at + _OFFSETS[column], value)
-        elif name in ("payi_request_id", "provider_response_id"):
-            heap, column = (self._requests, "request") if name == "payi_request_id" else (self._responses, "response")
-            entry = -1
-            if value is not None:
-                entry = len(heap)
-                heap.add(value)
-            _SETTERS[column](self._records, at + _OFFSETS[column], entry)
-        elif name == "xproxy_result":
-            self._xproxy[index] = value
+        elif name in _HEAP_FIELD:
+            column = _HEAP_FIELD[name]
+            heap = {"request": self._requests, "response": self._responses, "xproxy": self._xproxies}[column]
+            _SETTERS[column](self._records, at + _OFFSETS[column], -1 if value is None else heap.add(value))
         elif name == "error":
             if value is None:
                 self._errors.pop(index, None)
@@ -589,12 +591,17 @@ class Ledger:
         return self._generation
 
     def xproxy_result(self, ref: RowRef) -> dict[str, Any] | None:
-        """The row's ``xproxy_result`` (the ledger's own object: read-only), None if unset or stale."""
+        """The row's ``xproxy_result`` (a fresh dict), None if unset or ``ref`` is stale."""
         generation, index = ref
         with self._lock:
             if generation != self._generation or not 0 <= index < self._n:
                 return None
-            return self._xproxy[index]
+            (entry,) = _XPROXY.unpack_from(self._records, index * _RECORD.size + _OFFSETS["xproxy"])
+            if entry < 0:
+                return None
+            heap = self._xproxies
+            encoded = bytes(heap.data[heap.ends[entry] : heap.ends[entry + 1]])
+        return json.loads(encoded)
 
     def totals(self, refs: Iterable[RowRef]) -> Totals:
         """Summary of the given rows; stale and repeated refs are ignored."""
@@ -635,11 +642,13 @@ class Ledger:
     def df(self) -> pd.DataFrame:
         """All rows as a DataFrame (``COLUMNS``); its index is each row's ``RowRef.index``.
 
-        Built on first access after a change, then cached. Each access returns a shallow
-        copy-on-write copy of the cached frame: a new object sharing the data, so setting
-        values or adding columns never reaches the cache. Dicts and lists in the nested
-        columns are made fresh by each build, except ``xproxy_result``, which is the object
-        given to the ledger: treat it as read-only.
+        Built on first access after a change, then cached (a stale frame is released by the
+        next build, never on the append path). Each access returns a shallow copy-on-write
+        copy of the cached frame: a new object sharing the data, so setting values or adding
+        columns never reaches the cache. Dicts and lists in the nested columns are made fresh
+        by each build and shared by the copies of that build: copy one before changing it in
+        place. ``xproxy_json`` is each row's ``xproxy_result`` as compact JSON text
+        (``Ledger.xproxy_result(ref)`` gives it parsed).
         """
         cached = self._cache
         if cached is None or cached[0] != self._version:
@@ -660,7 +669,7 @@ class Ledger:
                 records=bytes(self._records),
                 responses=self._responses.snapshot(),
                 requests=self._requests.snapshot(),
-                xproxy=self._xproxy[:],
+                xproxies=self._xproxies.snapshot(),
                 odd_ids=dict(self._odd_ids),
                 units=dict(self._units),
                 errors=dict(self._errors),
@@ -683,7 +692,7 @@ class _Snapshot:
     records: bytes
     responses: tuple[bytes, bytes]
     requests: tuple[bytes, bytes]
-    xproxy: list[Any]
+    xproxies: tuple[bytes, bytes]
     odd_ids: dict[int, str]
     units: dict[int, Units]
     errors: dict[int, str]
@@ -719,7 +728,7 @@ def _heap_column(heap: tuple[bytes, bytes], entries: np.ndarray) -> Any:
 
 def _event_ids(raw: np.ndarray, odd: dict[int, str]) -> Any:
     """Event ids rendered from their 16 raw bytes (through Arrow: no Python string per row)."""
-    hexed = np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype="S32")
+    hexed = _HEX_PAIRS[raw.view(np.uint8)].view("S32")
     if not odd:
         return _text(pa.array(hexed).cast(pa.large_string()))
     rendered = [b.decode("ascii") for b in hexed.tolist()]
@@ -750,20 +759,16 @@ def _per_shape_int(per_shape: list[int | None], codes: np.ndarray) -> pd.arrays.
     return _nullable_int(values[codes], missing[codes])
 
 
-def _objects(values: list[Any] | np.ndarray) -> pd.Series:
-    return pd.Series(values, dtype=object)
+def _objects(values: Iterable[Any], n: int) -> np.ndarray:
+    """An object column straight from an iterable (no per-element shape discovery)."""
+    return np.fromiter(values, dtype=object, count=n)
 
 
-def _units_column(anthropic: np.ndarray, r: np.ndarray, own: dict[int, Units]) -> np.ndarray:
-    out = np.empty(len(r), dtype=object)
-    for rows, make, last in ((~anthropic, _openai_units, "reasoning"), (anthropic, _anthropic_units, "cache_write")):
-        picked = r[rows]
-        columns = [picked[name].tolist() for name in ("input", "output", "cache_read", last)]
-        out[rows] = list(map(make, *columns))
-    for i in np.flatnonzero(r["flags"] & _NO_UNITS).tolist():
-        out[i] = {}
-    for i, units in own.items():
-        out[i] = {name: dict(sides) for name, sides in units.items()}
+def _lookup(table: list[Any]) -> np.ndarray:
+    """A small object array of ``table`` (its items stay whole, even tuples and lists)."""
+    out = np.empty(len(table), dtype=object)
+    for i, item in enumerate(table):
+        out[i] = item
     return out
 
 
@@ -775,7 +780,6 @@ def _frame(s: _Snapshot) -> pd.DataFrame:
     # provider_uri, context
     contexts = [t[9] for t in shapes]
     shape = np.ascontiguousarray(r["shape"])
-    shape_rows = shape.tolist()
 
     def per_shape(i: int) -> list[Any]:
         return [t[i] for t in shapes]
@@ -783,12 +787,19 @@ def _frame(s: _Snapshot) -> pd.DataFrame:
     def from_context(name: str) -> list[Any]:
         return [getattr(c, name) for c in contexts]
 
+    tokens = [np.ascontiguousarray(r[name]) for name in ("input", "output", "cache_read", "cache_write", "reasoning")]
+    anthropic = np.array([p == "anthropic" for p in per_shape(1)], dtype=bool)[shape]
+    units = _objects(map(_compact_units, anthropic.tolist(), *(t.tolist() for t in tokens)), n)
+    for i in np.flatnonzero(r["flags"] & _NO_UNITS).tolist():
+        units[i] = {}
+    for i, own in s.units.items():
+        units[i] = {name: dict(sides) for name, sides in own.items()}
     errors: list[str | None] = [None] * n
     for i, error in s.errors.items():
         errors[i] = error
-    limit_ids = from_context("limit_ids")
-    properties = [dict(p) for p in from_context("properties")]
-    limit_states = [dict(items) for items in s.limit_table]
+    limit_ids = _lookup(from_context("limit_ids"))[shape]
+    properties = _lookup([dict(p) for p in from_context("properties")])[shape]
+    states = _lookup([dict(items) for items in s.limit_table] + [{}])[r["limits"]]  # code -1: the last, {}
     payi, est = np.ascontiguousarray(r["payi"]), np.ascontiguousarray(r["est"])
     has_payi = ~np.isnan(payi)
     http = r["http"]
@@ -804,12 +815,12 @@ def _frame(s: _Snapshot) -> pd.DataFrame:
         "provider_response_id": _heap_column(s.responses, r["response"].astype(np.int64)),
         "operation": _categorical(per_shape(4), shape),
         "streaming": np.array(per_shape(5), dtype=bool)[shape],
-        "input_tokens": np.ascontiguousarray(r["input"]),
-        "output_tokens": np.ascontiguousarray(r["output"]),
-        "cache_read_tokens": np.ascontiguousarray(r["cache_read"]),
-        "cache_write_tokens": np.ascontiguousarray(r["cache_write"]),
-        "reasoning_tokens": np.ascontiguousarray(r["reasoning"]),
-        "units": _objects(_units_column(np.array([p == "anthropic" for p in per_shape(1)], bool)[shape], r, s.units)),
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
+        "cache_read_tokens": tokens[2],
+        "cache_write_tokens": tokens[3],
+        "reasoning_tokens": tokens[4],
+        "units": units,
         "est_cost_usd": est,
         "payi_cost_usd": payi,
         "cost_usd": np.where(has_payi, payi, est),
@@ -822,16 +833,16 @@ def _frame(s: _Snapshot) -> pd.DataFrame:
         "use_case_step": _categorical(from_context("use_case_step"), shape),
         "user_id": _categorical(from_context("user_id"), shape),
         "account_name": _categorical(from_context("account_name"), shape),
-        "limit_ids": _objects([list(limit_ids[c]) for c in shape_rows]),
-        "properties": _objects([properties[c].copy() for c in shape_rows]),
+        "limit_ids": _objects(map(list, limit_ids), n),
+        "properties": _objects(map(dict.copy, properties), n),
         "payi_request_id": _heap_column(s.requests, r["request"].astype(np.int64)),
-        "limit_states": _objects([limit_states[c].copy() if c >= 0 else {} for c in r["limits"].tolist()]),
+        "limit_states": _objects(map(dict.copy, states), n),
         "status": _fixed_categorical(r["status"], "status"),
         "error": _text(pa.array(errors, type=pa.large_string())),
         "partial": (r["flags"] & _PARTIAL).astype(bool),
         "use_case_version": _per_shape_int(from_context("use_case_version"), shape),
         "provider_uri": _categorical(per_shape(8), shape),
-        "xproxy_result": _objects(s.xproxy),
+        "xproxy_json": _heap_column(s.xproxies, r["xproxy"].astype(np.int64)),
     }
     return pd.DataFrame(columns, copy=False)
 
@@ -841,19 +852,16 @@ def to_parquet(frame: pd.DataFrame, path: str | PathLike[str]) -> None:
 
     Plain ``DataFrame.to_parquet`` cannot store the nested columns faithfully (dicts become
     structs padded with every key seen, and an all-empty dict column fails). Here ``units``,
-    ``properties`` and ``limit_states`` are written as Arrow maps, ``limit_ids`` as a list of
-    strings, and ``xproxy_result`` (arbitrary JSON) as a JSON string.
+    ``properties`` and ``limit_states`` are written as Arrow maps and ``limit_ids`` as a list
+    of strings.
     """
     nested_types = {
         "units": pa.map_(pa.string(), pa.map_(pa.string(), pa.int64())),
         "properties": pa.map_(pa.string(), pa.string()),
         "limit_states": pa.map_(pa.string(), pa.string()),
         "limit_ids": pa.list_(pa.string()),
-        "xproxy_result": pa.string(),
     }
     frame = frame.reset_index(drop=True)
-    if "xproxy_result" in frame:
-        frame["xproxy_result"] = [None if v is None else json.dumps(v) for v in frame["xproxy_result"]]
     flat = frame.drop(columns=[c for c in nested_types if c in frame])
     inferred = pa.Schema.from_pandas(flat, preserve_index=False)
     schema = pa.schema(
@@ -867,9 +875,7 @@ def read_parquet(path: str | PathLike[str]) -> pd.DataFrame:
     """Read a file written by ``to_parquet`` back into the ledger's column types."""
     frame = pd.read_parquet(path, to_pandas_kwargs={"maps_as_pydicts": "strict"})
     if "limit_ids" in frame:
-        frame["limit_ids"] = _objects([list(v) for v in frame["limit_ids"]])
-    if "xproxy_result" in frame:
-        frame["xproxy_result"] = _objects([None if pd.isna(v) else json.loads(v) for v in frame["xproxy_result"]])
+        frame["limit_ids"] = _objects(map(list, frame["limit_ids"]), len(frame))
     return _conform_categories(frame)
 
 
@@ -892,7 +898,7 @@ def read_csv(path: str | PathLike[str]) -> pd.DataFrame:
     frame = pd.read_csv(path)
     for name in frame.columns:
         if name in NESTED_COLUMNS:
-            frame[name] = _objects([None if pd.isna(v) else ast.literal_eval(v) for v in frame[name]])
+            frame[name] = _objects((None if pd.isna(v) else ast.literal_eval(v) for v in frame[name]), len(frame))
         elif name == "timestamp":
             frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
         elif name in _CATEGORY_COLUMNS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import threading
@@ -53,7 +54,7 @@ DTYPES = {
     "error": "str",
     "partial": "bool",
     "use_case_version": "Int64",
-    "xproxy_result": "object",
+    "xproxy_json": "str",
     **dict.fromkeys(
         ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"], "int64"
     ),
@@ -177,7 +178,7 @@ def test_values_round_trip_from_events():
     assert row["limit_ids"] == ["team-q4", "ana-daily"] and type(row["limit_ids"]) is list
     assert row["properties"] == {"experiment": "a"} and type(row["properties"]) is dict
     assert row["limit_states"] == {} and row["status"] == "pending"
-    assert pd.isna(row["payi_request_id"]) and pd.isna(row["error"]) and row["xproxy_result"] is None
+    assert pd.isna(row["payi_request_id"]) and pd.isna(row["error"]) and pd.isna(row["xproxy_json"])
     assert row["provider_uri"] == "https://api.openai.com/v1/responses"
 
 
@@ -235,7 +236,7 @@ def test_compact_units_agree_with_units_from_tokens_for_what_capture_produces():
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
         tokens = token_counts(units_for("openai", usage))
-        assert _compact_units("openai", *tokens) == units_from_tokens("openai", tokens) == units_for("openai", usage)
+        assert _compact_units(False, *tokens) == units_from_tokens("openai", tokens) == units_for("openai", usage)
     for fresh, out, read, write in itertools.product(values, (0, 9), (0, 3, 150_000), (0, 11, 60_000)):
         usage = {
             "input_tokens": fresh,
@@ -244,8 +245,8 @@ def test_compact_units_agree_with_units_from_tokens_for_what_capture_produces():
             "cache_creation_input_tokens": write,
         }
         tokens = token_counts(units_for("anthropic", usage))
-        assert _compact_units("anthropic", *tokens) == units_from_tokens("anthropic", tokens)
-        assert _compact_units("anthropic", *tokens) == units_for("anthropic", usage)
+        assert _compact_units(True, *tokens) == units_from_tokens("anthropic", tokens)
+        assert _compact_units(True, *tokens) == units_for("anthropic", usage)
 
 
 @pytest.mark.parametrize(
@@ -322,7 +323,8 @@ def test_xproxy_result_fills_request_id_and_limit_states_unless_given():
     assert ledger.update(a, xproxy_result=result)
     assert ledger.update(b, xproxy_result=result, payi_request_id="explicit", limit_states={"team-q4": "ok"})
     df = ledger.df
-    assert df["xproxy_result"][0] is result and ledger.xproxy_result(a) is result
+    assert ledger.xproxy_result(a) == result and ledger.xproxy_result(a) is not result
+    assert json.loads(df["xproxy_json"][0]) == result
     assert (df["payi_request_id"][0], df["limit_states"][0]) == ("777", {"team-q4": "overrun"})
     assert (df["payi_request_id"][1], df["limit_states"][1]) == ("explicit", {"team-q4": "ok"})
 
@@ -338,7 +340,9 @@ def test_proxy_event_carrying_xproxy_result_starts_with_its_fields():
         "r-1",
         {"team-q4": "blocked"},
     )
-    assert ledger.xproxy_result(ref) is result
+    assert ledger.xproxy_result(ref) == result
+    assert ledger.update(ref, xproxy_result=None) and ledger.xproxy_result(ref) is None
+    assert ledger.df["payi_request_id"][0] == "r-1"
 
 
 def test_bad_updates_raise_and_change_nothing():
@@ -355,6 +359,8 @@ def test_bad_updates_raise_and_change_nothing():
         ledger.update(ref, limit_states={"a": 1})
     with pytest.raises(ValueError, match="http_status"):
         ledger.update(ref, http_status=70000)
+    with pytest.raises(TypeError, match="xproxy_result must be JSON data"):
+        ledger.update(ref, xproxy_result={"request_id": "1", "odd": {1, 2}})
     assert ledger.version == version and ledger.df["status"][0] == "pending"
     assert set(UPDATABLE) >= {"status", "xproxy_result", "limit_states"}
 
@@ -536,7 +542,7 @@ def test_parquet_round_trip(tmp_path):
     ledger.to_parquet(path)
     back = read_parquet(path)
     pd.testing.assert_frame_equal(back, ledger.df)
-    assert type(back["limit_ids"][0]) is list and back["xproxy_result"][2]["ok"] is True
+    assert type(back["limit_ids"][0]) is list and json.loads(back["xproxy_json"][2]) == PROXY_RESULT
 
     empty = tmp_path / "empty.parquet"
     Ledger().to_parquet(empty)
