@@ -6,8 +6,9 @@ flusher renders it into a Pay-i ingest body. Status values follow the ledger con
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,9 +20,16 @@ Mode = Literal["telemetry", "proxy"]
 STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "proxied", "blocked")
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
 def new_event_id() -> str:
-    """A process-independent unique id (also the spool key)."""
-    return uuid.uuid4().hex
+    """A unique 32-hex-digit id (also the spool key): a random per-process prefix and a counter.
+
+    Cheaper than ``uuid4()`` on the request path (no system call per event).
+    """
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 @dataclass(slots=True, eq=False)

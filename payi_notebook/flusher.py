@@ -15,6 +15,10 @@ daemon thread with its own asyncio loop (never the kernel's loop):
   {provider_response_id}/result``, looked up only when nothing is waiting to be sent (a few
   tries; a row whose lookup never succeeds keeps only its local estimate). A batch refused as
   a whole is re-sent item by item, so one bad event cannot fail its neighbours;
+- **yielding to the caller**: while calls complete back to back (events arriving within
+  ``_QUIET`` of each other) the thread waits, up to ``_MAX_DEFER``, before pricing and
+  sending: its work holds the GIL and would otherwise stall the caller's next call. The
+  backlog it then finds goes out in bulk. ``flush()``/``wait_priced()`` never wait;
 - **retries**: connection errors, timeouts, 408, 429 and 5xx pause all sending for an
   exponential backoff with full jitter, at least ``Retry-After`` (both capped at
   ``backoff_max``), then probe with one request at a time until Pay-i answers. No retry cap: events
@@ -54,6 +58,8 @@ log = logging.getLogger(__name__)
 _HOLD_STATUS = frozenset({401, 403})  # the key, not the event, is refused: keep events and retry
 _FOLLOWUP_ATTEMPTS = 6
 _TICK = 0.05  # while draining, new events are picked up at least this often without a wake-up
+_QUIET = 0.02  # the foreground counts as busy while events arrived within this many seconds
+_MAX_DEFER = 0.5  # ... but no event waits longer than this for the foreground to pause
 
 
 class LedgerLike(Protocol):
@@ -205,6 +211,9 @@ class Flusher:
         self._submit_lock = threading.Lock()
         self._incoming: collections.deque[_Job] = collections.deque()
         self._submitted = 0
+        self._last_submit = 0.0  # monotonic time of the latest submit (foreground activity)
+        self._backlog_since: float | None = None  # when the oldest not-yet-taken event arrived
+        self._urgent = 0  # callers blocked in flush()/wait_priced(): never defer for them
         # Loop-thread state; other threads only read it (under _cv for the counters they wait on).
         self._cv = threading.Condition()
         self._priced = 0
@@ -340,9 +349,13 @@ class Flusher:
                 self._journal(job)
             else:
                 job = _Job(event.event_id, ref, event, None, {})
+            now = time.monotonic()
             with self._submit_lock:
                 self._incoming.append(job)
                 self._submitted += 1
+                self._last_submit = now
+                if self._backlog_since is None:
+                    self._backlog_since = now
             if self._idle:
                 self._idle = False
                 self._work.set()  # no syscall, no GIL hand-off inside the user's call
@@ -381,14 +394,20 @@ class Flusher:
         deadline = start + max(timeout, 0.0)
         if self._thread is None:
             self.start()
-        self._wake_loop()
-        with self._cv:
-            while self._done < self._submitted and self.running:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cv.wait(min(remaining, 0.5))
-            timed_out = self._done < self._submitted
+        with self._submit_lock:
+            self._urgent += 1
+        try:
+            self._wake_loop()
+            with self._cv:
+                while self._done < self._submitted and self.running:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(min(remaining, 0.5))
+                timed_out = self._done < self._submitted
+        finally:
+            with self._submit_lock:
+                self._urgent -= 1
         return self._report(time.monotonic() - start, timed_out)
 
     def _report(self, elapsed: float, timed_out: bool) -> FlushReport:
@@ -419,15 +438,21 @@ class Flusher:
         with self._submit_lock:
             target = self._submitted
         deadline = time.monotonic() + timeout
-        if self._priced < target:
-            self._wake_loop()
-        with self._cv:
-            while self._priced < target and self.running:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cv.wait(remaining)
-            return self._priced >= target
+        with self._submit_lock:
+            self._urgent += 1
+        try:
+            if self._priced < target:
+                self._wake_loop()
+            with self._cv:
+                while self._priced < target and self.running:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cv.wait(remaining)
+                return self._priced >= target
+        finally:
+            with self._submit_lock:
+                self._urgent -= 1
 
     def status(self) -> FlusherStatus:
         return FlusherStatus(
@@ -477,9 +502,28 @@ class Flusher:
             with self._cv:
                 self._cv.notify_all()
 
+    def _defer(self) -> float:
+        """Seconds to hold back while the foreground makes calls back to back (0: go ahead)."""
+        if self._urgent or self._stopping:
+            return 0.0
+        now = time.monotonic()
+        quiet_in = self._last_submit + _QUIET - now
+        since = self._backlog_since
+        if quiet_in <= 0 or since is None:
+            return 0.0
+        return max(min(quiet_in, since + _MAX_DEFER - now), 0.0)
+
     async def _drain(self) -> None:
         """Price and send until nothing is queued, in flight or waiting for a cost lookup."""
         while not self._stopping:
+            hold = self._defer()
+            if hold > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), hold)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                continue
             self._take_incoming()
             for coro in self._dispatch():
                 task = asyncio.ensure_future(coro)
@@ -520,6 +564,8 @@ class Flusher:
 
     def _take_incoming(self) -> None:
         taken = priced_only = 0
+        with self._submit_lock:
+            self._backlog_since = None
         while self._incoming:
             job = self._incoming.popleft()
             taken += 1

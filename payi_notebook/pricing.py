@@ -75,7 +75,22 @@ def price_units(
     Text-like units (``text``, cache reads/writes, ``reasoning`` and their ``_large_context``
     variants) are priced together so genai-prices applies its context tiers; a
     ``web_search_request`` count is priced per search. Anything else is reported unknown.
+    Current prices are memoised per (category, resource, units): repeated calls cost little.
     """
+    if when is not None:
+        return _price(category, resource, units, when)
+    key = tuple(sorted((k, int(v.get("input") or 0), int(v.get("output") or 0)) for k, v in units.items()))
+    return _price_now(category, resource, key)
+
+
+@lru_cache(maxsize=4096)
+def _price_now(category: str, resource: str | None, key: tuple[tuple[str, int, int], ...]) -> Price:
+    return _price(category, resource, {k: {"input": i, "output": o} for k, i, o in key}, None)
+
+
+def _price(
+    category: str, resource: str | None, units: Mapping[str, Mapping[str, int]], when: datetime | None
+) -> Price:
     provider_id = CATEGORY_PROVIDERS.get(category)
     model = _resource_model(category, resource or "")
     plain = {k: dict(v) for k, v in units.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 SECRET_HEADERS = frozenset(
@@ -18,11 +19,13 @@ def is_secret(name: str) -> bool:
     return lowered in SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS)
 
 
+@lru_cache(maxsize=512)
+def _kept(name: str) -> bool:
+    lowered = name.lower()
+    return not is_secret(lowered) and lowered not in _SKIPPED and not lowered.startswith("content-")
+
+
 def response_headers(headers: Iterable[tuple[str, str]] | Any) -> list[dict[str, str]]:
     """Provider response headers worth keeping (request ids, rate limits), minus secrets and framing."""
     items = headers.multi_items() if hasattr(headers, "multi_items") else headers
-    return [
-        {"name": name, "value": value}
-        for name, value in items
-        if not is_secret(name) and name.lower() not in _SKIPPED and not name.lower().startswith("content-")
-    ]
+    return [{"name": name, "value": value} for name, value in items if _kept(name)]
