@@ -105,7 +105,7 @@ UPDATABLE: frozenset[str] = frozenset(
     }
 )
 
-_TEXT = pd.Series(["x"]).dtype  # this pandas version's default string dtype
+_TEXT = pd.StringDtype(na_value=np.nan)  # pandas 3's default "str" (Arrow-backed)
 _TEXT_COLUMNS = ("event_id", "provider_response_id", "payi_request_id", "error", "xproxy_json")
 _CATEGORY_COLUMNS = (
     "cell_id",
@@ -167,36 +167,37 @@ _NO_ID = bytes(16)
 _HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint16)  # octet -> its 2 hex digits
 _PARTIAL = 1
 _NO_UNITS = 2
-_SHALLOW_COPY_IS_SAFE = int(pd.__version__.split(".", 1)[0]) >= 3  # copy-on-write is always on
 _new_tuple = tuple.__new__
 
-_ANTHROPIC_KEYS = {
-    large: ("text" + suffix, "text_cache_write" + suffix, "text_cache_read" + suffix)
-    for large, suffix in ((False, ""), (True, LARGE_CONTEXT_SUFFIX))
-}
+# Units map layouts: text key, then two optional one-sided entries (key, side).
+_LAYOUTS = (
+    ("text", "text_cache_read", "input", "reasoning", "output"),  # OpenAI and the default
+    ("text", "text_cache_write", "input", "text_cache_read", "input"),  # Anthropic
+    tuple(part + LARGE_CONTEXT_SUFFIX if part.startswith("text") else part for part in
+          ("text", "text_cache_write", "input", "text_cache_read", "input")),  # Anthropic, >= 200k prompt
+)  # fmt: skip
+
+
+def _units_map(layout: int, text_in: int, text_out: int, first: int, second: int) -> Units:
+    text, first_key, first_side, second_key, second_side = _LAYOUTS[layout]
+    units: Units = {text: {"input": text_in, "output": text_out}}
+    if first:
+        units[first_key] = {first_side: first}
+    if second:
+        units[second_key] = {second_side: second}
+    return units
 
 
 def _compact_units(anthropic: bool, inp: int, out: int, read: int, write: int, reasoning: int) -> Units:
     """The units map the ledger rebuilds from token counts alone.
 
     It equals ``units.units_from_tokens`` for the maps capture produces, at a tenth of the
-    cost (a build renders it for every row). A row whose map is not exactly this one keeps
-    its own, so the rebuild is exact whatever the input.
+    cost (a build renders it for every row, vectorised in ``_units_column``). A row whose
+    map is not exactly this one keeps its own, so the rebuild is exact whatever the input.
     """
     if anthropic:
-        text, cache_write, cache_read = _ANTHROPIC_KEYS[inp >= ANTHROPIC_LARGE_CONTEXT_TOKENS]
-        units: Units = {text: {"input": inp - read - write, "output": out}}
-        if write:
-            units[cache_write] = {"input": write}
-        if read:
-            units[cache_read] = {"input": read}
-        return units
-    units = {"text": {"input": inp - read, "output": out - reasoning}}
-    if read:
-        units["text_cache_read"] = {"input": read}
-    if reasoning:
-        units["reasoning"] = {"output": reasoning}
-    return units
+        return _units_map(1 + (inp >= ANTHROPIC_LARGE_CONTEXT_TOKENS), inp - read - write, out, write, read)
+    return _units_map(0, inp - read, out - reasoning, read, reasoning)
 
 
 class RowRef(NamedTuple):
@@ -551,10 +552,11 @@ class Ledger:
     def reset(self) -> None:
         """Drop every row; refs handed out before become stale."""
         with self._lock:
+            stale, self._cache = self._cache, None
             self._clear()
             self._generation += 1
             self._version += 1
-            self._cache = None
+        del stale  # a big frame is freed outside the lock
         for subscription in self._subscribers:
             subscription.run()
 
@@ -600,7 +602,7 @@ class Ledger:
             if entry < 0:
                 return None
             heap = self._xproxies
-            encoded = bytes(heap.data[heap.ends[entry] : heap.ends[entry + 1]])
+            encoded = heap.data[heap.ends[entry] : heap.ends[entry + 1]]
         return json.loads(encoded)
 
     def totals(self, refs: Iterable[RowRef]) -> Totals:
@@ -642,8 +644,8 @@ class Ledger:
     def df(self) -> pd.DataFrame:
         """All rows as a DataFrame (``COLUMNS``); its index is each row's ``RowRef.index``.
 
-        Built on first access after a change, then cached (a stale frame is released by the
-        next build, never on the append path). Each access returns a shallow copy-on-write
+        Built on first access after a change, then cached; a stale frame (and its memory) is
+        let go by the next build or ``reset``, never on the append path. Each access returns a shallow copy-on-write
         copy of the cached frame: a new object sharing the data, so setting values or adding
         columns never reaches the cache. Dicts and lists in the nested columns are made fresh
         by each build and shared by the copies of that build: copy one before changing it in
@@ -655,12 +657,10 @@ class Ledger:
             with self._build_lock:
                 cached = self._cache
                 if cached is None or cached[0] != self._version:
+                    self._cache = cached = None  # drop the stale frame first: the build reuses its memory
                     snapshot = self._snapshot()
-                    cached = (snapshot.version, _build(snapshot))
-                    with self._lock:
-                        if self._version == snapshot.version:
-                            self._cache = cached
-        return cached[1].copy(deep=not _SHALLOW_COPY_IS_SAFE)
+                    cached = self._cache = (snapshot.version, _build(snapshot))
+        return cached[1].copy(deep=False)  # copy-on-write: shares data until either side writes
 
     def _snapshot(self) -> _Snapshot:
         with self._lock:
@@ -772,6 +772,20 @@ def _lookup(table: list[Any]) -> np.ndarray:
     return out
 
 
+def _units_column(
+    anthropic: np.ndarray, inp: np.ndarray, out: np.ndarray, read: np.ndarray, write: np.ndarray, reasoning: np.ndarray
+) -> np.ndarray:
+    """``_compact_units`` for every row, its arithmetic done by numpy."""
+    layout = np.where(anthropic, 1 + (inp >= ANTHROPIC_LARGE_CONTEXT_TOKENS), 0)
+    parts = (
+        np.where(anthropic, inp - read - write, inp - read),
+        np.where(anthropic, out, out - reasoning),
+        np.where(anthropic, write, read),
+        np.where(anthropic, read, reasoning),
+    )
+    return _objects(map(_units_map, layout.tolist(), *(part.tolist() for part in parts)), len(inp))
+
+
 def _frame(s: _Snapshot) -> pd.DataFrame:
     r = np.frombuffer(s.records, dtype=_RECORD_DTYPE)
     n = len(r)
@@ -789,7 +803,7 @@ def _frame(s: _Snapshot) -> pd.DataFrame:
 
     tokens = [np.ascontiguousarray(r[name]) for name in ("input", "output", "cache_read", "cache_write", "reasoning")]
     anthropic = np.array([p == "anthropic" for p in per_shape(1)], dtype=bool)[shape]
-    units = _objects(map(_compact_units, anthropic.tolist(), *(t.tolist() for t in tokens)), n)
+    units = _units_column(anthropic, *tokens)
     for i in np.flatnonzero(r["flags"] & _NO_UNITS).tolist():
         units[i] = {}
     for i, own in s.units.items():

@@ -514,7 +514,7 @@ def test_totals_sum_known_costs_and_count_unpriced():
     assert ledger.totals([c]).cost_source == "payi" and ledger.totals([a]).cost_source == "estimate"
     only_unpriced = ledger.totals([b])
     assert math.isnan(only_unpriced.cost_usd) and only_unpriced.cost_source == "unknown"
-    assert ledger.totals([]) == Totals()
+    assert ledger.totals([]) == Totals() == Ledger().totals([RowRef(0, 0)])
     ledger.reset()
     assert ledger.totals([a, b]).calls == 0
 
