@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .context import Context
 from .events import STATUSES, UsageEvent
 from .units import ANTHROPIC_LARGE_CONTEXT_TOKENS, LARGE_CONTEXT_SUFFIX, Units
 
@@ -312,6 +313,42 @@ def _limit_items(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
+_SHAPE_TYPES = (
+    ("mode", str, False),
+    ("provider", str, False),
+    ("category", str, False),
+    ("resource", str, True),
+    ("operation", str, False),
+    ("streaming", bool, False),
+    ("cell_id", str, True),
+    ("execution_count", int, True),
+    ("provider_uri", str, True),
+)
+_CONTEXT_TEXT = ("use_case_name", "use_case_id", "use_case_step", "user_id", "account_name")
+
+
+def _shape_problem(values: tuple[Any, ...], ctx: Any) -> str:
+    """What is wrong with a new shape's fields ("" if nothing): a bad one would break every build."""
+    for (name, kind, optional), value in zip(_SHAPE_TYPES, values):
+        if (value is None and not optional) or (
+            value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool)))
+        ):
+            return f"UsageEvent.{name} must be {kind.__name__}{' or None' if optional else ''}, got {value!r}"
+    if not isinstance(ctx, Context):
+        return f"UsageEvent.context must be a Context, got {type(ctx).__name__}"
+    for name in _CONTEXT_TEXT:
+        if not isinstance(getattr(ctx, name), (str, type(None))):
+            return f"Context.{name} must be str or None, got {getattr(ctx, name)!r}"
+    version = ctx.use_case_version
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        return f"Context.use_case_version must be int or None, got {version!r}"
+    if not all(isinstance(limit_id, str) for limit_id in ctx.limit_ids):
+        return f"Context.limit_ids must be strings, got {ctx.limit_ids!r}"
+    if not isinstance(ctx.properties, Mapping):
+        return f"Context.properties must be a mapping, got {type(ctx.properties).__name__}"
+    return ""
+
+
 def _cost(name: str, value: Any) -> float:
     if value is None:
         return _NAN
@@ -441,9 +478,16 @@ class Ledger:
             raise TypeError(f"Ledger.append needs a well-formed UsageEvent: {exc}") from None
         with self._lock:
             n = self._n
-            shape = self._shape_codes.get(key, -1)
+            try:
+                shape = self._shape_codes.get(key, -1)
+            except TypeError:
+                problem = _shape_problem(key[:-1], ctx) or "a UsageEvent field is not hashable"
+                raise TypeError(f"Ledger.append: {problem}") from None
             new_shape = shape < 0
             if new_shape:
+                problem = _shape_problem(key[:-1], ctx)
+                if problem:
+                    raise TypeError(f"Ledger.append: {problem}")
                 shape = len(self._shapes)
             limit_code = -1
             new_limits = False

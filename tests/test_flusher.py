@@ -3,6 +3,7 @@ bulk under backlog, retries, outages, refusals, killed processes and interpreter
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import math
@@ -156,7 +157,7 @@ def test_events_reach_payi_once_and_rows_carry_payis_answer(
         assert row["limit_states"] == {limit_id: "ok"}
         expected = price_units(event.category, event.resource, event.units).estimate
         assert row["est_cost_usd"] == pytest.approx(expected) and expected > 0
-        validate_component("ProxyResult", row["xproxy_result"])
+        validate_component("ProxyResult", json.loads(row["xproxy_json"]))
     status = flusher.status()
     assert (status.sent, status.failed, status.pending, status.in_flight, status.last_error) == (12, 0, 0, 0, None)
     assert status.last_success_at is not None

@@ -377,6 +377,12 @@ def test_malformed_events_raise_and_add_nothing():
         openai_event(provider_response_id=42),
         openai_event(event_id=None),
         openai_event(xproxy_result=["not", "a", "dict"]),
+        openai_event(execution_count="7"),
+        openai_event(resource=["gpt"]),
+        openai_event(streaming=None),
+        openai_event(context=None),
+        openai_event(context=Context(use_case_version="2")),
+        openai_event(context=Context(limit_ids=(1,))),
     ):
         with pytest.raises(TypeError, match="Ledger.append"):
             ledger.append(bad)
