@@ -906,12 +906,12 @@ def _frame(s: _Snapshot) -> pd.DataFrame:
 
 
 def to_parquet(frame: pd.DataFrame, path: str | PathLike[str]) -> None:
-    """Write a ledger frame (or a column subset) to Parquet; ``read_parquet`` restores it.
+    """Write a ledger frame (any rows and columns of one) to Parquet; ``read_parquet`` restores it.
 
     Plain ``DataFrame.to_parquet`` cannot store the nested columns faithfully (dicts become
     structs padded with every key seen, and an all-empty dict column fails). Here ``units``,
     ``properties`` and ``limit_states`` are written as Arrow maps and ``limit_ids`` as a list
-    of strings.
+    of strings; the index and every other dtype are kept.
     """
     nested_types = {
         "units": pa.map_(pa.string(), pa.map_(pa.string(), pa.int64())),
@@ -919,14 +919,12 @@ def to_parquet(frame: pd.DataFrame, path: str | PathLike[str]) -> None:
         "limit_states": pa.map_(pa.string(), pa.string()),
         "limit_ids": pa.list_(pa.string()),
     }
-    frame = frame.reset_index(drop=True)
-    flat = frame.drop(columns=[c for c in nested_types if c in frame])
-    inferred = pa.Schema.from_pandas(flat, preserve_index=False)
-    schema = pa.schema(
-        [pa.field(c, nested_types[c]) if c in nested_types else inferred.field(c) for c in frame.columns],
-        metadata=inferred.metadata,
-    )
-    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), path)
+    present = [c for c in frame.columns if c in nested_types]
+    table = pa.Table.from_pandas(frame.drop(columns=present))  # keeps the index and the pandas dtypes
+    for name in present:
+        column = pa.array(frame[name].tolist(), type=nested_types[name])
+        table = table.add_column(frame.columns.get_loc(name), name, column)
+    pq.write_table(table, path)
 
 
 def read_parquet(path: str | PathLike[str]) -> pd.DataFrame:

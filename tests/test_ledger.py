@@ -24,6 +24,7 @@ from payi_notebook.ledger import (
     _compact_units,
     read_csv,
     read_parquet,
+    to_parquet,
 )
 from payi_notebook.units import TokenCounts, token_counts, units_for, units_from_tokens
 
@@ -549,6 +550,11 @@ def test_parquet_round_trip(tmp_path):
     back = read_parquet(path)
     pd.testing.assert_frame_equal(back, ledger.df)
     assert type(back["limit_ids"][0]) is list and json.loads(back["xproxy_json"][2]) == PROXY_RESULT
+
+    some = ledger.df[ledger.df["status"].isin(["proxied", "failed"])]
+    to_parquet(some, tmp_path / "some.parquet")
+    pd.testing.assert_frame_equal(read_parquet(tmp_path / "some.parquet"), some)
+    assert list(read_parquet(tmp_path / "some.parquet").index) == [2, 3]
 
     empty = tmp_path / "empty.parquet"
     Ledger().to_parquet(empty)
