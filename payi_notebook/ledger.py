@@ -17,8 +17,8 @@ rows are not kept as event objects. Each row is:
 (``_compact_units``); a map that does not rebuild exactly is kept as given. Limit-state maps
 are interned; errors, odd event ids and kept units maps are sparse dicts.
 
-``df`` builds from a snapshot copied under the lock (appends never wait for a build) and is
-cached until the next change.
+``df`` builds from a snapshot copied under the lock (appends wait for that memcpy only, not
+for the build) and is cached until the next change.
 """
 
 from __future__ import annotations
@@ -764,18 +764,23 @@ def _text(values: Any) -> Any:
 
 
 def _heap_column(heap: tuple[bytes, bytes], entries: np.ndarray) -> Any:
-    """Row strings from a heap snapshot: one Arrow array, then a take (nulls where -1)."""
+    """Row strings from a heap snapshot: one Arrow array over it, taken in row order (-1: null)."""
     data, ends = heap
-    pool = pa.LargeStringArray.from_buffers((len(ends) // 8) - 1, pa.py_buffer(ends), pa.py_buffer(data))
+    count = len(ends) // 8 - 1
+    pool = pa.LargeStringArray.from_buffers(count, pa.py_buffer(ends), pa.py_buffer(data))
+    if count == len(entries) and np.array_equal(entries, np.arange(count)):
+        return _text(pool)  # one entry per row, in order: no copy
     return _text(pool.take(pa.array(entries, mask=entries < 0, type=pa.int64())))
 
 
 def _event_ids(raw: np.ndarray, odd: dict[int, str]) -> Any:
     """Event ids rendered from their 16 raw bytes (through Arrow: no Python string per row)."""
-    hexed = _HEX_PAIRS[raw.view(np.uint8)].view("S32")
+    n = len(raw)
+    digits = _HEX_PAIRS[raw.view(np.uint8)]  # 32 hex digits per row, back to back
     if not odd:
-        return _text(pa.array(hexed).cast(pa.large_string()))
-    rendered = [b.decode("ascii") for b in hexed.tolist()]
+        offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int64)
+        return _text(pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digits)))
+    rendered = [b.decode("ascii") for b in digits.view("S32").tolist()]
     for i, event_id in odd.items():
         rendered[i] = event_id
     return _text(pa.array(rendered, type=pa.large_string()))
