@@ -37,7 +37,6 @@ __all__ = [
     "ledger",
     "load_ipython_extension",
     "proxy",
-    "session",
     "status",
     "track",
     "unload_ipython_extension",
@@ -46,14 +45,12 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def session() -> Session:
-    """The running session (started: endpoint resolved, flusher running, capture installed)."""
-    return get_session().start()
-
-
 def instrument() -> Session:
-    """Install capture in a plain Python process (what ``%load_ext`` does in IPython)."""
-    return session()
+    """Install capture in a plain Python process (what ``%load_ext`` does in IPython).
+
+    Returns the running session (endpoint resolved, flusher running, capture installed).
+    """
+    return get_session().start()
 
 
 def ledger() -> Ledger:
@@ -68,8 +65,7 @@ def track(**options: Any) -> Track:
     account_name, limit_ids, properties, use_case_properties, proxy (True/False),
     log_prompt_and_response, quiet. Invalid values raise ``ContextError`` here, before any call.
     """
-    current = session()
-    return Track(current.root_context, **options)
+    return Track(instrument().root_context, **options)
 
 
 def _mode_decorator(proxy: bool, fn: F | None, options: dict[str, Any]) -> Any:
@@ -109,12 +105,12 @@ def status() -> Any:
 
 def openai_url() -> str:
     """Base URL for an OpenAI client that goes through the Pay-i proxy by itself."""
-    return proxy_url(session().endpoint.base_url, "openai")  # type: ignore[union-attr]
+    return proxy_url(instrument().endpoint.base_url, "openai")  # type: ignore[union-attr]
 
 
 def anthropic_url() -> str:
     """Base URL for an Anthropic client that goes through the Pay-i proxy by itself."""
-    return proxy_url(session().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
+    return proxy_url(instrument().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
 
 
 def load_ipython_extension(shell: Any) -> None:

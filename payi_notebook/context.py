@@ -201,8 +201,7 @@ def _merge_props(parent: Mapping[str, str], child: Mapping[str, str] | None) -> 
     return MappingProxyType({**parent, **child})
 
 
-def derive(
-    parent: Context,
+def check_options(
     *,
     use_case_name: str | None = None,
     use_case_id: str | None = None,
@@ -215,11 +214,9 @@ def derive(
     use_case_properties: Mapping[str, Any] | None = None,
     proxy: bool | None = None,
     log_prompt_and_response: bool | None = None,
-) -> Context:
-    """A child context of ``parent``; raises ContextError (before anything runs) on bad input."""
+) -> dict[str, Any]:
+    """Validated, normalised scope options; raises ContextError (before anything runs) on bad input."""
     check_use_case_name(use_case_name)
-    version = check_version(use_case_version)
-    limits = check_limit_ids(limit_ids)
     for option, value in (
         ("use case id", use_case_id),
         ("use case step", use_case_step),
@@ -227,9 +224,34 @@ def derive(
         ("account name", account_name),
     ):
         _check_text(option, value)
-    props = check_properties("properties", properties)
-    uc_props = check_properties("use_case_properties", use_case_properties)
+    return {
+        "use_case_name": use_case_name,
+        "use_case_id": use_case_id,
+        "use_case_version": check_version(use_case_version),
+        "use_case_step": use_case_step,
+        "user_id": user_id,
+        "account_name": account_name,
+        "limit_ids": check_limit_ids(limit_ids),
+        "properties": check_properties("properties", properties),
+        "use_case_properties": check_properties("use_case_properties", use_case_properties),
+        "proxy": proxy,
+        "log_prompt_and_response": log_prompt_and_response,
+    }
 
+
+def derive(parent: Context, **options: Any) -> Context:
+    """A child context of ``parent`` (options as ``check_options`` takes them)."""
+    return merge(parent, check_options(**options))
+
+
+def merge(parent: Context, options: Mapping[str, Any]) -> Context:
+    """A child context from options already passed through ``check_options``."""
+    use_case_name = options["use_case_name"]
+    use_case_id = options["use_case_id"]
+    version = options["use_case_version"]
+    use_case_step = options["use_case_step"]
+    limits = options["limit_ids"]
+    uc_props = options["use_case_properties"]
     if use_case_name == "":
         uc = dict(use_case_name=None, use_case_id=None, use_case_version=None, use_case_step=None)
         uc_props_merged: Mapping[str, str] = EMPTY
@@ -260,18 +282,18 @@ def derive(
     else:
         merged_limits = parent.limit_ids + tuple(i for i in limits if i not in parent.limit_ids)
 
+    proxy = options["proxy"]
+    log = options["log_prompt_and_response"]
     return replace(
         parent,
         **uc,
-        user_id=_inherit(parent.user_id, user_id),
-        account_name=_inherit(parent.account_name, account_name),
+        user_id=_inherit(parent.user_id, options["user_id"]),
+        account_name=_inherit(parent.account_name, options["account_name"]),
         limit_ids=merged_limits,
-        properties=_merge_props(parent.properties, props),
+        properties=_merge_props(parent.properties, options["properties"]),
         use_case_properties=uc_props_merged,
         proxy=parent.proxy if proxy is None else proxy,
-        log_prompt_and_response=parent.log_prompt_and_response
-        if log_prompt_and_response is None
-        else log_prompt_and_response,
+        log_prompt_and_response=parent.log_prompt_and_response if log is None else log,
     )
 
 

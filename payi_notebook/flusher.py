@@ -18,7 +18,8 @@ daemon thread with its own asyncio loop (never the kernel's loop):
 - **yielding to the caller**: while calls complete back to back (events arriving within
   ``_QUIET`` of each other) the thread waits, up to ``_MAX_DEFER``, before pricing and
   sending: its work holds the GIL and would otherwise stall the caller's next call. The
-  backlog it then finds goes out in bulk. ``flush()``/``wait_priced()`` never wait;
+  backlog it then finds goes out in bulk, and cost lookups wait for a real pause.
+  ``flush()``/``wait_priced()`` never wait;
 - **retries**: connection errors, timeouts, 408, 429 and 5xx pause all sending for an
   exponential backoff with full jitter, at least ``Retry-After`` (both capped at
   ``backoff_max``), then probe with one request at a time until Pay-i answers. No retry cap: events
@@ -58,8 +59,8 @@ log = logging.getLogger(__name__)
 _HOLD_STATUS = frozenset({401, 403})  # the key, not the event, is refused: keep events and retry
 _FOLLOWUP_ATTEMPTS = 6
 _TICK = 0.05  # while draining, new events are picked up at least this often without a wake-up
-_QUIET = 0.02  # the foreground counts as busy while events arrived within this many seconds
-_MAX_DEFER = 0.5  # ... but no event waits longer than this for the foreground to pause
+_QUIET = 0.1  # the foreground counts as busy while events arrived within this many seconds
+_MAX_DEFER = 1.0  # ... but no event waits longer than this for the foreground to pause
 
 
 class LedgerLike(Protocol):
@@ -502,6 +503,10 @@ class Flusher:
             with self._cv:
                 self._cv.notify_all()
 
+    def _quiet(self, now: float) -> bool:
+        """No call finished lately (cost lookups, which are optional, wait for this)."""
+        return bool(self._urgent) or now - self._last_submit >= _QUIET
+
     def _defer(self) -> float:
         """Seconds to hold back while the foreground makes calls back to back (0: go ahead)."""
         if self._urgent or self._stopping:
@@ -559,7 +564,8 @@ class Flusher:
         if self._ready:
             return max(self._pause_until - now, 0.0)
         if self._lookups:
-            return max(self._lookups[0][0] - now, self._pause_until - now, 0.0)
+            quiet_in = 0.0 if self._quiet(now) else self._last_submit + _QUIET - now
+            return max(self._lookups[0][0] - now, self._pause_until - now, quiet_in, 0.0)
         return None
 
     def _take_incoming(self) -> None:
@@ -616,7 +622,7 @@ class Flusher:
             else:
                 coros.append(self._send_one(self._ready.popleft()))
             self._requests += 1
-        if not self._ready:
+        if not self._ready and self._quiet(now):
             while self._lookups and self._lookups[0][0] <= now and self._requests < limit:
                 coros.append(self._look_up(heapq.heappop(self._lookups)[2]))
                 self._requests += 1

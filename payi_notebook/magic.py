@@ -20,7 +20,7 @@ from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Unicode, observe
 
 from . import tracking
-from .context import Context, ContextError, derive, parse_property
+from .context import ContextError, check_options, merge, parse_property
 from .naming import notebook_name
 from .session import Session, close_session, get_session
 from .tracking import TrackingScope
@@ -46,33 +46,30 @@ def cell_options(line: str) -> None:
     """Options of ``%%payi`` (and of ``%payi on``)."""
 
 
-def parse_cell_options(line: str) -> dict[str, Any]:
-    """Cell options as ``derive``/``track`` keyword arguments; UsageError on anything wrong."""
+def parse_cell_options(line: str) -> tuple[dict[str, Any], bool]:
+    """Cell options checked (as ``check_options`` gives them) and the quiet flag; UsageError on anything wrong."""
     try:
         args = parse_argstring(cell_options, line)
     except UsageError:
         raise
     except SystemExit:  # argparse's way of saying "bad arguments"
         raise UsageError(f"invalid %%payi options: {line!r}; see %%payi?") from None
-    options: dict[str, Any] = {
-        "use_case_name": args.use_case_name,
-        "use_case_id": args.use_case_id,
-        "use_case_version": args.use_case_version,
-        "use_case_step": args.use_case_step,
-        "user_id": args.user_id,
-        "account_name": args.account_name,
-        "limit_ids": args.limit_ids,
-        "proxy": args.proxy,
-        "log_prompt_and_response": args.log,
-        "quiet": args.quiet,
-    }
     try:
-        if args.props:
-            options["properties"] = dict(parse_property(p) for p in args.props)
-        derive(Context(), **{k: v for k, v in options.items() if k != "quiet"})
+        options = check_options(
+            use_case_name=args.use_case_name,
+            use_case_id=args.use_case_id,
+            use_case_version=args.use_case_version,
+            use_case_step=args.use_case_step,
+            user_id=args.user_id,
+            account_name=args.account_name,
+            limit_ids=args.limit_ids,
+            properties=dict(parse_property(p) for p in args.props) if args.props else None,
+            proxy=args.proxy,
+            log_prompt_and_response=args.log,
+        )
     except ContextError as exc:
         raise UsageError(str(exc)) from None
-    return options
+    return options, bool(args.quiet)
 
 
 def transform_payi_cell(lines: list[str]) -> list[str]:
@@ -117,7 +114,7 @@ class PayiMagics(Magics):
         self.session = session
         self._cell: tuple[int | None, str | None] = (None, None)
         self._cell_scope: TrackingScope | None = None
-        self._on_options: dict[str, Any] | None = None
+        self._on_options: tuple[dict[str, Any], bool] | None = None
         self._board: Any = None
 
     # -- configuration ---------------------------------------------------------------------
@@ -143,12 +140,11 @@ class PayiMagics(Magics):
         self._cell_scope = None
         tracking.set_current(None)
         if self._on_options is not None:
-            self._open(dict(self._on_options))
+            self._open(*self._on_options)
 
-    def _open(self, options: dict[str, Any]) -> TrackingScope:
-        quiet = bool(options.pop("quiet", False))
+    def _open(self, options: dict[str, Any], quiet: bool) -> TrackingScope:
         parent = tracking.current()
-        context = derive(parent.context if parent else self.base_context(), **options)
+        context = merge(parent.context if parent else self.base_context(), options)
         scope = TrackingScope(
             context=context,
             parent=parent,
@@ -162,11 +158,11 @@ class PayiMagics(Magics):
         return scope
 
     def open_cell_scope(self, args: str) -> None:
-        options = parse_cell_options(args)
+        options, quiet = parse_cell_options(args)
         self.session.start()
         self._announce()
         try:
-            self._open(options)
+            self._open(options, quiet)
         except ContextError as exc:
             raise UsageError(str(exc)) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from .tracking import TrackingScope
 from .widgets.status import StatusReport
 
 log = logging.getLogger("payi_notebook")
+_UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Session:
         self._last_result: dict[str, Any] | None = None
         self._lock = threading.RLock()
         self._atexit = False
+        self._root_name: Any = _UNSET
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,11 +142,11 @@ class Session:
                 kind = "Pay-i" if settings.base_url.rstrip("/") == PAYI_DEFAULT_BASE_URL else "custom"
             self.announcement = None
             return Endpoint(kind, settings.base_url, settings.api_key, settings.base_url)
-        from . import sandbox
+        from .sandbox.process import spawn
 
         db = data_dir() / "sandbox.db"
         db.parent.mkdir(parents=True, exist_ok=True)
-        self.sandbox = sandbox.start(db=str(db))
+        self.sandbox = spawn(db=db, log_path=data_dir() / "sandbox.log")
         self._add_provider_bases(self.sandbox.provider_url)
         self.announcement = (
             f"payi_notebook: no PAYI_API_KEY, so calls go to the local Pay-i sandbox at {self.sandbox.base_url} "
@@ -228,15 +231,10 @@ class Session:
 
     def root_context(self) -> Context:
         """Base context for ``pn.track``: the notebook's name under IPython, else the script's."""
-        name = None
-        try:
-            from IPython import get_ipython
-
-            shell = get_ipython()
-        except ImportError:
-            shell = None
-        name = notebook_name(shell.user_ns) if shell is not None else script_name()
-        return self.base_context(name)
+        if self._root_name is _UNSET:
+            shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+            self._root_name = notebook_name(shell.user_ns) if shell is not None else script_name()
+        return self.base_context(self._root_name)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .context import Context, derive
+from .context import Context, check_options, merge
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,11 +73,10 @@ def set_current(scope: TrackingScope | None) -> None:
     _current.set(scope)
 
 
-def child_scope(base: Context, **options: Any) -> TrackingScope:
-    """A scope nested in the current one (or rooted at ``base``); validates options first."""
+def child_scope(base: Context, options: dict[str, Any], quiet: bool = False) -> TrackingScope:
+    """A scope nested in the current one (or rooted at ``base``); ``options`` from ``check_options``."""
     parent = current()
-    quiet = bool(options.pop("quiet", False))
-    context = derive(parent.context if parent else base, **options)
+    context = merge(parent.context if parent else base, options)
     return TrackingScope(
         context=context,
         parent=parent,
@@ -95,13 +94,13 @@ class Track:
 
     def __init__(self, base: Callable[[], Context], **options: Any) -> None:
         self._base = base
-        self._options = options
-        derive(base(), **{k: v for k, v in options.items() if k != "quiet"})
+        self._quiet = bool(options.pop("quiet", False))
+        self._options = check_options(**options)
         self._tokens: list[contextvars.Token[TrackingScope | None]] = []
         self.scope: TrackingScope | None = None
 
     def _open(self) -> TrackingScope:
-        scope = child_scope(self._base(), **self._options)
+        scope = child_scope(self._base(), self._options, self._quiet)
         self._tokens.append(enter(scope))
         self.scope = scope
         return scope
@@ -122,13 +121,13 @@ class Track:
         self._close()
 
     def __call__(self, fn: F) -> F:
-        base, options = self._base, self._options
+        base, options, quiet = self._base, self._options, self._quiet
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = enter(child_scope(base(), **options))
+                token = enter(child_scope(base(), options, quiet))
                 try:
                     return await fn(*args, **kwargs)
                 finally:
@@ -138,7 +137,7 @@ class Track:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = enter(child_scope(base(), **options))
+            token = enter(child_scope(base(), options, quiet))
             try:
                 return fn(*args, **kwargs)
             finally:

@@ -9,9 +9,10 @@ something we need, which keeps the per-event cost of the tee small.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from .sse import SSEEvent
 
@@ -34,8 +35,8 @@ class Observation:
 
 def _loads(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
-    except ValueError:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
         return None
 
 

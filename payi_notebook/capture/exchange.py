@@ -9,12 +9,13 @@ reported and the caller's request and response go on untouched.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ..context import Context
 from ..events import UsageEvent
@@ -91,7 +92,7 @@ class Exchange:
         self.model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
         self.streaming = bool(isinstance(body, dict) and body.get("stream"))
         self.hiding = isinstance(body, dict) and self.adapter.prepare(body)
-        content = json.dumps(body, separators=(",", ":")).encode() if self.hiding else None
+        content = orjson.dumps(body) if self.hiding else None
         self.request_json = _text(content if content is not None else _raw(request)) if self.log else None
         if self.log:
             self.obs.chunks = []
@@ -262,8 +263,8 @@ def _json_body(request: Any) -> Any:
 
 def _loads(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except ValueError:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
 
 

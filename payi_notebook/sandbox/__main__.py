@@ -41,7 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", default=None, help="SQLite file that keeps events and limits across restarts")
     parser.add_argument("--api-key", default=None, help="the xProxy-api-key to accept (default: a random one)")
     parser.add_argument("--provider-port", type=_port, default=0, help="provider emulator port (default 0: a free one)")
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="also exit when stdin closes (a parent process that dies takes the sandbox with it)",
+    )
     return parser
+
+
+def _exit_on_eof(done: threading.Event) -> None:
+    for _ in sys.stdin:
+        pass
+    done.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    if args.exit_with_stdin:
+        threading.Thread(target=_exit_on_eof, args=(done,), name="payi-sandbox-parent", daemon=True).start()
     print(f"PAYI_BASE_URL={sandbox.base_url}")
     print(f"PAYI_API_KEY={sandbox.api_key}")
     print(f"PAYI_SANDBOX_PROVIDER_URL={sandbox.provider_url}", flush=True)
