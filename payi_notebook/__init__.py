@@ -22,21 +22,28 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .capture import proxy_url
-from .context import ContextError
+from .context import ContextError, derive
 from .ledger import Ledger
+from .limits import Limit, LimitError, Limits
 from .session import Session, get_session
 from .tracking import Track
 
 __all__ = [
     "ContextError",
+    "Limit",
+    "LimitError",
+    "anthropic_url",
     "configure",
     "flush",
     "ingest",
     "instrument",
     "last_result",
     "ledger",
+    "limits",
     "load_ipython_extension",
+    "openai_url",
     "proxy",
+    "proxy_headers",
     "status",
     "track",
     "unload_ipython_extension",
@@ -111,6 +118,24 @@ def openai_url() -> str:
 def anthropic_url() -> str:
     """Base URL for an Anthropic client that goes through the Pay-i proxy by itself."""
     return proxy_url(instrument().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
+
+
+def proxy_headers(**context: Any) -> dict[str, str]:
+    """Headers for a client you point at the Pay-i proxy yourself: the Pay-i key plus the context.
+
+    ``OpenAI(base_url=pn.openai_url(), default_headers=pn.proxy_headers(limit_ids=["team-q4"]))``.
+    Options as for ``pn.track``. Such calls, made in a tracked scope, are recorded from their
+    ``xproxy_result`` and never ingested.
+    """
+    session = instrument()
+    assert session.endpoint is not None
+    headers = derive(session.root_context(), **context).proxy_headers()
+    headers["xProxy-api-key"] = session.endpoint.api_key
+    return headers
+
+
+limits = Limits(lambda: instrument().payi_client())
+"""Pay-i limits: ``pn.limits.list()``, ``.create(name, max, type=...)``, ``.update``, ``.reset``, ``.delete``."""
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -278,7 +278,12 @@ class PayiMagics(Magics):
         return None
 
     def _cmd_limits(self, rest: list[str], raw: str) -> Any:
-        return self.session.limits_table()
+        from . import limits
+
+        try:
+            return limits.list()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     def _cmd_sandbox(self, rest: list[str], raw: str) -> Any:
         return self.session.sandbox_report()

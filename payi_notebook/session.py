@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import platformdirs
 from . import capture, tracking
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.routes import DEFAULT_BASES
+from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings
 from .context import Context, derive
 from .events import UsageEvent
@@ -79,6 +81,7 @@ class Session:
         self._lock = threading.RLock()
         self._atexit = False
         self._root_name: Any = _UNSET
+        self.cell_listeners: list[Callable[[TrackingScope], None]] = []  # e.g. a budget panel refreshing
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -257,6 +260,11 @@ class Session:
             self.flusher.wait_priced(refs, timeout=0.5)
         if show is not None:
             show(refs)
+        for listener in list(self.cell_listeners):
+            try:
+                listener(scope)
+            except Exception as exc:  # a widget's refresh never breaks the cell
+                self.report("a cell listener failed", exc)
 
     def flush(self, timeout: float = 30.0) -> Any:
         """Block until every pending event is delivered or ``timeout`` passes; report counts."""
@@ -294,6 +302,12 @@ class Session:
             problems=tuple((p.when, p.message) for p in self.problems),
             note=st.note,
         )
+
+    def payi_client(self) -> PayiClient:
+        """A synchronous Pay-i client for the current endpoint (the caller closes it)."""
+        self.start()
+        assert self.endpoint is not None
+        return PayiClient(self.endpoint.base_url, self.endpoint.api_key, timeout=15.0)
 
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""
