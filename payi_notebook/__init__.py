@@ -18,6 +18,7 @@ In a script::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "LimitError",
     "anthropic_url",
     "configure",
+    "emulator_url",
     "flush",
     "ingest",
     "instrument",
@@ -118,6 +120,18 @@ def openai_url() -> str:
 def anthropic_url() -> str:
     """Base URL for an Anthropic client that goes through the Pay-i proxy by itself."""
     return proxy_url(instrument().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
+
+
+def emulator_url() -> str | None:
+    """The local provider emulator's URL when calls go to the sandbox, else None.
+
+    For notebooks that run offline: ``OpenAI(base_url=f"{pn.emulator_url()}/v1", api_key="emulated")``
+    and ``Anthropic(base_url=pn.emulator_url(), api_key="emulated")``; calls to it are captured.
+    """
+    session = instrument()
+    if session.sandbox is not None:
+        return session.sandbox.provider_url
+    return os.environ.get("PAYI_SANDBOX_PROVIDER_URL") or None
 
 
 def proxy_headers(**context: Any) -> dict[str, str]:
