@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from . import widgets  # lazy: ipywidgets/plotly load on first use of a widget
 from .capture import proxy_url
 from .context import ContextError, derive
 from .ledger import Ledger
@@ -49,6 +50,7 @@ __all__ = [
     "status",
     "track",
     "unload_ipython_extension",
+    "widgets",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -26,7 +26,9 @@ from .session import Session, close_session, get_session
 from .tracking import TrackingScope
 
 CELL_PREFIX = "%%payi"
-SUBCOMMANDS = ("status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox")
+SUBCOMMANDS = (
+    "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget"
+)  # fmt: skip
 
 
 @magic_arguments()
@@ -196,7 +198,7 @@ class PayiMagics(Magics):
 
         Subcommands: status | df | flush [TIMEOUT] | result | mode [proxy|telemetry] |
         on [options] | off | reset | provider add openai|anthropic URL | provider list |
-        limits | sandbox.
+        limits | sandbox | breakdown [--by COLUMN] | budget.
         """
         if cell is not None:
             return self._run_cell_fallback(line, cell)
@@ -235,7 +237,9 @@ class PayiMagics(Magics):
         return self.session.flush(timeout)
 
     def _cmd_result(self, rest: list[str], raw: str) -> Any:
-        return self.session.result_view()
+        from .widgets.result_view import ResultView
+
+        return ResultView(self.session.last_result(wait=2.0))
 
     def _cmd_mode(self, rest: list[str], raw: str) -> Any:
         if not rest:
@@ -287,6 +291,32 @@ class PayiMagics(Magics):
 
     def _cmd_sandbox(self, rest: list[str], raw: str) -> Any:
         return self.session.sandbox_report()
+
+    def _cmd_breakdown(self, rest: list[str], raw: str) -> Any:
+        from .widgets.aggregate import GROUPS, group_label
+
+        by = "model"
+        if rest:
+            if rest[0].startswith("--by="):
+                rest = ["--by", rest[0][5:], *rest[1:]]
+            if rest[0] != "--by" or len(rest) != 2:
+                raise UsageError(f"usage: %payi breakdown [--by COLUMN]  (COLUMN: {', '.join(GROUPS)})")
+            try:
+                by = group_label(rest[1])
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        from .widgets.breakdown import CostBreakdown
+
+        return CostBreakdown(self.session.ledger, by=by)
+
+    def _cmd_budget(self, rest: list[str], raw: str) -> Any:
+        if rest:
+            raise UsageError("usage: %payi budget")
+        from .widgets.budget_panel import BudgetPanel
+
+        self.session.start()
+        self._announce()
+        return BudgetPanel(session=self.session)
 
 
 def load(shell: Any) -> PayiMagics:

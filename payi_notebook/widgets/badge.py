@@ -7,69 +7,81 @@ notebooks and as plain text anywhere else (nbconvert, terminals).
 
 from __future__ import annotations
 
-import html
 import math
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..ledger import Ledger, RowRef, Totals
+from .style import FONT, MUTED, SOURCE_NAMES, STATUS_COLOURS, esc, money, plural, state_chip
 
 COST_WAIT_S = 60.0  # after the last row settles, how long a badge waits for Pay-i costs (bulk lookups)
-_STATE_COLOURS = {
-    "ok": "#1a7f37",
-    "exceeded": "#9a6700",
-    "overrun": "#cf222e",
-    "blocked": "#cf222e",
-    "blocked_external": "#8250df",
-    "failed": "#6e7781",
-}
-
-
-def format_cost(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if value == 0:
-        return "$0"
-    if value < 0.01:
-        return f"${value:.6f}".rstrip("0")
-    return f"${value:,.4f}"
 
 
 class Badge:
-    """A snapshot of a cell's totals with text and HTML renderings."""
+    """A snapshot of a cell's totals with text and HTML renderings.
+
+    Calls, input/output tokens (cached shown apart), cost marked ``(Pay-i)`` or
+    ``(estimated)``, delivery state counts and one chip per limit in its state's colour.
+    """
 
     def __init__(self, totals: Totals, label: str = "payi") -> None:
         self.totals = totals
         self.label = label
 
-    def _parts(self) -> list[str]:
+    def _tokens(self) -> str:
         t = self.totals
-        calls = f"{t.calls} call" + ("" if t.calls == 1 else "s")
-        tokens = f"{t.input_tokens:,} in / {t.output_tokens:,} out tokens"
-        source = {"payi": "Pay-i", "estimate": "estimated", "mixed": "Pay-i + estimated", "unknown": "unpriced"}
-        cost = f"{format_cost(t.cost_usd)} ({source.get(t.cost_source, t.cost_source)})"
-        states = ", ".join(f"{n} {s}" for s, n in sorted(t.statuses.items()) if n)
-        return [calls, tokens, cost, states]
+        cached = f" ({t.cache_read_tokens:,} cached)" if t.cache_read_tokens else ""
+        return f"{t.input_tokens:,} in{cached} / {t.output_tokens:,} out tokens"
+
+    def _source(self) -> str:
+        """Whose cost this is: ``Pay-i``, ``estimated``, ``Pay-i + estimated``, plus unpriced calls."""
+        t = self.totals
+        unpriced = f", {t.unpriced} unpriced" if t.unpriced and not math.isnan(t.cost_usd) else ""
+        return SOURCE_NAMES.get(t.cost_source, t.cost_source) + unpriced
+
+    def _statuses(self) -> list[tuple[str, str]]:
+        """(status, "2 sent") pairs, then errors."""
+        t = self.totals
+        parts = [(status, f"{n} {status}") for status, n in sorted(t.statuses.items()) if n]
+        if t.errors:
+            parts.append(("failed", plural(t.errors, "error")))
+        return parts
 
     def text(self) -> str:
-        parts = self._parts()
-        limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(self.totals.limit_states.items()))
+        t = self.totals
+        parts = [plural(t.calls, "call"), self._tokens(), f"{money(t.cost_usd)} ({self._source()})", ", ".join(p for _, p in self._statuses())]
         line = f"{self.label} · " + " · ".join(p for p in parts if p)
+        limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(t.limit_states.items()))
         return f"{line} · limits {limits}" if limits else line
 
     def html(self) -> str:
-        chips = "".join(
-            f'<span style="border:1px solid {_STATE_COLOURS.get(state, "#6e7781")};color:{_STATE_COLOURS.get(state, "#6e7781")};'
-            f'border-radius:8px;padding:0 6px;margin-left:4px">{html.escape(lid)}: {html.escape(state)}</span>'
-            for lid, state in sorted(self.totals.limit_states.items())
+        t = self.totals
+        source = t.cost_source if t.cost_source in ("payi", "estimate") else "unknown"
+        cost_title = {"payi": "cost reported by Pay-i", "estimate": "local estimate until Pay-i answers"}.get(
+            source, "some or all calls have no known price"
         )
-        body = " · ".join(html.escape(p) for p in self._parts() if p)
+        statuses = ", ".join(
+            f'<span style="color:{STATUS_COLOURS.get(status, MUTED)}">{esc(text)}</span>'
+            for status, text in self._statuses()
+        )
+        chips = "".join(state_chip(state, f"{lid}: {state}") for lid, state in sorted(t.limit_states.items()))
+        parts = [
+            f"<b>{esc(self.label)}</b>",
+            esc(plural(t.calls, "call")),
+            esc(self._tokens()),
+            f'<span title="{esc(cost_title)}"><b>{esc(money(t.cost_usd))}</b> '
+            f'<span style="color:{MUTED}">({esc(self._source())})</span></span>',
+        ]
+        if statuses:
+            parts.append(statuses)
         return (
-            '<div class="payi-badge" style="font-family:monospace;font-size:12px;color:#57606a">'
-            f"<b>{html.escape(self.label)}</b> · {body}{chips}</div>"
+            f'<div class="payi-badge" style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
+            + " · ".join(parts)
+            + (f" {chips}" if chips else "")
+            + "</div>"
         )
 
     def _repr_html_(self) -> str:

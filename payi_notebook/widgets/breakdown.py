@@ -1,0 +1,245 @@
+"""``CostBreakdown``: where the money went, by model, cell, use case, user, limit, ...
+
+A dropdown picks the grouping, a toggle the metric (cost, or tokens split into input,
+cached and output), a bar chart shows the groups and a line the cumulative cost over time.
+It reads only the columns it needs and aggregates them (``aggregate.compute``), so the
+widget costs about the same for a million rows as for a hundred. It follows the ledger:
+a change schedules one refresh on a timer thread (at most ``1 / interval`` per second);
+the subscription callback itself does no work.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from ..ledger import Ledger
+from . import aggregate
+from .aggregate import GROUPS, METRICS, Breakdown, group_label
+from .style import MUTED, SERIES_COLOURS, TRACK, box, count, esc, money, muted, plural
+from .view import Snapshot
+
+TOKEN_SERIES = (("input_tokens", "input"), ("cached_tokens", "cached input"), ("output_tokens", "output"))
+_AXIS = {"gridcolor": "rgba(128,128,128,0.18)", "zerolinecolor": "rgba(128,128,128,0.35)", "automargin": True}
+_LAYOUT = {
+    "template": "none",
+    "paper_bgcolor": "rgba(0,0,0,0)",
+    "plot_bgcolor": "rgba(0,0,0,0)",
+    "font": {"size": 11, "color": "#7f7f7f"},
+    "margin": {"l": 10, "r": 20, "t": 34, "b": 30},
+    "hoverlabel": {"namelength": -1},
+}
+
+
+class CostBreakdown(Snapshot, w.VBox):
+    """Cost (or tokens) per group, live. ``CostBreakdown(ledger=None, by="model", metric="cost")``.
+
+    ``by``: model, cell, use case, user, account, limit, provider, status, mode, operation
+    (or the ledger column, e.g. ``use_case_name``). ``top`` groups are drawn, the rest merged.
+    ``interval``: least seconds between live refreshes. ``close()`` stops following the ledger.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | None = None,
+        by: str = "model",
+        metric: str = "cost",
+        top: int = 15,
+        live: bool = True,
+        interval: float = 0.25,
+    ) -> None:
+        self._timer_lock = threading.Lock()  # scheduling only: never held while drawing
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self._unsubscribe: Callable[[], None] | None = None
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        if not isinstance(top, int) or top < 2:
+            raise ValueError(f"top must be an integer >= 2, got {top!r}")
+        by = group_label(by)
+        if ledger is None:
+            from ..session import get_session
+
+            ledger = get_session().ledger
+        self.ledger = ledger
+        self.top = top
+        self.interval = float(interval)
+        self.breakdown: Breakdown | None = None
+        self.refreshes = 0
+        self._lock = threading.RLock()  # one refresh or redraw at a time
+        self.group_by = w.Dropdown(
+            options=list(GROUPS), value=by, description="group by", layout=w.Layout(width="220px")
+        )
+        self.metric = w.ToggleButtons(options=list(METRICS), value=metric, style={"button_width": "64px"})
+        self.caption = w.HTML()
+        self.bars = go.FigureWidget(
+            data=[go.Bar(orientation="h", x=[], y=[], visible=i == 0) for i in range(len(TOKEN_SERIES))],
+            layout={**_LAYOUT, "barmode": "stack", "height": 160, "showlegend": False,
+                    "xaxis": dict(_AXIS), "yaxis": {**_AXIS, "autorange": "reversed", "type": "category"}},
+        )  # fmt: skip
+        self.timeline = go.FigureWidget(
+            data=[go.Scatter(x=[], y=[], mode="lines", line={"shape": "hv", "color": SERIES_COLOURS[0], "width": 2},
+                             fill="tozeroy", fillcolor="rgba(76,120,168,0.12)", name="cumulative cost",
+                             hovertemplate="%{x}<br>$%{y:.6f}<extra></extra>")],
+            layout={**_LAYOUT, "height": 200, "title": {"text": "cumulative cost", "font": {"size": 12}},
+                    "xaxis": dict(_AXIS), "yaxis": {**_AXIS, "tickprefix": "$", "rangemode": "tozero"}},
+        )  # fmt: skip
+        controls = w.HBox([self.group_by, self.metric], layout=w.Layout(align_items="center"))
+        super().__init__(children=[controls, self.caption, self.bars, self.timeline])
+        self.add_class("payi-breakdown")
+        self.refresh()
+        self.group_by.observe(self._on_control, "value")
+        self.metric.observe(self._on_control, "value")
+        self._unsubscribe = ledger.subscribe(self._changed) if live else None
+
+    # -- updating --------------------------------------------------------------------------
+
+    def refresh(self, force: bool = True) -> bool:
+        """Recompute and redraw; with ``force=False`` only if the ledger or the grouping changed."""
+        with self._lock:
+            by, metric = self.group_by.value, self.metric.value
+            version = self.ledger.version
+            current = self.breakdown
+            if not force and current is not None and current.version == version and current.by == by:
+                return False
+            columns = aggregate.columns_for(by)
+            breakdown = aggregate.compute(aggregate.ledger_frame(self.ledger, columns), by, version)
+            self.breakdown = breakdown
+            self._draw(breakdown, metric)
+            self.refreshes += 1
+            return True
+
+    def _on_control(self, change: dict[str, Any]) -> None:
+        if change["owner"] is self.metric and self.breakdown is not None:
+            with self._lock:
+                self._draw(self.breakdown, self.metric.value)
+        else:
+            self.refresh()
+
+    def _changed(self) -> None:
+        """Ledger subscription: O(1), on the caller's thread; one timer per burst of changes."""
+        if self._timer is not None or self._closed:
+            return
+        with self._timer_lock:
+            if self._timer is None and not self._closed:
+                self._timer = threading.Timer(self.interval, self._tick)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _tick(self) -> None:
+        started = time.monotonic()
+        with self._timer_lock:
+            self._timer = None  # changes from now on schedule the next refresh
+        if self._closed:
+            return
+        try:
+            self.refresh(force=False)
+        except Exception as exc:  # a failed refresh shows in the caption; the next change retries
+            self.caption.value = box(f'<span style="color:#cf222e">refresh failed: {esc(exc)}</span>', "payi-caption")
+        spent = time.monotonic() - started
+        if spent > self.interval:  # slow refreshes stretch the interval instead of queueing up
+            self.interval = min(spent, 5.0)
+
+    def close(self) -> None:
+        """Stop following the ledger and close the controls and charts."""
+        with self._timer_lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for name in ("group_by", "metric", "caption", "bars", "timeline"):
+            child = getattr(self, name, None)  # absent when the constructor failed
+            if child is not None:
+                child.close()
+        super().close()
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def _draw(self, breakdown: Breakdown, metric: str) -> None:
+        table = breakdown.ordered(metric, self.top)
+        labels = [esc(label) for label in table.index]  # plotly reads tags in text; entities show as text
+        calls = table["calls"].to_numpy()
+        with self.bars.batch_update():
+            if metric == "cost":
+                series = [("cost_usd", "cost (USD)")]
+                template = "%{y}<br>$%{x:.6f}<br>%{customdata:,} calls<extra></extra>"
+            else:
+                series = list(TOKEN_SERIES)
+                template = "%{y}<br>%{fullData.name}: %{x:,} tokens<extra></extra>"
+            for i, trace in enumerate(self.bars.data):
+                if i < len(series):
+                    column, name = series[i]
+                    trace.update(x=table[column].to_numpy(), y=labels, name=name, visible=True,
+                                 customdata=calls, hovertemplate=template, marker={"color": SERIES_COLOURS[i]})  # fmt: skip
+                else:
+                    trace.update(x=[], y=[], visible=False)
+            self.bars.layout.height = max(160, 64 + 24 * len(table))
+            self.bars.layout.showlegend = metric == "tokens"
+            self.bars.layout.title = {"text": f"{metric} by {esc(breakdown.by)}", "font": {"size": 12}}
+            self.bars.layout.xaxis.tickprefix = "$" if metric == "cost" else ""
+        with self.timeline.batch_update():
+            self.timeline.data[0].update(x=breakdown.times, y=breakdown.cumulative)
+        self.caption.value = box(self._caption(breakdown), "payi-caption")
+
+    @staticmethod
+    def _caption(b: Breakdown) -> str:
+        parts = [
+            f"<b>{esc(money(b.cost_usd))}</b>",
+            esc(plural(b.calls, "call")),
+            muted(f"cost: {b.source_caption()}"),
+        ]
+        if b.by == "limit":
+            parts.append(muted("a call with several limits counts toward each"))
+        return " · ".join(parts)
+
+    # -- static views ----------------------------------------------------------------------
+
+    def html(self) -> str:
+        b = self.breakdown
+        if b is None:
+            return box(muted("cost breakdown: nothing computed yet"), "payi-breakdown-static")
+        metric = self.metric.value
+        table = b.ordered(metric, self.top)
+        key = "cost_usd" if metric == "cost" else "tokens"
+        peak = float(table[key].max()) if len(table) else 0.0
+        head = "".join(
+            f'<th style="text-align:{align};padding:2px 8px;color:{MUTED};font-weight:500">{name}</th>'
+            for name, align in ((esc(b.by), "left"), ("calls", "right"), ("cost", "right"),
+                                ("input / cached / output tokens", "right"), ("", "left"))
+        )  # fmt: skip
+        rows = []
+        for label, row in table.iterrows():
+            share = float(row[key]) / peak * 100 if peak > 0 else 0.0
+            bar = (
+                f'<div style="width:160px;height:8px;background:{TRACK};border-radius:4px">'
+                f'<div style="width:{share:.1f}%;height:8px;background:{SERIES_COLOURS[0]};border-radius:4px"></div></div>'
+            )
+            tokens = f"{count(row.input_tokens)} / {count(row.cached_tokens)} / {count(row.output_tokens)}"
+            cells = ((esc(label), "left"), (esc(f"{int(row.calls):,}"), "right"), (esc(money(row.cost_usd)), "right"),
+                     (esc(tokens), "right"), (bar, "left"))  # fmt: skip
+            rows.append("<tr>" + "".join(f'<td style="text-align:{a};padding:2px 8px">{c}</td>' for c, a in cells) + "</tr>")
+        table_html = f'<table style="border-collapse:collapse;margin-top:4px"><tr>{head}</tr>{"".join(rows)}</table>'
+        title = f'<div><b>payi</b> · {esc(metric)} by {esc(b.by)} · {self._caption(b)}</div>'
+        return box(title + table_html, "payi-breakdown-static")
+
+    def text(self) -> str:
+        b = self.breakdown
+        if b is None:
+            return "CostBreakdown (nothing computed yet)"
+        metric = self.metric.value
+        table = b.ordered(metric, self.top)
+        width = max([len(b.by), *(len(str(label)) for label in table.index)])
+        lines = [f"payi · {metric} by {b.by} · {money(b.cost_usd)} · {plural(b.calls, 'call')} · cost: {b.source_caption()}"]
+        lines.append(f"  {b.by.ljust(width)}  {'calls':>9}  {'cost':>14}  {'in/cached/out tokens':>24}")
+        for label, row in table.iterrows():
+            tokens = f"{count(row.input_tokens)}/{count(row.cached_tokens)}/{count(row.output_tokens)}"
+            lines.append(f"  {str(label).ljust(width)}  {int(row.calls):>9,}  {money(row.cost_usd):>14}  {tokens:>24}")
+        return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""``ResultView``: what Pay-i said about one call, readable at a glance.
+
+Renders an ``xproxy_result`` (cost, each limit's state in its colour, blocked limits,
+warnings, ids, use case, unknown units, duplicate flag) or a Pay-i error body
+(``{statusCode, message, xproxy_error: {code, message}, xproxy_result}``, e.g. a call a
+Block limit stopped), with the error on top. It is static HTML with a text twin, so it
+stays in the saved notebook and in any export; ``widget()`` wraps it for layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .style import BORDER, ERROR, MUTED, box, chip, esc, money, muted, state_chip
+
+_LATEST = object()
+
+
+def _body_of(source: Any) -> Any:
+    """A dict from what people have at hand: a dict, an SDK error or an SDK response object."""
+    if source is None or isinstance(source, Mapping):
+        return source
+    response = getattr(source, "response", None)
+    if isinstance(source, BaseException) and response is not None:
+        try:
+            return response.json()  # the whole body: SDKs keep only its "error" part in .body
+        except Exception:
+            pass
+    body = getattr(source, "body", None)
+    if isinstance(body, Mapping):
+        return body
+    for name in ("to_dict", "model_dump"):
+        method = getattr(source, name, None)
+        if callable(method):
+            return method()
+    raise TypeError(
+        f"ResultView needs an xproxy_result dict, a Pay-i error body or an SDK response/error, got {type(source).__name__}"
+    )
+
+
+class ResultView:
+    """One call's Pay-i result. ``ResultView()`` shows ``pn.last_result()``.
+
+    ``source``: an ``xproxy_result`` dict, a Pay-i error body, a provider response carrying
+    ``xproxy_result``, or an SDK exception/response object holding one of those.
+    """
+
+    def __init__(self, source: Any = _LATEST) -> None:
+        if source is _LATEST:
+            from .. import last_result
+
+            source = last_result()
+        body = _body_of(source)
+        self.error: dict[str, Any] | None = None
+        self.status_code: Any = None
+        self.message: str | None = None
+        self.result: dict[str, Any] | None = None
+        if isinstance(body, Mapping):
+            nested = body.get("xproxy_result")
+            if "xproxy_error" in body or ("statusCode" in body and "message" in body):
+                error = body.get("xproxy_error")
+                self.error = dict(error) if isinstance(error, Mapping) else {}
+                self.status_code = body.get("statusCode")
+                self.message = body.get("message") if isinstance(body.get("message"), str) else None
+                self.result = dict(nested) if isinstance(nested, Mapping) else None
+            elif isinstance(nested, Mapping):
+                self.result = dict(nested)
+            else:
+                self.result = dict(body)
+
+    # -- content, shared by both renderings ---------------------------------------------------
+
+    def _cost(self) -> str | None:
+        cost = (self.result or {}).get("cost")
+        if not isinstance(cost, Mapping):
+            return None
+        parts = []
+        for key in ("input", "output", "total"):
+            part = cost.get(key)
+            if isinstance(part, Mapping) and isinstance(part.get("base"), (int, float)):
+                parts.append(f"{key} {money(part['base'])}")
+        total = cost.get("total")
+        if isinstance(total, Mapping) and isinstance(total.get("overrun_base"), (int, float)) and total["overrun_base"]:
+            parts.append(f"overrun {money(total['overrun_base'])}")
+        currency = cost.get("currency")
+        return " · ".join(parts) + (f" ({str(currency).upper()})" if currency else "") if parts else None
+
+    def limits(self) -> dict[str, str]:
+        """Limit id → state as Pay-i reported it (``state`` or the spec example's ``State``)."""
+        limits = (self.result or {}).get("limits")
+        if not isinstance(limits, Mapping):
+            return {}
+        out = {}
+        for limit_id, status in limits.items():
+            state = status.get("state", status.get("State")) if isinstance(status, Mapping) else status
+            out[str(limit_id)] = "unknown" if state is None else str(state)
+        return out
+
+    def _fields(self) -> list[tuple[str, str]]:
+        """(label, plain text) rows in display order; the HTML view escapes them."""
+        r = self.result or {}
+        rows: list[tuple[str, str]] = []
+        cost = self._cost()
+        if cost:
+            rows.append(("cost", cost))
+
+        def add(label: str, *keys: str, sep: str = " · ") -> None:
+            values = [str(r[k]) for k in keys if r.get(k) not in (None, "", [])]
+            if values:
+                rows.append((label, sep.join(values)))
+
+        add("request id", "request_id")
+        add("resource", "resource_id")
+        add("use case", "use_case_name", "use_case_id", "use_case_step")
+        add("user", "user_id")
+        add("account", "account_name")
+        for label, key in (("warnings", "warnings"), ("actions", "actions"), ("tags", "request_tags")):
+            items = r.get(key)
+            if isinstance(items, list) and items:
+                rows.append((label, "; ".join(str(item) for item in items)))
+        unknown = r.get("unknown_units")
+        if isinstance(unknown, Mapping) and unknown:
+            rows.append(("unknown units", "; ".join(f"{unit}: {_sides(sides)}" for unit, sides in unknown.items())))
+        if r.get("duplicate_request"):
+            rows.append(("duplicate", "Pay-i had already recorded this provider response: not counted again"))
+        if r.get("queued"):
+            rows.append(("queued", "Pay-i queued this event; its cost may arrive later"))
+        return rows
+
+    def _headline(self) -> str:
+        if self.error is not None:
+            code = self.error.get("code")
+            text = self.error.get("message") or self.message or "Pay-i refused the request"
+            status = f"HTTP {self.status_code}: " if self.status_code is not None else ""
+            return f"{status}{code + ': ' if code else ''}{text}"
+        return ""
+
+    def _blocked(self) -> list[str]:
+        ids = (self.result or {}).get("blocked_limit_ids")
+        return [str(i) for i in ids] if isinstance(ids, list) else []
+
+    # -- renderings ---------------------------------------------------------------------------
+
+    def html(self) -> str:
+        if self.result is None and self.error is None:
+            return box(muted("No Pay-i result yet: run a tracked call first."), "payi-result")
+        parts = []
+        if self.error is not None:
+            title = "Blocked by Pay-i" if self.error.get("code") == "limit_reached" else "Pay-i error"
+            parts.append(
+                f'<div class="payi-error" style="border:1px solid {ERROR};border-left:4px solid {ERROR};'
+                f'border-radius:4px;padding:4px 8px;margin-bottom:6px;color:{ERROR}">'
+                f"<b>{esc(title)}</b> · {esc(self._headline())}</div>"
+            )
+        rows = []
+        limits = self.limits()
+        if limits:
+            chips = "".join(state_chip(state.lower(), f"{limit_id}: {state}") for limit_id, state in limits.items())
+            rows.append(("limits", chips))
+        blocked = self._blocked()
+        if blocked:
+            rows.append(("blocked by", "".join(chip(i, ERROR) for i in blocked)))
+        rows += [(label, esc(value)) for label, value in self._fields()]
+        body = "".join(
+            f'<tr><th style="text-align:right;vertical-align:top;padding:1px 10px 1px 0;color:{MUTED};'
+            f'font-weight:500;white-space:nowrap">{esc(label)}</th><td style="text-align:left">{value}</td></tr>'
+            for label, value in rows
+        )
+        head = "<b>payi</b> · Pay-i result" if self.result is not None else "<b>payi</b>"
+        table = f'<table style="border-collapse:collapse;margin-top:2px">{body}</table>' if rows else ""
+        return box(
+            f'<div style="border-bottom:1px solid {BORDER};padding-bottom:2px">{head}</div>' + "".join(parts) + table,
+            "payi-result",
+        )
+
+    def text(self) -> str:
+        if self.result is None and self.error is None:
+            return "payi: no Pay-i result yet (run a tracked call first)"
+        lines = []
+        if self.error is not None:
+            title = "BLOCKED by Pay-i" if self.error.get("code") == "limit_reached" else "Pay-i ERROR"
+            lines.append(f"{title}: {self._headline()}")
+        rows = []
+        limits = self.limits()
+        if limits:
+            rows.append(("limits", ", ".join(f"{i}: {s}" for i, s in limits.items())))
+        if self._blocked():
+            rows.append(("blocked by", ", ".join(self._blocked())))
+        rows += self._fields()
+        if rows:
+            width = max(len(label) for label, _ in rows)
+            lines += [f"{label.rjust(width)}: {value}" for label, value in rows]
+        return "\n".join(["payi · Pay-i result", *lines])
+
+    def widget(self) -> Any:
+        """The view as an ``ipywidgets.HTML``, to place in a layout."""
+        import ipywidgets
+
+        return ipywidgets.HTML(self.html())
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def _sides(sides: Any) -> str:
+    if isinstance(sides, Mapping):
+        return ", ".join(f"{side} {value}" for side, value in sides.items())
+    return str(sides)
