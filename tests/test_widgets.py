@@ -581,3 +581,15 @@ def test_stale_refs_and_unknown_rows_do_not_break_a_badge() -> None:
     led.reset()
     badge = Badge(led.totals([ref, RowRef(99, 0)]))
     assert badge.text() == "payi · 0 calls · 0 in / 0 out tokens · $0 (unpriced)"
+
+
+def test_nbconvert_without_widget_state_shows_the_snapshot(breakdown: CostBreakdown) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    data, _ = InteractiveShell.instance().display_formatter.format(breakdown)
+    output = nbformat.v4.new_output("display_data", data=data)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%payi breakdown", outputs=[output])])
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert "payi-breakdown-static" in page and "cost by model" in page
+    assert "gpt-&lt;script&gt;alert(" in page and "<script>alert(" not in page

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from ..ledger import Ledger
 from . import aggregate
 from .aggregate import GROUPS, METRICS, Breakdown, group_label
-from .style import MUTED, SERIES_COLOURS, TRACK, box, count, esc, money, muted, plural
+from .style import MUTED, SERIES_COLOURS, TABLE, TRACK, box, count, esc, money, muted, plural
 from .view import Snapshot
 
 TOKEN_SERIES = (("input_tokens", "input"), ("cached_tokens", "cached input"), ("output_tokens", "output"))
@@ -226,7 +226,7 @@ class CostBreakdown(Snapshot, w.VBox):
             cells = ((esc(label), "left"), (esc(f"{int(row.calls):,}"), "right"), (esc(money(row.cost_usd)), "right"),
                      (esc(tokens), "right"), (bar, "left"))  # fmt: skip
             rows.append("<tr>" + "".join(f'<td style="text-align:{a};padding:2px 8px">{c}</td>' for c, a in cells) + "</tr>")
-        table_html = f'<table style="border-collapse:collapse;margin-top:4px"><tr>{head}</tr>{"".join(rows)}</table>'
+        table_html = f'<table style="{TABLE}"><tr>{head}</tr>{"".join(rows)}</table>'
         title = f'<div><b>payi</b> · {esc(metric)} by {esc(b.by)} · {self._caption(b)}</div>'
         return box(title + table_html, "payi-breakdown-static")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .style import BORDER, ERROR, MUTED, box, chip, esc, money, muted, state_chip
+from .style import BORDER, ERROR, MUTED, TABLE, box, chip, esc, money, muted, state_chip
 
 _LATEST = object()
 
@@ -168,7 +168,7 @@ class ResultView:
             for label, value in rows
         )
         head = "<b>payi</b> · Pay-i result" if self.result is not None else "<b>payi</b>"
-        table = f'<table style="border-collapse:collapse;margin-top:2px">{body}</table>' if rows else ""
+        table = f'<table style="{TABLE}">{body}</table>' if rows else ""
         return box(
             f'<div style="border-bottom:1px solid {BORDER};padding-bottom:2px">{head}</div>' + "".join(parts) + table,
             "payi-result",

@@ -36,6 +36,8 @@ STATUS_COLOURS: dict[str, str] = {
     "failed": ERROR,
     "blocked": ERROR,
 }
+TABLE = "border-collapse:collapse;border:none;margin:2px 0 0 0;table-layout:auto;font-size:inherit;color:inherit"
+"""Inline table style that undoes notebook front ends' table CSS (centred, fixed layout)."""
 SERIES_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2")  # cost / input, output, cached
 SOURCE_NAMES = {"payi": "Pay-i", "estimate": "estimated", "unknown": "unpriced", "mixed": "Pay-i + estimated"}
 
