@@ -397,6 +397,7 @@ def test_result_view_escapes_and_shows_every_field() -> None:
     for piece in ("input $0.001", "output $0.002", "total $0.003", "(USD)", "uc-1", "draft", "not counted again",
                   "audio</i>: input 5", f"{XSS_LIMIT}: overrun", "blocked by: " + XSS_LIMIT):  # fmt: skip
         assert piece in text
+    assert "tex2jax_ignore mathjax_ignore" in markup  # "$0.001 ... $0.003" must not become LaTeX
     error = ResultView({"statusCode": 401, "message": "<bad key>", "xproxy_error": {"code": "invalid_api_key"}})
     assert "Pay-i error" in error.html() and "&lt;bad key&gt;" in error.html()
     assert "No Pay-i result yet" in ResultView(None).html()

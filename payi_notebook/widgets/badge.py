@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ledger import Ledger, RowRef, Totals
-from .style import FONT, MUTED, SOURCE_NAMES, STATUS_COLOURS, esc, money, plural, state_chip
+from .style import FONT, MUTED, NO_MATH, SOURCE_NAMES, STATUS_COLOURS, esc, money, plural, state_chip
 
 COST_WAIT_S = 60.0  # after the last row settles, how long a badge waits for Pay-i costs (bulk lookups)
 
@@ -78,7 +78,7 @@ class Badge:
         if statuses:
             parts.append(statuses)
         return (
-            f'<div class="payi-badge" style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
+            f'<div class="payi-badge {NO_MATH}" style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
             + " · ".join(parts)
             + (f" {chips}" if chips else "")
             + "</div>"

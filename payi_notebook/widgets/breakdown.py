@@ -87,7 +87,7 @@ class CostBreakdown(Snapshot, w.VBox):
                              fill="tozeroy", fillcolor="rgba(76,120,168,0.12)", name="cumulative cost",
                              hovertemplate="%{x}<br>$%{y:.6f}<extra></extra>")],
             layout={**_LAYOUT, "height": 200, "title": {"text": "cumulative cost", "font": {"size": 12}},
-                    "xaxis": dict(_AXIS), "yaxis": {**_AXIS, "tickprefix": "$", "rangemode": "tozero"}},
+                    "xaxis": dict(_AXIS), "yaxis": {**_AXIS, "tickprefix": "$", "tickformat": ",.6~f", "rangemode": "tozero"}},
         )  # fmt: skip
         controls = w.HBox([self.group_by, self.metric], layout=w.Layout(align_items="center"))
         super().__init__(children=[controls, self.caption, self.bars, self.timeline])
@@ -185,6 +185,7 @@ class CostBreakdown(Snapshot, w.VBox):
             self.bars.layout.showlegend = metric == "tokens"
             self.bars.layout.title = {"text": f"{metric} by {esc(breakdown.by)}", "font": {"size": 12}}
             self.bars.layout.xaxis.tickprefix = "$" if metric == "cost" else ""
+            self.bars.layout.xaxis.tickformat = ",.6~f" if metric == "cost" else "~s"
         with self.timeline.batch_update():
             self.timeline.data[0].update(x=breakdown.times, y=breakdown.cumulative)
         self.caption.value = box(self._caption(breakdown), "payi-caption")

@@ -60,6 +60,11 @@ def limit_html(limit: Limit) -> str:
     )
 
 
+def _button(width: int, hidden: bool = False) -> w.Layout:
+    """A button that keeps its label whole in a tight row."""
+    return w.Layout(width=f"{width}px", min_width=f"{width}px", display="none" if hidden else None)
+
+
 class _LimitRow:
     """The widgets of one limit's row; ``panel`` runs their actions."""
 
@@ -67,11 +72,11 @@ class _LimitRow:
         self.limit = limit
         self.info = w.HTML(layout=w.Layout(flex="1 1 auto"))
         self.max = w.FloatText(value=limit.max, step=1.0, layout=w.Layout(width="90px"))
-        self.set_max = w.Button(description="Set max", layout=w.Layout(width="auto"), tooltip="change this limit's max (USD)")
-        self.reset = w.Button(description="Reset", layout=w.Layout(width="auto"), tooltip="set spend back to $0")
-        self.delete = w.Button(description="Delete", layout=w.Layout(width="auto"), tooltip="delete this limit")
-        self.confirm = w.Button(description="Confirm delete", button_style="danger", layout=w.Layout(width="auto", display="none"))
-        self.cancel = w.Button(description="Cancel", layout=w.Layout(width="auto", display="none"))
+        self.set_max = w.Button(description="Set max", layout=_button(82), tooltip="change this limit's max (USD)")
+        self.reset = w.Button(description="Reset", layout=_button(60), tooltip="set spend back to $0")
+        self.delete = w.Button(description="Delete", layout=_button(64), tooltip="delete this limit")
+        self.confirm = w.Button(description="Confirm delete", button_style="danger", layout=_button(116, hidden=True))
+        self.cancel = w.Button(description="Cancel", layout=_button(64, hidden=True))
         limit_id = limit.limit_id
         self.set_max.on_click(lambda _: panel.set_max(limit_id, self.max.value))
         self.reset.on_click(lambda _: panel.reset(limit_id))
@@ -121,17 +126,17 @@ class BudgetPanel(Snapshot, w.VBox):
         self._background: threading.Thread | None = None
         self._again: list[Any] | None = None
         self.header = w.HTML()
-        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=w.Layout(width="auto"))
+        self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=_button(90))
         self.refresh_button.on_click(lambda _: self._run("refresh", lambda: None, "limits re-read"))
         self.notice = w.HTML()
         self.rows = w.VBox(layout=w.Layout())
         self.new_name = w.Text(placeholder="name", layout=w.Layout(width="160px"))
         self.new_max = w.FloatText(value=10.0, step=1.0, description="max $", layout=w.Layout(width="150px"),
-                                   style={"description_width": "40px"})  # fmt: skip
+                                   style={"description_width": "initial"})  # fmt: skip
         self.new_type = w.ToggleButtons(options=["allow", "block"], value="allow", style={"button_width": "56px"},
                                         tooltips=["track and report overruns", "block proxied calls past max"])  # fmt: skip
         self.new_threshold = w.Text(placeholder="risk threshold, e.g. 0.8", layout=w.Layout(width="170px"))
-        self.create_button = w.Button(description="Create limit", button_style="primary", layout=w.Layout(width="auto"))
+        self.create_button = w.Button(description="Create limit", button_style="primary", layout=_button(104))
         self.create_button.on_click(lambda _: self._create_from_form())
         form = w.HBox(
             [self.new_name, self.new_max, self.new_type, self.new_threshold, self.create_button],

@@ -163,7 +163,7 @@ class ResultView:
             rows.append(("blocked by", "".join(chip(i, ERROR) for i in blocked)))
         rows += [(label, esc(value)) for label, value in self._fields()]
         body = "".join(
-            f'<tr><th style="text-align:right;vertical-align:top;padding:1px 10px 1px 0;color:{MUTED};'
+            f'<tr style="background:transparent"><th style="text-align:right;vertical-align:top;padding:1px 10px 1px 0;color:{MUTED};'
             f'font-weight:500;white-space:nowrap">{esc(label)}</th><td style="text-align:left">{value}</td></tr>'
             for label, value in rows
         )

@@ -92,10 +92,14 @@ def state_chip(state: str, label: str | None = None) -> str:
     return chip(label if label is not None else state, STATE_COLOURS.get(state, MUTED), state)
 
 
+NO_MATH = "tex2jax_ignore mathjax_ignore"
+"""Classes that keep MathJax (JupyterLab, nbconvert) from reading ``$1 ... $2`` as LaTeX."""
+
+
 def box(body: str, cls: str) -> str:
-    """The outer frame every static view uses."""
+    """The outer frame every static view uses (never typeset as math)."""
     return (
-        f'<div class="{cls}" style="font-family:{FONT};font-size:12px;color:{TEXT};line-height:1.45;'
+        f'<div class="{cls} {NO_MATH}" style="font-family:{FONT};font-size:12px;color:{TEXT};line-height:1.45;'
         f'max-width:960px">{body}</div>'
     )
 
