@@ -22,7 +22,7 @@ from ..ledger import Ledger
 from . import aggregate
 from .aggregate import GROUPS, METRICS, Breakdown, group_label
 from .style import MUTED, SERIES_COLOURS, TABLE, TRACK, box, count, esc, money, muted, plural
-from .view import Snapshot
+from .view import Snapshot, close_tree
 
 TOKEN_SERIES = (("input_tokens", "input"), ("cached_tokens", "cached input"), ("output_tokens", "output"))
 _AXIS = {"gridcolor": "rgba(128,128,128,0.18)", "zerolinecolor": "rgba(128,128,128,0.35)", "automargin": True}
@@ -155,10 +155,8 @@ class CostBreakdown(Snapshot, w.VBox):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        for name in ("group_by", "metric", "caption", "bars", "timeline"):
-            child = getattr(self, name, None)  # absent when the constructor failed
-            if child is not None:
-                child.close()
+        for child in self.children:
+            close_tree(child)
         super().close()
 
     # -- drawing ---------------------------------------------------------------------------

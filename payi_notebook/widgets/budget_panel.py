@@ -20,7 +20,7 @@ import ipywidgets as w
 from ..limits import Limit, Limits
 from ..session import Session, get_session
 from .style import MONO, MUTED, STATE_COLOURS, TEXT, TRACK, box, chip, esc, message, money, muted, plural, state_chip
-from .view import Snapshot
+from .view import Snapshot, close_tree
 
 DELIVERY_WAIT_S = 5.0  # after a cell, how long to wait for its calls to reach Pay-i before re-reading
 _TYPE_COLOURS = {"allow": "#4c78a8", "block": "#8250df"}
@@ -100,8 +100,7 @@ class _LimitRow:
         self.cancel.layout.display = None if confirming else "none"
 
     def close(self) -> None:
-        for widget in (self.info, self.max, self.set_max, self.reset, self.delete, self.confirm, self.cancel, self.box):
-            widget.close()
+        close_tree(self.box)
 
 
 class BudgetPanel(Snapshot, w.VBox):
@@ -129,7 +128,8 @@ class BudgetPanel(Snapshot, w.VBox):
         self.refresh_button = w.Button(description="Refresh", icon="refresh", layout=_button(90))
         self.refresh_button.on_click(lambda _: self._run("refresh", lambda: None, "limits re-read"))
         self.notice = w.HTML()
-        self.rows = w.VBox(layout=w.Layout())
+        self.rows = w.VBox()
+        self._empty = w.HTML(box(muted("No limits yet: create one below."), "payi-empty"))
         self.new_name = w.Text(placeholder="name", layout=w.Layout(width="160px"))
         self.new_max = w.FloatText(value=10.0, step=1.0, description="max $", layout=w.Layout(width="150px"),
                                    style={"description_width": "initial"})  # fmt: skip
@@ -178,7 +178,7 @@ class BudgetPanel(Snapshot, w.VBox):
         if seen:
             self.rows.children = [row.box for row in seen.values()]
         else:
-            self.rows.children = [w.HTML(box(muted("No limits yet: create one below."), "payi-empty"))]
+            self.rows.children = [self._empty]
         self.header.value = box(self._summary_html(), "payi-budget-header")
 
     def _summary_html(self) -> str:
@@ -273,14 +273,9 @@ class BudgetPanel(Snapshot, w.VBox):
             self._closed = True
             if self._after_cell in self.session.cell_listeners:
                 self.session.cell_listeners.remove(self._after_cell)
-            for row in self._rows.values():
-                row.close()
             self._rows = {}
-        for name in ("header", "refresh_button", "notice", "rows", "new_name", "new_max", "new_type", "new_threshold",
-                     "create_button"):  # fmt: skip
-            widget = getattr(self, name, None)  # absent when the constructor failed
-            if widget is not None:
-                widget.close()
+        for child in (*self.children, self._empty):
+            close_tree(child)
         super().close()
 
     # -- static views ----------------------------------------------------------------------

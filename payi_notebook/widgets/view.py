@@ -17,6 +17,13 @@ log = logging.getLogger("payi_notebook")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
+def close_tree(widget: Any) -> None:
+    """Close a widget and every widget inside it (containers first list their children)."""
+    for child in getattr(widget, "children", ()):
+        close_tree(child)
+    widget.close()
+
+
 class Snapshot:
     """Mixin for an ipywidgets container: ``html()``/``text()`` snapshots and a bundle with all three."""
 
