@@ -20,9 +20,9 @@ daemon thread with its own asyncio loop (never the kernel's loop):
   sending: its work holds the GIL and would otherwise stall the caller's next call. The
   backlog it then finds goes out in bulk, and cost lookups wait for a real pause.
   ``flush()``/``wait_priced()`` never wait;
-- **retries**: connection errors, timeouts, 408, 429 and 5xx pause all sending for an
-  exponential backoff with full jitter, at least ``Retry-After`` (both capped at
-  ``backoff_max``), then probe with one request at a time until Pay-i answers. No retry cap: events
+- **retries**: connection errors, timeouts, 408, 429 and 5xx pause all sending — for the
+  ``Retry-After`` Pay-i gave, else for an exponential backoff with full jitter (both capped
+  at ``backoff_max``) — then probe with one request at a time until Pay-i answers. No retry cap: events
   stay ``pending`` (and in the spool) through an outage; ``status()`` shows the error. A
   rejected key (401/403) is treated the same way, since it says nothing about the event.
   Every retry reuses the event's ``provider_response_id``, so Pay-i de-duplicates. Any other
@@ -721,9 +721,10 @@ class Flusher:
                 self._fail(job, str(err))
             return
         self._failures += 1
-        delay = self._backoff(self._failures)
-        if err.retry_after is not None:
-            delay = max(delay, min(err.retry_after, self.backoff_max))
+        if err.retry_after is not None:  # Pay-i said when: wait that long (a little jitter spreads clients)
+            delay = min(err.retry_after, self.backoff_max) * random.uniform(1.0, 1.1)
+        else:
+            delay = self._backoff(self._failures)
         self._pause_until = max(self._pause_until, time.monotonic() + delay)
         if not self._degraded:
             log.warning("payi_notebook: %s; events stay queued and are retried with backoff", err)

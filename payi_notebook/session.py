@@ -187,6 +187,8 @@ class Session:
         ref = self.ledger.append(event)
         if scope is not None:
             scope.add(ref)
+            if event.mode == "proxy" and event.status in ("blocked", "failed"):
+                scope.root.refused.append(event)
         self._last_ref = ref
         self._last_result = event.xproxy_result
         flusher = self.flusher
@@ -260,11 +262,38 @@ class Session:
             self.flusher.wait_priced(refs, timeout=0.5)
         if show is not None:
             show(refs)
+        for line in self.explain_refusals(scope.refused):
+            print(line)
         for listener in list(self.cell_listeners):
             try:
                 listener(scope)
             except Exception as exc:  # a widget's refresh never breaks the cell
                 self.report("a cell listener failed", exc)
+
+    def explain_refusals(self, events: list[UsageEvent]) -> list[str]:
+        """One line per limit that blocked calls (with its max and spend), or per proxy failure."""
+        lines: list[str] = []
+        blocked: dict[str, int] = {}
+        for event in events:
+            if event.status == "blocked":
+                for limit_id in (event.xproxy_result or {}).get("blocked_limit_ids") or ["?"]:
+                    blocked[limit_id] = blocked.get(limit_id, 0) + 1
+            elif event.error:
+                lines.append(f"payi: {event.error}")
+        for limit_id, count in blocked.items():
+            calls = f"{count} call" + ("s were" if count > 1 else " was")
+            try:
+                from .limits import Limits
+
+                limit = Limits(self.payi_client).get(limit_id)
+                lines.append(
+                    f"payi: {calls} blocked by limit {limit.limit_name!r} ({limit_id}, {limit.limit_type}): "
+                    f"${limit.spent:.4f} spent of ${limit.max:.4f} max; nothing was sent to the provider. "
+                    "Raise its max or reset it (pn.limits / %payi budget)."
+                )
+            except Exception as exc:  # still say what happened, even if the lookup fails
+                lines.append(f"payi: {calls} blocked by limit {limit_id} (its details are unavailable: {exc})")
+        return lines
 
     def flush(self, timeout: float = 30.0) -> Any:
         """Block until every pending event is delivered or ``timeout`` passes; report counts."""

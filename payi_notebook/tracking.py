@@ -38,7 +38,7 @@ class TrackingScope:
     cell_id: str | None = None
     quiet: bool = False
     refs: list[Any] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    refused: list[Any] = field(default_factory=list)  # proxied calls Pay-i blocked or failed (explained after the cell)
 
     @property
     def root(self) -> TrackingScope:

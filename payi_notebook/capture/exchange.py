@@ -215,11 +215,25 @@ class Exchange:
             xproxy_result=obs.xproxy_result,
         )
         event.provider_response_id = obs.response_id or f"payi_{event.event_id}"
-        if self.mode == "proxy" and obs.xproxy_result:
-            cost = (obs.xproxy_result.get("cost") or {}).get("total") or {}
-            if isinstance(cost.get("base"), (int, float)):
-                event.payi_cost_usd = float(cost["base"])
+        if self.mode == "proxy":
+            self._proxy_outcome(event)
         self.config.sink(event, self.scope)
+
+    def _proxy_outcome(self, event: UsageEvent) -> None:
+        """Pay-i's answer to a proxied call: its cost, or why the call was blocked or refused."""
+        result = self.obs.xproxy_result or {}
+        if event.status == "blocked":
+            event.payi_cost_usd = 0.0
+            blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
+            event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
+            return
+        cost = (result.get("cost") or {}).get("total") or {}
+        if isinstance(cost.get("base"), (int, float)):
+            event.payi_cost_usd = float(cost["base"])
+        if event.status == "failed":
+            code = (self.obs.xproxy_error or {}).get("code")
+            reason = event.error or (f"HTTP {event.http_status}" if event.http_status else "no answer")
+            event.error = f"Pay-i proxy refused the call ({code}): {reason}" if code else f"Pay-i proxy failed: {reason}"
 
     def _status(self) -> str:
         if self.mode == "telemetry":

@@ -55,6 +55,7 @@ class Event:
     http_status_code: int | None = None
     failed: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    received: dict[str, Any] | None = None  # the ingest/bulk body as it arrived (None for proxied calls)
 
 
 @dataclass(frozen=True)
@@ -247,5 +248,6 @@ class Recorder:
             "ingest_timestamp": iso(now),
             "context": attribution.fields(),
             "details": _redacted(event.details, attribution.logging_disabled),
+            "received": _redacted(event.received, attribution.logging_disabled) if event.received is not None else None,
             "xproxy_result": result,
         }

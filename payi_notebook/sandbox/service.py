@@ -121,6 +121,7 @@ def _event(source: str, body: dict[str, Any], who: attribution.Attribution) -> E
         provider_response_id=body.get("provider_response_id") or None,
         http_status_code=body.get("http_status_code"),
         details={key: value for key, value in body.items() if key not in ignored},
+        received=body,
     )
 
 

@@ -1,0 +1,127 @@
+"""Real Jupyter kernels for tests: this environment's Python, an explicit environment, no front end.
+
+``run_notebook`` executes cells top to bottom with nbclient; ``Kernel`` keeps one kernel
+alive across ``execute`` calls (to kill it mid-work, for instance).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+KERNEL_NAME = "payi-test-python"
+_SPEC_ROOT = Path(tempfile.mkdtemp(prefix="payi-kernelspec-"))
+
+
+def kernel_name() -> str:
+    """A kernelspec for ``sys.executable`` in a private JUPYTER_PATH, so no user kernelspec can hijack it."""
+    spec_dir = _SPEC_ROOT / "kernels" / KERNEL_NAME
+    if not spec_dir.exists():
+        spec_dir.mkdir(parents=True)
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec_dir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "payi test", "language": "python"}))
+    paths = os.environ.get("JUPYTER_PATH", "")
+    if str(_SPEC_ROOT) not in paths.split(os.pathsep):
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(_SPEC_ROOT), paths) if p)
+    return KERNEL_NAME
+
+
+def kernel_env(sandbox: Any, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a kernel whose calls go to ``sandbox``, with its own data dir (spool)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYI_")}
+    env.update(
+        PAYI_API_KEY=sandbox.api_key,
+        PAYI_BASE_URL=sandbox.base_url,
+        PAYI_SANDBOX_PROVIDER_URL=sandbox.provider_url,
+        PAYI_NOTEBOOK_DATA_DIR=str(data_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def notebook(cells: list[str]) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+
+
+def run_notebook(nb: nbformat.NotebookNode, env: dict[str, str], cwd: Path, timeout: int = 120) -> nbformat.NotebookNode:
+    """Execute ``nb`` in a fresh kernel; raises nbclient's CellExecutionError naming the failing cell."""
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel_name(),
+        timeout=timeout,
+        resources={"metadata": {"path": str(cwd)}},
+        store_widget_state=True,
+    )
+    client.execute(env=env)
+    return nb
+
+
+def text_of(cell: nbformat.NotebookNode) -> str:
+    """Everything a cell showed, as text (streams, plain-text reprs, error names and messages)."""
+    parts: list[str] = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            parts.append(output.get("text", ""))
+        elif output.get("output_type") == "error":
+            parts.append(f"{output.get('ename')}: {output.get('evalue')}")
+        else:
+            parts.append(str(output.get("data", {}).get("text/plain", "")))
+    return "".join(parts)
+
+
+class Kernel:
+    """One live kernel: ``execute`` returns the text a cell printed; ``kill`` ends it with SIGKILL."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.manager = KernelManager(kernel_name=kernel_name())
+        self.manager.start_kernel(env=env, cwd=str(cwd))
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def execute(self, code: str, timeout: float = 60) -> str:
+        """Run ``code``; return what it printed to stdout and displayed (not stderr, where logs go).
+
+        Raise AssertionError with the traceback if it failed.
+        """
+        chunks: list[str] = []
+        errors: list[str] = []
+
+        def collect(message: dict[str, Any]) -> None:
+            kind, content = message["header"]["msg_type"], message["content"]
+            if kind == "stream" and content["name"] == "stdout":
+                chunks.append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                chunks.append(content["data"].get("text/plain", ""))
+            elif kind == "error":
+                errors.append("\n".join(content["traceback"]))
+
+        reply = self.client.execute_interactive(code, timeout=timeout, output_hook=collect)
+        if reply["content"]["status"] != "ok" or errors:
+            raise AssertionError(f"cell failed:\n{code}\n{''.join(errors)}")
+        return "".join(chunks)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no atexit, no flush."""
+        self.client.stop_channels()
+        self.manager.signal_kernel(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.manager.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not self.manager.is_alive(), "the kernel survived SIGKILL"
+        self.manager.cleanup_resources()
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
