@@ -160,7 +160,8 @@ class PayiMagics(Magics):
         return scope
 
     def open_cell_scope(self, args: str) -> None:
-        options, quiet = parse_cell_options(args)
+        """``{expr}`` and ``$name`` in the options expand as in any magic line."""
+        options, quiet = parse_cell_options(self.shell.var_expand(args))
         self.session.start()
         self._announce()
         try:

@@ -41,6 +41,11 @@ class CaptureConfig:
 
 
 EMPTY_UNITS = {"text": {"input": 0, "output": 0}}
+_PROXY_HINTS = {
+    "invalid_api_key": " — check PAYI_API_KEY (or pn.configure(api_key=...))",
+    "invalid_limit_ids": " — check the ids with pn.limits.list()",
+    "invalid_provider_uri": " — check the provider base URL your client uses",
+}
 
 
 class Exchange:
@@ -232,8 +237,13 @@ class Exchange:
             event.payi_cost_usd = float(cost["base"])
         if event.status == "failed":
             code = (self.obs.xproxy_error or {}).get("code")
-            reason = event.error or (f"HTTP {event.http_status}" if event.http_status else "no answer")
-            event.error = f"Pay-i proxy refused the call ({code}): {reason}" if code else f"Pay-i proxy failed: {reason}"
+            status = f"HTTP {event.http_status}" if event.http_status else "no answer"
+            reason = event.error or status
+            hint = _PROXY_HINTS.get(code or "", "")
+            if code:
+                event.error = f"Pay-i proxy refused the call ({status}, {code}): {reason}{hint}"
+            else:
+                event.error = f"Pay-i proxy failed ({status}): {reason}"
 
     def _status(self) -> str:
         if self.mode == "telemetry":
