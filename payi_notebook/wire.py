@@ -10,7 +10,7 @@ re-sends, so Pay-i's de-duplication on (category, provider_response_id) still wo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+import time
 from typing import Any
 
 from .events import UsageEvent
@@ -56,8 +56,15 @@ def logging_enabled(event: UsageEvent, default: bool = True) -> bool:
 
 
 def iso_utc(timestamp: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``.
+
+    Formatted by hand from ``time.gmtime``: several times cheaper than ``datetime``, and it
+    runs once per captured call.
+    """
+    seconds = int(timestamp)
+    millis = int((timestamp - seconds) * 1000)
+    t = time.gmtime(seconds)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
 
 
 def _ms(value: float | None) -> int | None:

@@ -8,6 +8,7 @@ context, and an empty one removes it, as in Pay-i's SDK.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..context import Context
@@ -44,32 +45,52 @@ def _operation_path(route: Route) -> str:
     return next(path for path, op in OPERATIONS[route.provider].items() if op == route.operation)
 
 
+@lru_cache(maxsize=64)
+def _proxy_url(url_class: type, base_url: str, provider: str, operation_path: str) -> Any:
+    """The proxy route's URL object (immutable, so one per route is reused)."""
+    return url_class(base_url.rstrip("/") + PROXY_PREFIX[provider] + operation_path)
+
+
+_context_headers: tuple[Context | None, dict[str, str]] = (None, {})
+
+
+def _headers_for(context: Context) -> dict[str, str]:
+    """The context's proxy headers; a cell's calls share one context, so the last one is kept."""
+    global _context_headers
+    cached, headers = _context_headers
+    if cached is not context:
+        headers = context.proxy_headers()
+        _context_headers = (context, headers)
+    return headers
+
+
 def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context, content: bytes | None) -> Any:
-    """A new request for the Pay-i proxy route equivalent to ``request``."""
-    path = PROXY_PREFIX[route.provider] + _operation_path(route)
-    url = type(request.url)(target.base_url.rstrip("/") + path)
+    """``request`` aimed at the Pay-i proxy route instead of the provider.
+
+    Without a new body the request is re-addressed in place (the SDK builds a fresh request
+    for every attempt, so nothing else sees it); with one, a copy is made.
+    """
+    url = _proxy_url(type(request.url), target.base_url, route.provider, _operation_path(route))
     if request.url.query:
         url = url.copy_with(query=request.url.query)
-    headers = request.headers.copy()
-    headers.pop("host", None)
-    if content is not None:
-        headers.pop("content-length", None)
-        headers["accept-encoding"] = "identity"
-    for name, value in context.proxy_headers().items():
-        if name not in headers:
-            headers[name] = value
-    for name in [n for n, v in headers.items() if n.lower().startswith("xproxy-") and not v]:
+    headers = request.headers if content is None else request.headers.copy()
+    additions = [(name, value) for name, value in _headers_for(context).items() if name not in headers]
+    emptied = [name for name, value in headers.items() if not value and name.lower().startswith("xproxy-")]
+    base_uri = route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider] and "xproxy-provider-baseuri" not in headers
+    for name in emptied:
         del headers[name]
+    for name, value in additions:
+        headers[name] = value
     headers["xProxy-api-key"] = target.api_key
-    if route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider] and "xproxy-provider-baseuri" not in headers:
+    if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
-    return type(request)(
-        request.method,
-        url,
-        headers=headers,
-        content=content if content is not None else request.content,
-        extensions=request.extensions,
-    )
+    headers["host"] = url.netloc.decode("ascii")
+    if content is None:
+        request.url = url
+        return request
+    headers.pop("content-length", None)
+    headers["accept-encoding"] = "identity"
+    return type(request)(request.method, url, headers=headers, content=content, extensions=request.extensions)
 
 
 def context_from_headers(headers: Any, fallback: Context) -> Context:
