@@ -25,7 +25,8 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +40,12 @@ TARGET_APPENDS_PER_S = 200_000
 TARGET_BUILD_S = 2.0
 TARGET_BYTES_PER_ROW = 400
 CHUNK = 100  # events made, then appended, per batch
+BREAKDOWN = "breakdown by model (7 columns)"
+FRAMES = {  # what the cost breakdown asks for
+    "resource, timestamp, cost_usd": ["resource", "timestamp", "cost_usd"],
+    BREAKDOWN: ["resource", "timestamp", "cost_source", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens"],
+    "limit_id (exploded), cost_usd, input_tokens": ["limit_id", "cost_usd", "input_tokens"],
+}
 
 OPENAI_CHAT = "https://api.openai.com/v1/chat/completions"
 OPENAI_RESPONSES = "https://api.openai.com/v1/responses"
@@ -114,7 +121,7 @@ def pay_i_result(rng: random.Random, model: str, ctx: Context) -> dict:
 class Sessions:
     """Pools shared by many events (made before the memory baseline) and a fast event maker."""
 
-    def __init__(self, seed: int = 7, cell_runs: int = 600, usages_per_endpoint: int = 2048) -> None:
+    def __init__(self, usages: int, seed: int = 7, cell_runs: int = 600) -> None:
         self.rng = random.Random(seed)
         rng = self.rng
         self.runs: list[tuple[Context, str, int, str]] = []
@@ -132,13 +139,12 @@ class Sessions:
                 else None,
             )
             self.runs.append((ctx, f"cell-{run % 40:02d}", run + 1, rng.choice(("telemetry",) * 9 + ("proxy",))))
-        self.usages: list[list[tuple[Units, TokenCounts]]] = []
-        for endpoint in ENDPOINTS:
-            pool = []
-            for _ in range(usages_per_endpoint):
-                units = units_for(endpoint[0], _usage(endpoint[5], rng))
-                pool.append((units, token_counts(units)))
-            self.usages.append(pool)
+        # Event i takes draw i % usages: with as many draws as rows, every call has its own usage.
+        self.usages: list[tuple[int, Units, TokenCounts]] = []
+        for _ in range(usages):
+            e = rng.randrange(len(ENDPOINTS))
+            units = units_for(ENDPOINTS[e][0], _usage(ENDPOINTS[e][5], rng))
+            self.usages.append((e, units, token_counts(units)))
 
     def events(self, rows: int, start: int = 0) -> Iterator[list[UsageEvent]]:
         """Chunks of fresh events (unique ids and response ids) for rows ``start .. start+rows``."""
@@ -150,9 +156,8 @@ class Sessions:
             chunk = []
             for i in range(start + done, start + min(done + CHUNK, rows)):
                 ctx, cell_id, execution_count, mode = self.runs[(i // per_run) % len(self.runs)]
-                e = rng.randrange(len(ENDPOINTS))
+                e, units, tokens = self.usages[i % len(self.usages)]
                 provider, category, operation, model, uri, kind = ENDPOINTS[e]
-                units, tokens = rng.choice(self.usages[e])
                 streaming = kind != "embeddings" and rng.random() < 0.3
                 prefix = "msg_01" if provider == "anthropic" else "chatcmpl-"
                 xproxy = None
@@ -217,18 +222,40 @@ def append_run(sessions: Sessions, rows: int) -> tuple[Clock, Ledger]:
     return clock, ledger
 
 
-def build_times(ledger: Ledger) -> tuple[Clock, float]:
-    """The first build of ``df`` and the median cached re-access (seconds)."""
+def timed(build: Callable[[], object]) -> Clock:
+    with Clock() as clock:
+        build()
+    return clock
+
+
+@dataclass
+class Run:
+    """One run's figures (seconds)."""
+
+    appends_per_s: float
+    frames: dict[str, float]
+    first: Clock
+    cached: float
+    frame_from_df: float
+    rebuild: Clock
+
+
+def measure(sessions: Sessions, rows: int) -> Run:
+    """Appends into a fresh ledger, then cold ``frame()`` builds, the first ``df``, its cached
+    re-access, a ``frame()`` taken from it, and the rebuild after one more append."""
+    appends, ledger = append_run(sessions, rows)
     gc.collect()
-    with Clock() as first:
-        frame = ledger.df
-    assert len(frame) == len(ledger)
+    frames = {label: timed(lambda columns=columns: ledger.frame(columns)).wall for label, columns in FRAMES.items()}
+    first = timed(lambda: ledger.df)
     again = []
     for _ in range(5):
         started = time.perf_counter()
         ledger.df
         again.append(time.perf_counter() - started)
-    return first, statistics.median(again)
+    from_df = timed(lambda: ledger.frame(FRAMES[BREAKDOWN])).wall
+    ledger.append(next(sessions.events(1, start=rows))[0])
+    rebuild = timed(lambda: ledger.df)
+    return Run(rows / appends.wall, frames, first, statistics.median(again), from_df, rebuild)
 
 
 def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[str, int]:
@@ -244,7 +271,7 @@ def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[
 
 def memory_per_row(rows: int) -> None:
     """Print what the ledger keeps per row after appends, and after the usual Pay-i updates."""
-    sessions = Sessions(seed=11)
+    sessions = Sessions(usages=rows, seed=11)
     ledger = Ledger()
     gc.collect()
     tracemalloc.start()
@@ -279,40 +306,38 @@ def memory_per_row(rows: int) -> None:
     print(f"  after Pay-i answers      {updated / rows:7.1f} B/row   (+ status, cost, request id, limit states, xproxy_result)")
 
 
+def _line(label: str, values: list[float], unit: str, scale: float = 1.0, target: str = "") -> None:
+    runs = "  ".join(f"{v * scale:8.2f}" for v in values)
+    print(f"  {label:<44} {statistics.median(values) * scale:8.2f} {unit:<3} | {runs}  {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows appended per run (default 1,000,000)")
-    parser.add_argument("--runs", type=int, default=3, help="append runs; the median rate is reported")
+    parser.add_argument("--runs", type=int, default=3, help="runs, each on a fresh ledger; medians are reported")
     parser.add_argument("--memory-rows", type=int, default=200_000, help="rows for the traced memory run")
+    parser.add_argument(
+        "--usages", type=int, help="distinct usage draws (default: one per row; fewer makes units maps repeat)"
+    )
     args = parser.parse_args()
     rows = args.rows
 
     print(f"Ledger benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    sessions = Sessions()
-    clocks = []
-    ledger = Ledger()
+    sessions = Sessions(usages=args.usages or rows)
+    results = []
     for _ in range(args.runs):
-        del ledger
-        gc.collect()
-        clock, ledger = append_run(sessions, rows)
-        clocks.append(clock)
-    wall = statistics.median(rows / c.wall for c in clocks)
-    cpu = statistics.median(rows / c.cpu for c in clocks)
-    runs = ", ".join(f"{rows / c.wall:,.0f}" for c in clocks)
-    print(f"append, {rows:,} rows x {args.runs} runs, median:")
-    print(f"  {wall:12,.0f}/s wall ({runs})   target >= {TARGET_APPENDS_PER_S:,}/s")
-    print(f"  {cpu:12,.0f}/s by CPU time")
-    first, cached = build_times(ledger)
-    print(f"df, {len(ledger):,} rows, first build: {first.wall:.2f} s wall, {first.cpu:.2f} s CPU   target <= {TARGET_BUILD_S} s")
-    print(f"df, cached re-access: {cached * 1e3:.3f} ms")
-    ref = ledger.append(next(sessions.events(1, start=rows))[0])
-    with Clock() as rebuild:
-        ledger.df
-    print(f"df, rebuild after one more append: {rebuild.wall:.2f} s wall, {rebuild.cpu:.2f} s CPU")
-    started = time.perf_counter()
-    totals = ledger.totals([RowRef(ref.generation, i) for i in range(1000)])
-    print(f"totals over 1,000 rows: {(time.perf_counter() - started) * 1e3:.2f} ms ({totals.calls} calls)")
-    del ledger
+        results.append(measure(sessions, rows))
+        gc.collect()  # the run's ledger and frames are gone before the next one starts
+    print(f"{rows:,} rows, {len(sessions.usages):,} usage draws; median | each of {args.runs} runs")
+    _line("append rate (k/s)", [r.appends_per_s for r in results], "k/s", 1e-3, f"target >= {TARGET_APPENDS_PER_S:,}/s")
+    for label in FRAMES:
+        _line(f"frame(): {label}", [r.frames[label] for r in results], "ms", 1e3)
+    _line("df first build", [r.first.wall for r in results], "s", 1.0, f"target <= {TARGET_BUILD_S} s")
+    _line("df first build, CPU time", [r.first.cpu for r in results], "s")
+    _line("df cached re-access", [r.cached for r in results], "ms", 1e3)
+    _line(f"frame(): {BREAKDOWN}, df cached", [r.frame_from_df for r in results], "ms", 1e3)
+    _line("df rebuild after one more append", [r.rebuild.wall for r in results], "s")
+    print(f"load after: {os.getloadavg()[0]:.1f}")
     gc.collect()
     memory_per_row(min(args.memory_rows, rows))
 

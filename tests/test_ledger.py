@@ -17,11 +17,14 @@ from payi_notebook.context import Context, derive
 from payi_notebook.events import STATUSES, UsageEvent
 from payi_notebook.ledger import (
     COLUMNS,
+    FRAME_COLUMNS,
     UPDATABLE,
     Ledger,
     RowRef,
     Totals,
+    UnknownColumnError,
     _compact_units,
+    _units_column,
     read_csv,
     read_parquet,
     to_parquet,
@@ -577,3 +580,174 @@ def test_statuses_constant_matches_the_status_column():
     df = ledger.df
     assert df["status"].tolist() == list(STATUSES)
     assert list(df["status"].cat.categories) == list(STATUSES)
+
+
+def _varied_ledger() -> Ledger:
+    """Rows over several contexts (limits or none), providers, statuses, errors and proxy results."""
+    ledger = _filled_ledger()
+    other = derive(Context(), user_id="bo", limit_ids=["org-monthly"], properties={"k": "v"})
+    ledger.append(openai_event(context=other, prompt=900, est_cost_usd=0.5))
+    ledger.append(anthropic_event({"input_tokens": 40, "output_tokens": 2}, context=other, est_cost_usd=0.25))
+    ledger.append(openai_event(context=Context(), est_cost_usd=0.125, error="late"))
+    return ledger
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+def test_frame_of_one_column_equals_that_column_of_df(column):
+    ledger = _varied_ledger()
+    pd.testing.assert_frame_equal(ledger.frame([column]), ledger.df[[column]])
+    empty = Ledger()
+    pd.testing.assert_frame_equal(empty.frame([column]), empty.df[[column]])
+
+
+def test_frame_keeps_the_requested_order_and_builds_only_those_columns():
+    ledger = _varied_ledger()
+    wanted = ["cost_usd", "resource", "timestamp", "status", "input_tokens", "user_id"]
+    frame = ledger.frame(wanted)
+    assert list(frame.columns) == wanted
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {c: DTYPES[c] for c in wanted}
+    pd.testing.assert_frame_equal(frame, ledger.df[wanted])
+    assert ledger.frame(("cost_usd",)).equals(ledger.df[["cost_usd"]])
+    nothing = ledger.frame([])
+    assert nothing.shape == (len(ledger), 0) and list(nothing.index) == list(range(len(ledger)))
+
+
+def test_frame_is_cached_per_version_and_callers_cannot_corrupt_it():
+    ledger = _varied_ledger()
+    first, second = ledger.frame(["cost_usd", "status"]), ledger.frame(["cost_usd", "status"])
+    assert first is not second
+    assert np.shares_memory(first["cost_usd"].to_numpy(), second["cost_usd"].to_numpy())
+    first.loc[0, "cost_usd"] = -1.0
+    first["mine"] = 1
+    third = ledger.frame(["cost_usd", "status"])
+    assert third["cost_usd"][0] == ledger.df["cost_usd"][0] != -1.0 and "mine" not in third
+
+    ledger.update(RowRef(0, 1), status="blocked", payi_cost_usd=2.0)
+    fourth = ledger.frame(["cost_usd", "status"])
+    assert (fourth["status"][1], fourth["cost_usd"][1]) == ("blocked", 2.0)
+    assert not np.shares_memory(third["cost_usd"].to_numpy(), fourth["cost_usd"].to_numpy())
+    ledger.append(openai_event())
+    assert len(ledger.frame(["cost_usd", "status"])) == len(ledger) == 8
+    df = ledger.df
+    many = [ledger.frame(["limit_id", name]) for name in COLUMNS[:12]]  # more lists than the cache keeps
+    assert all(len(frame) == 11 for frame in many)
+    assert np.shares_memory(df["input_tokens"].to_numpy(), ledger.df["input_tokens"].to_numpy())  # df stays
+    ledger.reset()
+    assert len(ledger.frame(["cost_usd", "status"])) == 0
+
+
+def test_frame_after_df_takes_its_columns():
+    ledger = _varied_ledger()
+    df = ledger.df
+    frame = ledger.frame(["input_tokens", "resource"])
+    assert np.shares_memory(frame["input_tokens"].to_numpy(), df["input_tokens"].to_numpy())
+    frame.loc[0, "input_tokens"] = -5
+    assert ledger.df["input_tokens"][0] != -5 and ledger.frame(["input_tokens"])["input_tokens"][0] != -5
+
+
+def test_frame_rejects_unknown_repeated_and_string_columns():
+    ledger = _varied_ledger()
+    with pytest.raises(UnknownColumnError) as caught:
+        ledger.frame(["cost_usd", "cost"])
+    message = str(caught.value)
+    assert isinstance(caught.value, KeyError) and isinstance(caught.value, ValueError)
+    assert "\n" not in message and "'cost'" in message and "cost_usd" in message and "limit_id" in message
+    with pytest.raises(ValueError, match="valid: event_id"):
+        ledger.frame([3])
+    with pytest.raises(ValueError, match=r"\['resource'\] more than once"):
+        ledger.frame(["resource", "cost_usd", "resource"])
+    with pytest.raises(TypeError, match="list of column names"):
+        ledger.frame("cost_usd")
+    assert set(FRAME_COLUMNS) == {*COLUMNS, "limit_id"}
+
+
+def test_limit_id_explodes_limit_ids_one_row_per_limit():
+    ledger = _varied_ledger()
+    df = ledger.df
+    frame = ledger.frame(["cost_usd", "limit_id", "limit_ids", "status"])
+    assert list(frame.columns) == ["cost_usd", "limit_id", "limit_ids", "status"]
+    assert str(frame["limit_id"].dtype) == "category"
+    expected = df[["cost_usd", "limit_ids", "status"]].explode("limit_ids")
+    assert list(frame.index) == list(expected.index)
+    assert [None if pd.isna(v) else v for v in frame["limit_id"]] == [
+        None if pd.isna(v) else v for v in expected["limit_ids"]
+    ]
+    assert frame["cost_usd"].equals(expected["cost_usd"]) and frame["status"].equals(expected["status"])
+    assert list(frame["limit_id"].cat.categories) == ["team-q4", "ana-daily", "org-monthly"]
+    sums = frame.groupby("limit_id", observed=True)["cost_usd"].sum()
+    for limit_id, total in sums.items():
+        assert total == pytest.approx(df["cost_usd"][[limit_id in ids for ids in df["limit_ids"]]].sum())
+    only = ledger.frame(["limit_id"])
+    assert list(only.columns) == ["limit_id"] and len(only) == len(frame)
+    assert Ledger().frame(["limit_id", "cost_usd"]).dtypes.astype(str).to_dict() == {
+        "limit_id": "category",
+        "cost_usd": "float64",
+    }
+
+
+def test_rows_with_equal_nested_values_share_one_object_per_build():
+    ledger = Ledger()
+    same = openai_event(prompt=500, completion=20)
+    for _ in range(3):
+        ledger.append(openai_event(prompt=500, completion=20))
+    ledger.append(openai_event(prompt=501, completion=20))
+    ledger.append(UsageEvent("openai", "system.openai", "chat"))  # no units
+    ledger.append(UsageEvent("openai", "system.openai", "chat", context=CTX))
+    df = ledger.df
+    units, props, ids, states = (df[c].tolist() for c in ("units", "properties", "limit_ids", "limit_states"))
+    assert units[0] is units[1] is units[2] and units[0] == same.units and units[3] is not units[0]
+    assert units[3] == {"text": {"input": 501, "output": 20}} and units[4] == {} and units[5] == {}
+    assert props[0] is props[1] is props[5] and ids[0] is ids[5] and states[0] is states[1]
+    assert props[4] == {} and props[4] is not props[0] and ids[4] == []
+
+    props[0]["experiment"] = "changed"  # read-only by convention: this reaches every row of the build...
+    assert ledger.df["properties"][1]["experiment"] == "changed"
+    ledger.append(openai_event())
+    fresh = ledger.df  # ...but not the ledger: the next build makes new objects
+    assert fresh["properties"][1] == {"experiment": "a"} and fresh["units"][0] is not units[0]
+    assert fresh["units"][0] == same.units
+
+
+def test_units_column_matches_compact_units_row_by_row():
+    rng = np.random.default_rng(5)
+    n = 4000
+    anthropic = rng.random(n) < 0.5
+    inp = rng.choice([0, 7, 1500, 199_999, 200_000, 250_000], n) + rng.integers(0, 3, n)
+    out = rng.integers(0, 40, n)
+    read = rng.choice([0, 0, 3, 1024], n)
+    write = np.where(anthropic, rng.choice([0, 11], n), 0)
+    reasoning = np.where(anthropic, 0, rng.choice([0, 5], n))
+    inp[:3] = [-(2**40), 2**40, 2**62]  # ranges wider than the rows and far apart still map exactly
+    column = _units_column(anthropic, inp, out, read, write, reasoning)
+    rows = zip(anthropic.tolist(), *(a.tolist() for a in (inp, out, read, write, reasoning)))
+    expected = [_compact_units(*row) for row in rows]
+    assert column.tolist() == expected
+    firsts = {}
+    for key, made in zip(zip(anthropic.tolist(), map(repr, expected)), column):
+        assert firsts.setdefault(key, made) is made  # one object per distinct map of a provider
+    assert len({id(made) for made in column}) == len(firsts) < n
+    assert _units_column(*(np.zeros(0, dtype=t) for t in (bool, *[np.int64] * 5))).tolist() == []
+
+
+def test_concurrent_appends_and_frames_stay_consistent():
+    ledger = Ledger()
+    events = [openai_event(prompt=10 + i) for i in range(3000)]
+    barrier = threading.Barrier(2)
+    seen = []
+
+    def read() -> None:
+        barrier.wait()
+        for _ in range(30):
+            frame = ledger.frame(["input_tokens", "limit_id", "cost_usd"])
+            seen.append(len(frame))
+            assert frame.index.is_monotonic_increasing and (frame["input_tokens"] >= 10).all()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    barrier.wait()
+    for event in events:
+        ledger.append(event)
+    reader.join()
+    final = ledger.frame(["input_tokens", "limit_id"])
+    assert len(final) == 2 * len(events) and seen == sorted(seen)
+    assert sorted(set(final["input_tokens"])) == [e.tokens.input for e in events]
