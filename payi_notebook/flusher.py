@@ -92,7 +92,7 @@ class _Job:
     lookups: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FlushReport:
     """What ``flush()`` saw: counts since the previous ``flush()`` and what is still open."""
 
@@ -113,8 +113,10 @@ class FlushReport:
             text += " (timed out; they stay queued and in the spool)"
         return text
 
+    __repr__ = __str__
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class FlusherStatus:
     """A snapshot of the flusher for ``%payi status``."""
 
@@ -150,6 +152,8 @@ class FlusherStatus:
         if self.note:
             text += f"; {self.note}"
         return text
+
+    __repr__ = __str__
 
 
 class Flusher:
