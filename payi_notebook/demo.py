@@ -226,8 +226,17 @@ def run(notebook: Path, out_dir: Path, timeout: float) -> str:
     return (
         f"Ran {notebook.name}: {cells} code cells in {elapsed:.1f} s, no errors, calls went to {providers}.\n"
         f"{report}\n"
-        f"Wrote {executed} and {html}"
+        f"Wrote {executed} and {html}\n"
+        f"Run it yourself, budget panel and all: {_shown(Path(sys.executable).parent / 'jupyter')} lab {_shown(notebook)}"
     )
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (shorter to copy)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

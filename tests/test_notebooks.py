@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 import payi_notebook.sandbox as sandbox_pkg
-from payi_notebook.demo import NotebookError, errors, execute, kernel_env, sandbox_env, summary
+from payi_notebook.demo import QUICKSTART, NotebookError, errors, execute, kernel_env, sandbox_env, summary
 from payi_notebook.ledger import read_parquet
 
 pytestmark = pytest.mark.timeout(300)
@@ -234,10 +234,14 @@ def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
     assert "OpenAI chat completion via the Pay-i proxy: gpt-4o-mini" in out
     assert "Anthropic message via telemetry ingest:     claude-haiku-4-5" in out
     assert "no errors" in out and "provider emulator" in out
+    hint = out.strip().splitlines()[-1]
+    assert hint.startswith("Run it yourself, budget panel and all: ") and hint.endswith(" lab " + str(QUICKSTART))
+    assert Path(hint.split(": ", 1)[1].split(" lab ")[0]).exists(), "the hint names this environment's jupyter"
     executed = nbformat.read(tmp_path / "build" / "01_quickstart.ipynb", as_version=4)
     assert errors(executed) == [] and all(c.execution_count for c in executed.cells if c.cell_type == "code")
     html = (tmp_path / "build" / "01_quickstart.html").read_text(encoding="utf-8")
-    assert "application/vnd.jupyter.widget-state+json" in html and "payi-budget" in html
+    assert "application/vnd.jupyter.widget-state+json" in html  # the state the page's widget manager renders
+    assert html.count('<script type="application/vnd.jupyter.widget-view+json">') == 2  # budget panel, breakdown
 
 
 def test_demo_names_the_failing_cell(tmp_path: Path) -> None:
