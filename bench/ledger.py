@@ -1,14 +1,21 @@
-"""Ledger benchmark: append rate, DataFrame build time and memory per row.
+"""Ledger benchmark: append rate, DataFrame and partial-frame build times, memory per row.
 
-    python bench/ledger.py [--rows N] [--runs R] [--memory-rows M]
+    python bench/ledger.py [--rows N] [--runs R] [--memory-rows M] [--usages U]
 
 Events look like a long notebook session: several providers, models and operations, cells
 re-run with different use cases, users, limits and properties, unique event and provider
 response ids, varied token counts (cache reads, reasoning, a few 1-hour cache writes and
 web searches whose units the ledger must keep as given), some streaming, some proxy-mode
-calls carrying an ``xproxy_result``. Only the ``append`` calls are timed, not event creation.
+calls carrying an ``xproxy_result``. Every call has its own usage draw, so units maps repeat
+only as often as chance makes them (embeddings, mostly); ``--usages`` draws fewer, for a
+session that repeats prompts. Only the ``append`` calls are timed, not event creation.
 Capture appends each event right after making it, so events are made in small batches and
 appended at once (a batch of 50,000 made ahead, cold in the CPU caches, costs ~15% more).
+
+Each run fills a fresh ledger, then times ``frame()`` for what the cost breakdown asks for,
+the first ``df`` build, its cached re-access and the rebuild after one more append; the
+medians and every run are printed (the first run in a process pays for memory the process
+has never touched, the others reuse what the previous run freed).
 
 Memory is the ledger's own growth, traced with tracemalloc: pools of model names, contexts
 and usage maps are made before the baseline (capture has them anyway); each event's own
@@ -43,7 +50,15 @@ CHUNK = 100  # events made, then appended, per batch
 BREAKDOWN = "breakdown by model (7 columns)"
 FRAMES = {  # what the cost breakdown asks for
     "resource, timestamp, cost_usd": ["resource", "timestamp", "cost_usd"],
-    BREAKDOWN: ["resource", "timestamp", "cost_source", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens"],
+    BREAKDOWN: [
+        "resource",
+        "timestamp",
+        "cost_source",
+        "cost_usd",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+    ],
     "limit_id (exploded), cost_usd, input_tokens": ["limit_id", "cost_usd", "input_tokens"],
 }
 

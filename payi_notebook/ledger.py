@@ -1075,9 +1075,11 @@ def _units_column(
         if kind & 3 == 0:
             made = [{text: {"input": x, "output": y}} for x, y in zip(a, b)]
         elif kind & 3 == 2:
-            made = [{text: {"input": x, "output": y}, first_key: z} for x, y, z in zip(a, b, _one_sided(first_side, c))]
+            ones = _one_sided(first_side, c)
+            made = [{text: {"input": x, "output": y}, first_key: z} for x, y, z in zip(a, b, ones)]
         elif kind & 3 == 1:
-            made = [{text: {"input": x, "output": y}, second_key: w} for x, y, w in zip(a, b, _one_sided(second_side, d))]
+            ones = _one_sided(second_side, d)
+            made = [{text: {"input": x, "output": y}, second_key: w} for x, y, w in zip(a, b, ones)]
         else:
             made = [
                 {text: {"input": x, "output": y}, first_key: z, second_key: w}

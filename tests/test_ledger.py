@@ -24,6 +24,7 @@ from payi_notebook.ledger import (
     Totals,
     UnknownColumnError,
     _compact_units,
+    _distinct,
     _units_column,
     read_csv,
     read_parquet,
@@ -727,6 +728,23 @@ def test_units_column_matches_compact_units_row_by_row():
         assert firsts.setdefault(key, made) is made  # one object per distinct map of a provider
     assert len({id(made) for made in column}) == len(firsts) < n
     assert _units_column(*(np.zeros(0, dtype=t) for t in (bool, *[np.int64] * 5))).tolist() == []
+
+
+def test_distinct_numbers_equal_rows_alike_whatever_their_ranges():
+    rng = np.random.default_rng(9)
+    n = 20_000  # five columns as wide as the rows overflow one int64 key: it is factorised on the way
+    columns = [rng.integers(0, n, n) for _ in range(4)] + [rng.integers(-(2**62), 2**62, n) // 2**50]
+    columns[0][n // 2 :] = columns[0][: n // 2]  # half the rows repeat the first half
+    for column in columns[1:]:
+        column[n // 2 :] = column[: n // 2]
+    codes, firsts = _distinct(columns)
+    numbered: dict[tuple[int, ...], int] = {}
+    expected = [numbered.setdefault(row, len(numbered)) for row in zip(*(c.tolist() for c in columns))]
+    assert codes.tolist() == expected and len(firsts) == len(numbered) <= n // 2
+    first_rows: dict[int, int] = {}
+    for row, code in enumerate(expected):
+        first_rows.setdefault(code, row)
+    assert list(first_rows.values()) == firsts.tolist()
 
 
 def test_concurrent_appends_and_frames_stay_consistent():
