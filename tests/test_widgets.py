@@ -135,16 +135,17 @@ def shown(trace: Any) -> dict[str, float]:
 @pytest.mark.parametrize("by", [g for g in GROUPS if g != "cell"])
 def test_breakdown_bars_equal_a_pandas_groupby(breakdown: CostBreakdown, ledger: Ledger, by: str) -> None:
     df = ledger.df
+    column = "limit_ids" if by == "limit" else GROUPS[by]
     breakdown.group_by.value = by
     cost = breakdown.bars.data[0]
-    assert shown(cost) == pytest.approx(expected_groups(df, GROUPS[by], "cost_usd"))
+    assert shown(cost) == pytest.approx(expected_groups(df, column, "cost_usd"))
     assert list(cost.x) == sorted(cost.x, reverse=True)
     breakdown.metric.value = "tokens"
     traces = {t.name: t for t in breakdown.bars.data if t.visible}
     assert set(traces) == {"input", "cached input", "output"}
-    assert shown(traces["input"]) == expected_groups(df, GROUPS[by], "input_tokens")
-    assert shown(traces["cached input"]) == expected_groups(df, GROUPS[by], "cache_read_tokens")
-    assert shown(traces["output"]) == expected_groups(df, GROUPS[by], "output_tokens")
+    assert shown(traces["input"]) == expected_groups(df, column, "input_tokens")
+    assert shown(traces["cached input"]) == expected_groups(df, column, "cache_read_tokens")
+    assert shown(traces["output"]) == expected_groups(df, column, "output_tokens")
     assert breakdown.bars.layout.barmode == "stack"
 
 
@@ -252,9 +253,10 @@ def test_bad_arguments_say_what_to_fix(ledger: Ledger) -> None:
         CostBreakdown(ledger, by="colour")
     with pytest.raises(ValueError, match="metric must be one of cost, tokens"):
         CostBreakdown(ledger, metric="euros")
-    widget = CostBreakdown(ledger, by="use_case_name", live=False)
-    assert widget.group_by.value == "use case"
-    widget.close()
+    for name, label in (("use_case_name", "use case"), ("limit_ids", "limit"), ("Use-Case", "use case")):
+        widget = CostBreakdown(ledger, by=name, live=False)
+        assert widget.group_by.value == label
+        widget.close()
 
 
 def test_an_empty_ledger_renders() -> None:

@@ -1,6 +1,6 @@
 """The numbers behind the cost breakdown: per-group sums and a downsampled cumulative cost.
 
-Everything here works on a few ledger columns, never the full frame, and returns small
+Everything here reads a few ledger columns (``Ledger.frame``), never the full frame, and returns small
 results (tens of groups, at most ``MAX_POINTS`` timeline points), so a million rows cost
 one pandas groupby and one numpy histogram. No widget code: tests and the static views
 use the same numbers the charts show.
@@ -8,7 +8,6 @@ use the same numbers the charts show.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,13 +22,14 @@ GROUPS: dict[str, str] = {
     "use case": "use_case_name",
     "user": "user_id",
     "account": "account_name",
-    "limit": "limit_ids",
+    "limit": "limit_id",
     "provider": "provider",
     "status": "status",
     "mode": "mode",
     "operation": "operation",
 }
-"""Group-by labels shown in the dropdown → ledger columns."""
+"""Group-by labels shown in the dropdown → ledger columns (``limit_id``: ``Ledger.frame``'s exploded ``limit_ids``)."""
+ALIASES = {"limit ids": "limit", "execution count": "cell"}
 
 METRICS = ("cost", "tokens")
 SUMS = ("cost_usd", "input_tokens", "output_tokens", "cache_read_tokens")
@@ -38,15 +38,11 @@ NONE_LABEL = "(none)"
 OTHER_LABEL = "other"
 
 
-def ledger_frame(ledger: Ledger, columns: Sequence[str]) -> pd.DataFrame:
-    """Only ``columns`` of the ledger, with the ``df`` names and dtypes (built fast when the ledger can)."""
-    build = getattr(ledger, "frame", None)
-    return build(list(columns)) if build is not None else ledger.df[list(columns)]
-
-
 def group_label(name: str) -> str:
     """A dropdown label from a label or a column name (``use-case``, ``use_case_name``, ``resource``...)."""
     wanted = name.strip().lower().replace("-", " ").replace("_", " ")
+    if wanted in ALIASES:
+        return ALIASES[wanted]
     for label, column in GROUPS.items():
         if wanted in (label, column.replace("_", " ")) or wanted.replace(" ", "") == label.replace(" ", ""):
             return label
@@ -100,22 +96,16 @@ class Breakdown:
         return " / ".join(parts) if parts else "no calls yet"
 
 
-def columns_for(by: str) -> list[str]:
-    """The ledger columns a breakdown by ``by`` (a label) reads."""
-    columns = [GROUPS[by], "timestamp", "cost_source", *SUMS]
-    if by == "cell":
-        columns.append("execution_count")
-    return columns
-
-
-def compute(frame: pd.DataFrame, by: str, version: int = -1) -> Breakdown:
-    """The breakdown of ``frame`` (at least ``columns_for(by)``) grouped by the label ``by``."""
+def compute(ledger: Ledger, by: str) -> Breakdown:
+    """The breakdown of ``ledger`` grouped by the label ``by``, from a few of its columns."""
+    version = ledger.version
     column = GROUPS[by]
-    sums = frame[list(SUMS)]
-    if column == "limit_ids":
-        table = _by_limit(frame[column], sums)
+    keys = [] if column == "limit_id" else [column, *(["execution_count"] if by == "cell" else [])]
+    frame = ledger.frame([*keys, "timestamp", "cost_source", *SUMS])
+    if column == "limit_id":  # a call counts toward each of its limits, as Pay-i adds its cost to each
+        table = _by_column(ledger.frame([column, *SUMS]), column, cell=False)
     else:
-        table = _by_column(frame, column, sums, by == "cell")
+        table = _by_column(frame, column, cell=by == "cell")
     table["tokens"] = table["input_tokens"] + table["output_tokens"]
     table["input_tokens"] -= table["cached_tokens"]
     by_source = frame.groupby("cost_source", observed=False)["cost_usd"].agg(["sum", "size"])
@@ -133,16 +123,16 @@ def compute(frame: pd.DataFrame, by: str, version: int = -1) -> Breakdown:
     )
 
 
-def _sum_groups(keys: pd.Series | np.ndarray, sums: pd.DataFrame) -> pd.DataFrame:
+def _sum_groups(keys: pd.Series, sums: pd.DataFrame) -> pd.DataFrame:
     grouped = sums.groupby(keys, observed=True, dropna=False, sort=False)
     table = grouped.sum(min_count=0)
     table.insert(0, "calls", grouped.size())
     return table.rename(columns={"cache_read_tokens": "cached_tokens"})
 
 
-def _by_column(frame: pd.DataFrame, column: str, sums: pd.DataFrame, cell: bool) -> pd.DataFrame:
+def _by_column(frame: pd.DataFrame, column: str, cell: bool) -> pd.DataFrame:
     keys = frame[column]
-    table = _sum_groups(keys, sums)
+    table = _sum_groups(keys, frame[list(SUMS)])
     labels = [NONE_LABEL if pd.isna(key) else str(key) for key in table.index]
     if cell:
         runs = frame["execution_count"].groupby(keys, observed=True, dropna=False, sort=False).max()
@@ -158,24 +148,6 @@ def _cell_label(cell_id: object, run: object) -> str:
     if cell_id is None or pd.isna(cell_id):
         return NONE_LABEL
     return f"cell {str(cell_id)[:8]}"
-
-
-def _by_limit(limit_ids: pd.Series, sums: pd.DataFrame) -> pd.DataFrame:
-    """A call counts toward each of its limits (as Pay-i adds its cost to each).
-
-    Rows are summed per distinct set of limit ids first (a handful), then each set's sums
-    go to every limit in it.
-    """
-    codes, sets = pd.factorize(limit_ids.map(tuple, na_action="ignore"), use_na_sentinel=False)
-    per_set = _sum_groups(codes, sums)
-    totals: dict[str, np.ndarray] = {}
-    for code, values in zip(per_set.index, per_set.to_numpy(dtype=float)):
-        ids = sets[code] if isinstance(sets[code], tuple) and sets[code] else (NONE_LABEL,)
-        for limit_id in dict.fromkeys(ids):
-            totals[limit_id] = totals[limit_id] + values if limit_id in totals else values
-    table = pd.DataFrame(list(totals.values()), columns=per_set.columns, index=pd.Index(list(totals), dtype=object))
-    table.index.name = "limit_ids"
-    return table.astype(per_set.dtypes.to_dict())
 
 
 def _unique(labels: list[str]) -> list[str]:

@@ -103,12 +103,10 @@ class CostBreakdown(Snapshot, w.VBox):
         """Recompute and redraw; with ``force=False`` only if the ledger or the grouping changed."""
         with self._lock:
             by, metric = self.group_by.value, self.metric.value
-            version = self.ledger.version
             current = self.breakdown
-            if not force and current is not None and current.version == version and current.by == by:
+            if not force and current is not None and current.version == self.ledger.version and current.by == by:
                 return False
-            columns = aggregate.columns_for(by)
-            breakdown = aggregate.compute(aggregate.ledger_frame(self.ledger, columns), by, version)
+            breakdown = aggregate.compute(self.ledger, by)
             self.breakdown = breakdown
             self._draw(breakdown, metric)
             self.refreshes += 1
