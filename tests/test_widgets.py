@@ -76,7 +76,8 @@ def fill(ledger: Ledger, rows: int, seed: int = 1, start: float = 1_767_000_000.
         inp = rng.randint(10, 5000)
         cached = rng.choice((0, 0, min(1024, inp)))
         est = rng.choice((rng.random() / 100, rng.random() / 50, None))
-        cell_id, run = rng.choice((("cell-a", rng.choice((1, 4))), ("cell-b", rng.choice((2, 5))), ("cell-c", 7), (None, None)))
+        cells = (("cell-a", rng.choice((1, 4))), ("cell-b", rng.choice((2, 5))), ("cell-c", 7), (None, None))
+        cell_id, run = rng.choice(cells)
         payi = rng.random() / 100 if rng.random() < 0.4 else None
         ledger.append(
             UsageEvent(
@@ -294,10 +295,12 @@ def test_badge_updates_in_place_when_pay_i_answers() -> None:
     badge = board.show(refs)
     assert shown[0] == "payi · 2 calls · 2,400 in (2,048 cached) / 600 out tokens · $0.0008 (estimated) · 2 pending"
     for ref in refs:
-        led.update(ref, status="sent", payi_cost_usd=0.0005, xproxy_result={"limits": {XSS_LIMIT: {"state": "exceeded"}}})
+        answer = {"limits": {XSS_LIMIT: {"state": "exceeded"}}}
+        led.update(ref, status="sent", payi_cost_usd=0.0005, xproxy_result=answer)
     assert wait_for(lambda: len(shown) > 1 and "(Pay-i)" in shown[-1])
     assert shown[-1] == (
-        f"payi · 2 calls · 2,400 in (2,048 cached) / 600 out tokens · $0.001 (Pay-i) · 2 sent · limits {XSS_LIMIT}: exceeded"
+        "payi · 2 calls · 2,400 in (2,048 cached) / 600 out tokens · $0.001 (Pay-i) · 2 sent · "
+        f"limits {XSS_LIMIT}: exceeded"
     )
     final = Badge(led.totals(refs)).html()
     assert html.escape(XSS_LIMIT) in final and "#bf8700" in final  # exceeded chip, amber

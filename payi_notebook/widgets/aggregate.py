@@ -1,8 +1,8 @@
 """The numbers behind the cost breakdown: per-group sums and a downsampled cumulative cost.
 
-Everything here reads a few ledger columns (``Ledger.frame``), never the full frame, and returns small
-results (tens of groups, at most ``MAX_POINTS`` timeline points), so a million rows cost
-one pandas groupby and one numpy histogram. No widget code: tests and the static views
+Everything here reads a few ledger columns (``Ledger.frame``), never the full frame, and
+returns small results (tens of groups, at most ``MAX_POINTS`` timeline points), so a
+million rows cost one pandas groupby and one numpy histogram. No widget code: tests and the static views
 use the same numbers the charts show.
 """
 
@@ -28,7 +28,7 @@ GROUPS: dict[str, str] = {
     "mode": "mode",
     "operation": "operation",
 }
-"""Group-by labels shown in the dropdown → ledger columns (``limit_id``: ``Ledger.frame``'s exploded ``limit_ids``)."""
+"""Dropdown labels → ledger columns (``limit_id`` is ``Ledger.frame``'s exploded ``limit_ids``)."""
 ALIASES = {"limit ids": "limit", "execution count": "cell"}
 
 METRICS = ("cost", "tokens")
@@ -160,7 +160,9 @@ def _unique(labels: list[str]) -> list[str]:
     return out
 
 
-def cumulative_cost(timestamps: pd.Series, costs: pd.Series, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+def cumulative_cost(
+    timestamps: pd.Series, costs: pd.Series, max_points: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
     """Running total of cost over time in local time; past ``max_points`` rows, summed into equal time bins.
 
     Binned, each point is the exact running total at the end of its bin, so the curve's last

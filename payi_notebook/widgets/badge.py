@@ -52,7 +52,8 @@ class Badge:
 
     def text(self) -> str:
         t = self.totals
-        parts = [plural(t.calls, "call"), self._tokens(), f"{money(t.cost_usd)} ({self._source()})", ", ".join(p for _, p in self._statuses())]
+        statuses = ", ".join(text for _, text in self._statuses())
+        parts = [plural(t.calls, "call"), self._tokens(), f"{money(t.cost_usd)} ({self._source()})", statuses]
         line = f"{self.label} · " + " · ".join(p for p in parts if p)
         limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(t.limit_states.items()))
         return f"{line} · limits {limits}" if limits else line
@@ -78,7 +79,8 @@ class Badge:
         if statuses:
             parts.append(statuses)
         return (
-            f'<div class="payi-badge {NO_MATH}" style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
+            f'<div class="payi-badge {NO_MATH}" '
+            f'style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
             + " · ".join(parts)
             + (f" {chips}" if chips else "")
             + "</div>"

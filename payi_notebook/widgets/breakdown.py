@@ -87,7 +87,8 @@ class CostBreakdown(Snapshot, w.VBox):
                              fill="tozeroy", fillcolor="rgba(76,120,168,0.12)", name="cumulative cost",
                              hovertemplate="%{x}<br>$%{y:.6f}<extra></extra>")],
             layout={**_LAYOUT, "height": 200, "title": {"text": "cumulative cost", "font": {"size": 12}},
-                    "xaxis": dict(_AXIS), "yaxis": {**_AXIS, "tickprefix": "$", "tickformat": ",.6~f", "rangemode": "tozero"}},
+                    "xaxis": dict(_AXIS),
+                    "yaxis": {**_AXIS, "tickprefix": "$", "tickformat": ",.6~f", "rangemode": "tozero"}},
         )  # fmt: skip
         controls = w.HBox([self.group_by, self.metric], layout=w.Layout(align_items="center"))
         super().__init__(children=[controls, self.caption, self.bars, self.timeline])
@@ -107,8 +108,8 @@ class CostBreakdown(Snapshot, w.VBox):
             if not force and current is not None and current.version == self.ledger.version and current.by == by:
                 return False
             breakdown = aggregate.compute(self.ledger, by)
-            self.breakdown = breakdown
             self._draw(breakdown, metric)
+            self.breakdown = breakdown  # after drawing: whoever sees it sees it drawn
             self.refreshes += 1
             return True
 
@@ -173,8 +174,8 @@ class CostBreakdown(Snapshot, w.VBox):
             for i, trace in enumerate(self.bars.data):
                 if i < len(series):
                     column, name = series[i]
-                    trace.update(x=table[column].to_numpy(), y=labels, name=name, visible=True,
-                                 customdata=calls, hovertemplate=template, marker={"color": SERIES_COLOURS[i]})  # fmt: skip
+                    trace.update(x=table[column].to_numpy(), y=labels, name=name, visible=True, customdata=calls,
+                                 hovertemplate=template, marker={"color": SERIES_COLOURS[i]})  # fmt: skip
                 else:
                     trace.update(x=[], y=[], visible=False)
             self.bars.layout.height = max(160, 64 + 24 * len(table))
@@ -217,12 +218,14 @@ class CostBreakdown(Snapshot, w.VBox):
             share = float(row[key]) / peak * 100 if peak > 0 else 0.0
             bar = (
                 f'<div style="width:160px;height:8px;background:{TRACK};border-radius:4px">'
-                f'<div style="width:{share:.1f}%;height:8px;background:{SERIES_COLOURS[0]};border-radius:4px"></div></div>'
+                f'<div style="width:{share:.1f}%;height:8px;background:{SERIES_COLOURS[0]};border-radius:4px">'
+                "</div></div>"
             )
             tokens = f"{count(row.input_tokens)} / {count(row.cached_tokens)} / {count(row.output_tokens)}"
             cells = ((esc(label), "left"), (esc(f"{int(row.calls):,}"), "right"), (esc(money(row.cost_usd)), "right"),
                      (esc(tokens), "right"), (bar, "left"))  # fmt: skip
-            rows.append("<tr>" + "".join(f'<td style="text-align:{a};padding:2px 8px">{c}</td>' for c, a in cells) + "</tr>")
+            tds = "".join(f'<td style="text-align:{align};padding:2px 8px">{cell}</td>' for cell, align in cells)
+            rows.append(f"<tr>{tds}</tr>")
         table_html = f'<table style="{TABLE}"><tr>{head}</tr>{"".join(rows)}</table>'
         title = f'<div><b>payi</b> · {esc(metric)} by {esc(b.by)} · {self._caption(b)}</div>'
         return box(title + table_html, "payi-breakdown-static")
@@ -234,7 +237,8 @@ class CostBreakdown(Snapshot, w.VBox):
         metric = self.metric.value
         table = b.ordered(metric, self.top)
         width = max([len(b.by), *(len(str(label)) for label in table.index)])
-        lines = [f"payi · {metric} by {b.by} · {money(b.cost_usd)} · {plural(b.calls, 'call')} · cost: {b.source_caption()}"]
+        total = f"{money(b.cost_usd)} · {plural(b.calls, 'call')} · cost: {b.source_caption()}"
+        lines = [f"payi · {metric} by {b.by} · {total}"]
         lines.append(f"  {b.by.ljust(width)}  {'calls':>9}  {'cost':>14}  {'in/cached/out tokens':>24}")
         for label, row in table.iterrows():
             tokens = f"{count(row.input_tokens)}/{count(row.cached_tokens)}/{count(row.output_tokens)}"

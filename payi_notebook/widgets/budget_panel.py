@@ -133,8 +133,11 @@ class BudgetPanel(Snapshot, w.VBox):
         self.new_name = w.Text(placeholder="name", layout=w.Layout(width="160px"))
         self.new_max = w.FloatText(value=10.0, step=1.0, description="max $", layout=w.Layout(width="150px"),
                                    style={"description_width": "initial"})  # fmt: skip
-        self.new_type = w.ToggleButtons(options=["allow", "block"], value="allow", style={"button_width": "56px"},
-                                        tooltips=["track and report overruns", "block proxied calls past max"])  # fmt: skip
+        self.new_type = w.ToggleButtons(
+            options=["allow", "block"],
+            style={"button_width": "56px"},
+            tooltips=["track and report overruns", "block proxied calls past max"],
+        )
         self.new_threshold = w.Text(placeholder="risk threshold, e.g. 0.8", layout=w.Layout(width="170px"))
         self.create_button = w.Button(description="Create limit", button_style="primary", layout=_button(104))
         self.create_button.on_click(lambda _: self._create_from_form())
@@ -215,7 +218,8 @@ class BudgetPanel(Snapshot, w.VBox):
         )
 
     def set_max(self, limit_id: str, max: float) -> bool:
-        return self._run(f"update limit {limit_id!r}", lambda: self.api.update(limit_id, max=max), f"max of {limit_id} set to {money(max)}")
+        done = f"max of {limit_id} set to {money(max)}"
+        return self._run(f"update limit {limit_id!r}", lambda: self.api.update(limit_id, max=max), done)
 
     def reset(self, limit_id: str) -> bool:
         return self._run(f"reset limit {limit_id!r}", lambda: self.api.reset(limit_id), f"{limit_id} reset to $0 spent")

@@ -35,7 +35,8 @@ def _body_of(source: Any) -> Any:
         if callable(method):
             return method()
     raise TypeError(
-        f"ResultView needs an xproxy_result dict, a Pay-i error body or an SDK response/error, got {type(source).__name__}"
+        "ResultView needs an xproxy_result dict, a Pay-i error body or an SDK response/error, "
+        f"got {type(source).__name__}"
     )
 
 
@@ -163,7 +164,8 @@ class ResultView:
             rows.append(("blocked by", "".join(chip(i, ERROR) for i in blocked)))
         rows += [(label, esc(value)) for label, value in self._fields()]
         body = "".join(
-            f'<tr style="background:transparent"><th style="text-align:right;vertical-align:top;padding:1px 10px 1px 0;color:{MUTED};'
+            f'<tr style="background:transparent"><th style="text-align:right;vertical-align:top;'
+            f"padding:1px 10px 1px 0;color:{MUTED};"
             f'font-weight:500;white-space:nowrap">{esc(label)}</th><td style="text-align:left">{value}</td></tr>'
             for label, value in rows
         )
