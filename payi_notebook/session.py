@@ -312,24 +312,14 @@ class Session:
     def status_report(self) -> StatusReport:
         self.start()
         assert self.flusher is not None and self.endpoint is not None
-        st = self.flusher.status()
         return StatusReport(
             endpoint_kind=self.endpoint.kind,
             endpoint_url=self.endpoint.base_url,
             mode=self.settings.mode,
             hooked=capture.hooked_libraries(),
             rows=len(self.ledger),
-            pending=st.pending,
-            in_flight=st.in_flight,
-            sent=st.sent,
-            failed=st.failed,
-            retries=st.retries,
-            recovered=st.recovered,
-            awaiting_cost=st.awaiting_cost,
-            last_error=st.last_error,
-            unknown_models=dict(st.unknown_models),
+            delivery=self.flusher.status(),
             problems=tuple((p.when, p.message) for p in self.problems),
-            note=st.note,
         )
 
     def payi_client(self) -> PayiClient:

@@ -13,17 +13,15 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import payi_notebook as pn
 from payi_notebook.session import get_session
+from shells import loaded_shell, ok, rows, run
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def shell(sandbox_env: Any) -> Iterator[InteractiveShell]:
-    ip = InteractiveShell.instance()
-    ip.user_ns["PROVIDER_URL"] = sandbox_env.provider_url
-    ok(ip, "%load_ext payi_notebook")
-    ok(
-        ip,
+    yield from loaded_shell(
+        sandbox_env,
         "from openai import OpenAI, AsyncOpenAI\n"
         "from anthropic import Anthropic, AsyncAnthropic\n"
         "oa = OpenAI(base_url=PROVIDER_URL + '/v1', api_key='sk-test-SECRET', max_retries=0)\n"
@@ -32,22 +30,6 @@ def shell(sandbox_env: Any) -> Iterator[InteractiveShell]:
         "aan = AsyncAnthropic(base_url=PROVIDER_URL, api_key='sk-ant-SECRET', max_retries=0)\n"
         "MSG = [{'role': 'user', 'content': 'Summarise the quarterly report in two lines.'}]\n",
     )
-    yield ip
-    ok(ip, "%unload_ext payi_notebook")
-
-
-def run(ip: InteractiveShell, code: str) -> Any:
-    return ip.run_cell(code, store_history=True)
-
-
-def ok(ip: InteractiveShell, code: str) -> Any:
-    result = run(ip, code)
-    assert result.success, f"cell failed: {result.error_before_exec or result.error_in_exec!r}"
-    return result.result
-
-
-def rows() -> Any:
-    return pn.ledger().df
 
 
 def test_sync_chat_is_captured_with_exact_usage_and_context(shell: InteractiveShell, sandbox_env: Any) -> None:

@@ -12,17 +12,15 @@ from IPython.utils.capture import capture_output
 
 import payi_notebook as pn
 from payi_notebook.session import get_session
+from shells import loaded_shell, ok, rows, run
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def shell(sandbox_env: Any) -> Iterator[InteractiveShell]:
-    ip = InteractiveShell.instance()
-    ip.user_ns["PROVIDER_URL"] = sandbox_env.provider_url
-    ok(ip, "%load_ext payi_notebook")
-    ok(
-        ip,
+    yield from loaded_shell(
+        sandbox_env,
         "import payi_notebook as pn\n"
         "from openai import OpenAI, AsyncOpenAI, BadRequestError\n"
         "from anthropic import Anthropic\n"
@@ -33,22 +31,6 @@ def shell(sandbox_env: Any) -> Iterator[InteractiveShell]:
         "def chat(client=None, **kw):\n"
         "    return (client or oa).chat.completions.create(model='gpt-4o-mini', messages=MSG, **kw)\n",
     )
-    yield ip
-    ok(ip, "%unload_ext payi_notebook")
-
-
-def run(ip: InteractiveShell, code: str) -> Any:
-    return ip.run_cell(code, store_history=True)
-
-
-def ok(ip: InteractiveShell, code: str) -> Any:
-    result = run(ip, code)
-    assert result.success, f"cell failed: {result.error_before_exec or result.error_in_exec!r}"
-    return result.result
-
-
-def rows() -> Any:
-    return pn.ledger().df
 
 
 def events(sb: Any, ids: set[str]) -> list[dict[str, Any]]:

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ..flusher import FlusherStatus
 
 
 @dataclass(frozen=True)
 class StatusReport:
+    """The session's state: where calls go, how capture is set up, and delivery (the flusher's)."""
+
     endpoint_kind: str
     endpoint_url: str
     mode: str
     hooked: tuple[str, ...]
     rows: int
-    pending: int
-    in_flight: int
-    sent: int
-    failed: int
-    retries: int
-    recovered: int
-    awaiting_cost: int
-    last_error: str | None = None
-    unknown_models: dict[str, int] = field(default_factory=dict)
+    delivery: FlusherStatus
     problems: tuple[tuple[float, str], ...] = ()
-    note: str | None = None
 
     def lines(self) -> list[tuple[str, str]]:
+        d = self.delivery
         rows = [
             ("endpoint", f"{self.endpoint_kind} at {self.endpoint_url}"),
             ("mode", self.mode),
@@ -34,19 +30,19 @@ class StatusReport:
             ("ledger", f"{self.rows} calls"),
             (
                 "delivery",
-                f"{self.pending + self.in_flight} pending, {self.sent} sent, {self.failed} failed"
-                + (f", {self.retries} retries" if self.retries else "")
-                + (f", {self.recovered} recovered from a previous session" if self.recovered else "")
-                + (f", {self.awaiting_cost} awaiting Pay-i cost" if self.awaiting_cost else ""),
+                f"{d.pending + d.in_flight} pending, {d.sent} sent, {d.failed} failed"
+                + (f", {d.retries} retries" if d.retries else "")
+                + (f", {d.recovered} recovered from a previous session" if d.recovered else "")
+                + (f", {d.awaiting_cost} awaiting Pay-i cost" if d.awaiting_cost else ""),
             ),
         ]
-        if self.last_error:
-            rows.append(("last error", self.last_error))
-        if self.unknown_models:
-            models = ", ".join(f"{m} ({n})" for m, n in sorted(self.unknown_models.items()))
+        if d.last_error:
+            rows.append(("last error", d.last_error))
+        if d.unknown_models:
+            models = ", ".join(f"{m} ({n})" for m, n in sorted(d.unknown_models.items()))
             rows.append(("warning", f"no local price for {models}: est_cost_usd is NaN"))
-        if self.note:
-            rows.append(("note", self.note))
+        if d.note:
+            rows.append(("note", d.note))
         for when, message in self.problems[-5:]:
             rows.append(("problem", f"{time.strftime('%H:%M:%S', time.localtime(when))} {message}"))
         return rows
