@@ -80,7 +80,18 @@ class Lab:
 
 
 @pytest.fixture
-def lab(sandbox: Any, tmp_path: Path) -> Iterator[Lab]:
+def chromium() -> Path:
+    """Debian's chromium, or a skip that says how to get it (checked before anything starts)."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium) "
+            "or set PAYI_TEST_CHROMIUM to a Chromium binary to run the real-browser check"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture
+def lab(chromium: Path, sandbox: Any, tmp_path: Path) -> Iterator[Lab]:
     """JupyterLab on loopback serving a copy of the quickstart; kernels of this Python go to ``sandbox``."""
     root = tmp_path / "notebooks"
     root.mkdir()
@@ -143,17 +154,12 @@ def limit_max(sandbox: Any, limit_id: str) -> float | None:
     return response.json()["limit"]["max"] if response.status_code == 200 else None
 
 
-def test_quickstart_in_jupyterlab(lab: Lab, sandbox: Any) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(
-            f"no browser at {CHROMIUM}: install Debian's chromium (apt-get install chromium) "
-            "or set PAYI_TEST_CHROMIUM to a Chromium binary to run the real-browser check"
-        )
+def test_quickstart_in_jupyterlab(chromium: Path, lab: Lab, sandbox: Any) -> None:
     from playwright.sync_api import sync_playwright
 
     problems: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1500})
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
