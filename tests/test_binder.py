@@ -36,6 +36,7 @@ def fresh_env(home: Path, **extra: str) -> dict[str, str]:
     """A new user's environment: own HOME (no kernelspecs, no Jupyter config), no Pay-i or provider keys."""
     drop = ("PAYI_", "JUPYTER", "JPY_", "VIRTUAL_ENV", "PYTHONPATH")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))  # the user's cache, not the new HOME's
     env["HOME"] = str(home)
     env.update(extra)
     return env
