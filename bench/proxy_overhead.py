@@ -50,14 +50,16 @@ def main() -> None:
         pn.instrument()
         provider = env["PAYI_SANDBOX_PROVIDER_URL"]
         direct = OpenAI(base_url=f"{provider}/v1", api_key="sk-bench", max_retries=0)
+        with pn.track(use_case_name="bench", proxy=True) as scope:
+            proxied = contextvars.copy_context()
+        # the same headers capture sends, so the sandbox does the same work for both
+        same_context = {**scope.context.proxy_headers(), "xProxy-api-key": env["PAYI_API_KEY"]}
         by_hand = OpenAI(
             base_url=pn.openai_url(),
             api_key="sk-bench",
             max_retries=0,
-            default_headers={"xProxy-api-key": env["PAYI_API_KEY"], "xProxy-Provider-BaseUri": provider},
+            default_headers={**same_context, "xProxy-Provider-BaseUri": provider},
         )
-        with pn.track(use_case_name="bench", proxy=True):
-            proxied = contextvars.copy_context()
 
         def call(client: OpenAI) -> Callable[[], object]:
             return lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)

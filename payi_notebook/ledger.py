@@ -42,6 +42,7 @@ from os import PathLike
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -301,7 +302,7 @@ def _utf8(name: str, value: Any) -> bytes | None:
         raise ValueError(f"{name} {value!r} is not valid text (lone surrogate)") from None
 
 
-_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_to_json = orjson.dumps  # compact UTF-8 JSON bytes; an order of magnitude cheaper on the append path
 
 
 def _xproxy_fields(result: Any) -> tuple[bytes, bytes | None, tuple[tuple[str, str], ...] | None]:
@@ -309,7 +310,7 @@ def _xproxy_fields(result: Any) -> tuple[bytes, bytes | None, tuple[tuple[str, s
     if not isinstance(result, Mapping):
         raise TypeError(f"xproxy_result must be a dict, got {type(result).__name__}")
     try:
-        encoded = _to_json(result).encode()
+        encoded = _to_json(result)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"xproxy_result must be JSON data as Pay-i sends it: {exc}") from None
     request_id = result.get("request_id")

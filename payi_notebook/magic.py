@@ -20,7 +20,7 @@ from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Unicode, observe
 
 from . import tracking
-from .context import ContextError, check_options, merge, parse_property
+from .context import Context, ContextError, check_options, merge, parse_property
 from .naming import notebook_name
 from .session import Session, close_session, get_session
 from .tracking import TrackingScope

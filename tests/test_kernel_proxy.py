@@ -5,7 +5,6 @@ every row; exactly one Pay-i event per call."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import nbformat

@@ -5,7 +5,6 @@ received is validated against the published Pay-i spec."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,7 +69,7 @@ def executed(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[An
 
 
 def test_every_call_is_a_row_with_exact_usage_and_context(executed: tuple[Any, dict[str, Any]]) -> None:
-    nb, summary = executed
+    _, summary = executed
     rows = summary["rows"]
     assert len(rows) == 1 + 2 + 2 + 1 + 1 + 1
     by_id = {row["provider_response_id"]: row for row in rows}

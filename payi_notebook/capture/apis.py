@@ -9,7 +9,7 @@ something we need, which keeps the per-event cost of the tee small.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson

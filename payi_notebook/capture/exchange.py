@@ -102,15 +102,14 @@ class Exchange:
         if self.log:
             self.obs.chunks = []
 
+        if self.mode == "proxy" and not route.proxied and config.proxy is None:
+            raise RuntimeError("proxy mode needs a Pay-i endpoint; none is configured")
+        if content is not None:
+            _replace_body(request, content)
         if route.proxied:
             self.context = context_from_headers(request.headers, scope.context)
-            request = _rebuild(request, content=content) if content is not None else request
         elif self.mode == "proxy":
-            if config.proxy is None:
-                raise RuntimeError("proxy mode needs a Pay-i endpoint; none is configured")
-            request = rewrite_to_proxy(request, route, config.proxy, self.context, content)
-        elif content is not None:
-            request = _rebuild(request, content=content)
+            rewrite_to_proxy(request, route, config.proxy, self.context)  # type: ignore[arg-type]
         self.request = request
         self.timestamp = time.time()
         self.start = time.perf_counter()
@@ -296,17 +295,13 @@ def _text(raw: bytes | None) -> str | None:
     return raw.decode("utf-8", "replace") if raw else None
 
 
-def _rebuild(request: Any, *, content: bytes | None = None, url: Any = None, headers: Any = None) -> Any:
-    """A copy of ``request`` with a new body, URL or headers (length recomputed)."""
-    new_headers = (headers if headers is not None else request.headers).copy()
-    if content is not None:
-        new_headers.pop("content-length", None)
-        new_headers.pop("transfer-encoding", None)
-        new_headers["accept-encoding"] = "identity"  # we may hide an event: keep the stream plain
-    return type(request)(
-        request.method,
-        url if url is not None else request.url,
-        headers=new_headers,
-        content=content if content is not None else _raw(request),
-        extensions=request.extensions,
-    )
+def _replace_body(request: Any, content: bytes) -> None:
+    """Give ``request`` a new JSON body in place (the SDK builds a fresh request per attempt).
+
+    Cheaper than building a new request on the hot path. The stream is asked for uncompressed,
+    since we may hide one of its events.
+    """
+    request.stream = type(request.stream)(content)
+    request._content = content
+    request.headers["content-length"] = str(len(content))
+    request.headers["accept-encoding"] = "identity"

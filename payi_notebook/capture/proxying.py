@@ -64,19 +64,20 @@ def _headers_for(context: Context) -> dict[str, str]:
     return headers
 
 
-def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context, content: bytes | None) -> Any:
-    """``request`` aimed at the Pay-i proxy route instead of the provider.
+def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context) -> None:
+    """Re-address ``request`` to the Pay-i proxy route, in place.
 
-    Without a new body the request is re-addressed in place (the SDK builds a fresh request
-    for every attempt, so nothing else sees it); with one, a copy is made.
+    The SDK builds a fresh request for every attempt, so nothing else sees the change, and
+    nothing is copied on the caller's hot path.
     """
     url = _proxy_url(type(request.url), target.base_url, route.provider, _operation_path(route))
     if request.url.query:
         url = url.copy_with(query=request.url.query)
-    headers = request.headers if content is None else request.headers.copy()
+    headers = request.headers
     additions = [(name, value) for name, value in _headers_for(context).items() if name not in headers]
     emptied = [name for name, value in headers.items() if not value and name.lower().startswith("xproxy-")]
     base_uri = route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider] and "xproxy-provider-baseuri" not in headers
+    request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
     for name in emptied:
         del headers[name]
     for name, value in additions:
@@ -85,12 +86,6 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
     headers["host"] = url.netloc.decode("ascii")
-    if content is None:
-        request.url = url
-        return request
-    headers.pop("content-length", None)
-    headers["accept-encoding"] = "identity"
-    return type(request)(request.method, url, headers=headers, content=content, extensions=request.extensions)
 
 
 def context_from_headers(headers: Any, fallback: Context) -> Context:
