@@ -118,6 +118,7 @@ class PayiMagics(Magics):
         self._cell_scope: TrackingScope | None = None
         self._on_options: tuple[dict[str, Any], bool] | None = None
         self._board: Any = None
+        self._nested = 0  # cells run by the %%payi cell-magic fallback, inside the outer cell
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -137,6 +138,8 @@ class PayiMagics(Magics):
         return self.session.base_context(notebook_name(self.shell.user_ns))
 
     def pre_run_cell(self, info: Any) -> None:
+        if self._nested:
+            return
         count = self.shell.execution_count - 1 if getattr(info, "store_history", False) else None
         self._cell = (count, getattr(info, "cell_id", None))
         self._cell_scope = None
@@ -170,6 +173,8 @@ class PayiMagics(Magics):
             raise UsageError(str(exc)) from None
 
     def post_run_cell(self, result: Any) -> None:
+        if self._nested:
+            return
         scope, self._cell_scope = self._cell_scope, None
         tracking.set_current(None)
         if scope is None:
@@ -213,9 +218,15 @@ class PayiMagics(Magics):
         return handler(rest, line.split(None, 1)[1] if len(words) > 1 else "")
 
     def _run_cell_fallback(self, line: str, cell: str) -> Any:
-        """Used only when the input transformer did not see the cell (e.g. ``run_cell_magic``)."""
+        """``run_cell_magic("payi", ...)``, which the input transformer never sees: the body runs as
+        a nested cell inside the scope; the outer cell's end closes it. (No top-level ``await`` here.)
+        """
         self.open_cell_scope(line)
-        return self.shell.run_cell(cell).result
+        self._nested += 1
+        try:
+            return self.shell.run_cell(cell).result
+        finally:
+            self._nested -= 1
 
     def _status(self) -> Any:
         self.session.start()

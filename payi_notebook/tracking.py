@@ -11,9 +11,8 @@ import contextvars
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -166,13 +165,3 @@ def install_executor_propagation() -> None:
 def uninstall_executor_propagation() -> None:
     with _propagation_lock:
         ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
-
-
-@contextmanager
-def no_tracking() -> Iterator[None]:
-    """Run a block outside any scope (for our own background work)."""
-    token = _current.set(None)
-    try:
-        yield
-    finally:
-        _current.reset(token)

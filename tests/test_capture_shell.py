@@ -258,3 +258,10 @@ def test_load_twice_installs_once_and_unload_restores(shell: InteractiveShell) -
     assert not hasattr(httpx.AsyncClient.send, "__payi_original__")
     ok(shell, "%load_ext payi_notebook")
     assert hasattr(httpx2.Client.send, "__payi_original__")
+
+
+def test_the_cell_magic_called_directly_tracks_its_body(shell: InteractiveShell) -> None:
+    ok(shell, "get_ipython().run_cell_magic('payi', '--use-case direct --user dee', 'r = oa.chat.completions.create(model=\\'gpt-4o-mini\\', messages=MSG)')")
+    df = rows()
+    assert len(df) == 1 and (df.iloc[0].use_case_name, df.iloc[0].user_id) == ("direct", "dee")
+    assert df.iloc[0].provider_response_id == shell.user_ns["r"].id
