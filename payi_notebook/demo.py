@@ -110,7 +110,9 @@ def execute(
         except CellExecutionError:
             raise NotebookError(f"{path.name}: {_failed_cell(nb)}", nb) from None
         except CellTimeoutError:
-            raise NotebookError(f"{path.name}: a cell ran longer than {timeout:.0f} s; {_running_cell(nb)}", nb) from None
+            raise NotebookError(
+                f"{path.name}: a cell ran longer than {timeout:.0f} s; {_running_cell(nb)}", nb
+            ) from None
         except DeadKernelError as exc:
             raise NotebookError(f"{path.name}: the kernel died ({exc}); {_running_cell(nb)}", nb) from None
     return nb
@@ -165,10 +167,7 @@ def _tokens(units: Mapping[str, Any], side: str) -> int:
 def _describe(event: Mapping[str, Any]) -> str:
     units = event.get("units") or {}
     cost = (event.get("cost") or {}).get("total", 0.0)
-    return (
-        f"{event.get('resource')}, {_tokens(units, 'input')} in / {_tokens(units, 'output')} out tokens, "
-        f"${cost:.6f}"
-    )
+    return f"{event.get('resource')}, {_tokens(units, 'input')} in / {_tokens(units, 'output')} out tokens, ${cost:.6f}"
 
 
 def summary(events: Sequence[Mapping[str, Any]]) -> str:
@@ -177,11 +176,13 @@ def summary(events: Sequence[Mapping[str, Any]]) -> str:
     Raises ``LookupError`` if either of the two calls the quickstart must make is missing.
     """
     proxied = [e for e in events if e.get("source") == "proxy" and e.get("category") == "system.openai"]
-    ingested = [
-        e for e in events if e.get("source") in ("ingest", "bulk") and e.get("category") == "system.anthropic"
-    ]
+    ingested = [e for e in events if e.get("source") in ("ingest", "bulk") and e.get("category") == "system.anthropic"]
     if not proxied or not ingested:
-        missing = [what for what, found in (("a proxied OpenAI call", proxied), ("an ingested Anthropic call", ingested)) if not found]
+        missing = [
+            what
+            for what, found in (("a proxied OpenAI call", proxied), ("an ingested Anthropic call", ingested))
+            if not found
+        ]
         raise LookupError(f"the sandbox recorded {len(events)} events but not {' or '.join(missing)}")
     total = sum((e.get("cost") or {}).get("total", 0.0) for e in events)
     by_use_case: dict[str, float] = defaultdict(float)
@@ -199,30 +200,31 @@ def summary(events: Sequence[Mapping[str, Any]]) -> str:
 
 def run(notebook: Path, out_dir: Path, timeout: float) -> str:
     """Execute ``notebook`` against a fresh sandbox, write the outputs, return the summary."""
+    import nbformat
+
     from . import sandbox as sandbox_mod
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / notebook.name
     with tempfile.TemporaryDirectory(prefix="payi-demo-") as data, sandbox_mod.start() as sandbox:
         env = kernel_env(notebook, sandbox_env(sandbox), data)
         started = time.perf_counter()
         try:
             nb = execute(notebook, env, timeout=timeout)
         except NotebookError as exc:
-            import nbformat
-
-            partial = out_dir / notebook.name
-            nbformat.write(exc.notebook, partial)
-            raise NotebookError(f"{exc} (what ran is in {partial})", exc.notebook) from None
+            nbformat.write(exc.notebook, executed)
+            raise NotebookError(f"{exc} (what ran is in {executed})", exc.notebook) from None
         elapsed = time.perf_counter() - started
-        import nbformat
-
-        executed = out_dir / notebook.name
         nbformat.write(nb, executed)
         html = export_html(nb, out_dir / f"{notebook.stem}.html")
         cells = sum(1 for c in nb.cells if c.cell_type == "code")
         report = summary(sandbox.events())
     used = [k for k in PROVIDER_KEYS if os.environ.get(k)]
-    providers = f"real providers for {', '.join(used)}" if used else "the provider emulator (no OPENAI_API_KEY / ANTHROPIC_API_KEY set)"
+    providers = (
+        f"real providers for {', '.join(used)}"
+        if used
+        else "the provider emulator (no OPENAI_API_KEY / ANTHROPIC_API_KEY set)"
+    )
     return (
         f"Ran {notebook.name}: {cells} code cells in {elapsed:.1f} s, no errors, calls went to {providers}.\n"
         f"{report}\n"

@@ -35,16 +35,22 @@ NOT_SHIPPED = shutil.ignore_patterns(
 def fresh_env(home: Path, **extra: str) -> dict[str, str]:
     """A new user's environment: own HOME (no kernelspecs, no Jupyter config), no Pay-i or provider keys."""
     drop = ("PAYI_", "JUPYTER", "JPY_", "VIRTUAL_ENV", "PYTHONPATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(drop) and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    }
     env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))  # the user's cache, not the new HOME's
     env["HOME"] = str(home)
     env.update(extra)
     return env
 
 
-def step(what: str, command: list[str], timings: dict[str, float], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def step(
+    what: str, command: list[str], timings: dict[str, float], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
     timings[what] = time.perf_counter() - started
     assert done.returncode == 0, f"{what} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
@@ -79,7 +85,9 @@ def test_binder_environment_runs_the_quickstart(tmp_path: Path, capsys: pytest.C
         "--ExecutePreprocessor.store_widget_state=True", "--ExecutePreprocessor.timeout=180",
         "--output-dir", str(out), "notebooks/01_quickstart.ipynb",
     ]  # fmt: skip
-    done = step("binder/start jupyter nbconvert --execute 01_quickstart", command, timings, cwd=repo, env=env, timeout=300)
+    done = step(
+        "binder/start jupyter nbconvert --execute 01_quickstart", command, timings, cwd=repo, env=env, timeout=300
+    )
     with capsys.disabled():
         print("\n[binder, slow] " + ", ".join(f"{what}: {seconds:.1f} s" for what, seconds in timings.items()))
 
@@ -91,7 +99,9 @@ def test_binder_environment_runs_the_quickstart(tmp_path: Path, capsys: pytest.C
     assert errors(executed) == []
     assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
     status = next(c for c in executed.cells if c.cell_type == "code" and c.source == "%payi status")
-    assert f"sandbox at {lines['PAYI_BASE_URL']}" in status.outputs[0]["data"]["text/plain"], "the kernel used start's sandbox"
+    assert f"sandbox at {lines['PAYI_BASE_URL']}" in status.outputs[0]["data"]["text/plain"], (
+        "the kernel used start's sandbox"
+    )
     load = executed.cells[1]
     assert load.source == "%load_ext payi_notebook" and load.outputs == [], "no second sandbox was spawned"
 
@@ -107,10 +117,12 @@ def test_binder_environment_runs_the_quickstart(tmp_path: Path, capsys: pytest.C
 
 
 def test_start_changes_nothing_when_a_pay_i_key_is_set(tmp_path: Path) -> None:
-    env = fresh_env(tmp_path, PAYI_API_KEY="pk-user", PAYI_BASE_URL="https://api.pay-i.com", PATH=os.environ.get("PATH", ""))
+    env = fresh_env(
+        tmp_path, PAYI_API_KEY="pk-user", PAYI_BASE_URL="https://api.pay-i.com", PATH=os.environ.get("PATH", "")
+    )
     done = subprocess.run(
         [str(REPO / "binder" / "start"), "sh", "-c", 'echo "$PAYI_BASE_URL ${PAYI_SANDBOX_PROVIDER_URL:-none} $#" "$@"', "-", "a b"],
-        env=env, capture_output=True, text=True, timeout=30,
+        env=env, check=False, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout == "https://api.pay-i.com none 1 a b\n"

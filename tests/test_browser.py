@@ -69,6 +69,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def answers(url: str, token: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/status", headers={"Authorization": f"token {token}"}, timeout=2).is_success
+    except httpx.TransportError:
+        return False
+
+
 @dataclass
 class Lab:
     url: str
@@ -106,7 +113,11 @@ def lab(chromium: Path, sandbox: Any, tmp_path: Path) -> Iterator[Lab]:
         (settings / name).write_text(json.dumps(values))
 
     drop = ("PAYI_", "JUPYTER", "JPY_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(drop) and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    }
     env.update(sandbox_env(sandbox))
     env.update(
         PAYI_NOTEBOOK_DATA_DIR=str(tmp_path / "payi-data"),
@@ -130,11 +141,8 @@ def lab(chromium: Path, sandbox: Any, tmp_path: Path) -> Iterator[Lab]:
         deadline = time.monotonic() + 60
         while True:
             assert server.poll() is None, f"JupyterLab exited ({server.returncode}):\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{url}/api/status", headers={"Authorization": f"token {token}"}, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if answers(url, token):
+                break
             assert time.monotonic() < deadline, f"JupyterLab did not answer within 60 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.2)
         yield Lab(url, token, log)
@@ -167,14 +175,18 @@ def test_quickstart_in_jupyterlab(chromium: Path, lab: Lab, sandbox: Any) -> Non
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} ({r.failure})"))
             page.goto(lab.notebook_url("01_quickstart.ipynb"))
             page.wait_for_function(KERNEL_READY, timeout=90_000)
-            page.evaluate("() => window.jupyterapp.shell.leftCollapsed || window.jupyterapp.commands.execute('application:toggle-left-area')")
+            page.evaluate(
+                "() => window.jupyterapp.shell.leftCollapsed || window.jupyterapp.commands.execute('application:toggle-left-area')"
+            )
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(ALL_CELLS_RAN, timeout=120_000, polling=250)
 
             chart = page.locator(".payi-breakdown .js-plotly-plot .main-svg").first
             chart.wait_for(state="visible", timeout=30_000)
             bars = page.locator(".payi-breakdown .js-plotly-plot .bars .point")
-            page.wait_for_function("() => document.querySelectorAll('.payi-breakdown .js-plotly-plot .bars .point').length >= 3")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.payi-breakdown .js-plotly-plot .bars .point').length >= 3"
+            )
             assert bars.count() == 3, "one bar per use case: 01_quickstart, summarize, triage"
             assert page.locator(".payi-breakdown").inner_text().count("triage") >= 1
 

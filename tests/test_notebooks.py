@@ -43,7 +43,11 @@ print({PROBE_MARK!r} + _pn.ledger().df[_cols].to_json(orient="records"))
 
 def clean_env() -> dict[str, str]:
     """Our environment without provider keys or Pay-i settings: every run uses the emulator and its sandbox."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PAYI_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PAYI_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+    }
 
 
 class Run:
@@ -122,7 +126,10 @@ def test_quickstart(run_notebook: Callable[[str], Run]) -> None:
     events = {e["provider_response_id"]: e for e in run.events}
     assert len(run.events) == len(events) == 6, [e["source"] for e in run.events]
     assert [(e["source"], e["category"]) for e in run.events].count(("proxy", "system.openai")) == 1
-    assert sorted(e["category"] for e in run.events if e["source"] != "proxy") == ["system.anthropic"] * 3 + ["system.openai"] * 2
+    assert (
+        sorted(e["category"] for e in run.events if e["source"] != "proxy")
+        == ["system.anthropic"] * 3 + ["system.openai"] * 2
+    )
     assert all(e["http_status_code"] == 200 and e["cost"]["total"] > 0 for e in run.events)
 
     rows = {r["provider_response_id"]: r for r in run.rows}
@@ -172,7 +179,9 @@ def test_proxy_and_budgets(run_notebook: Callable[[str], Run]) -> None:
     printed = text(run.cell("except BadRequestError"))
     lines = [line for line in printed.splitlines() if line.startswith("call ")]
     assert lines[0] == "call 1: allowed"
-    assert lines[-1].endswith("refused by Pay-i: limit_reached: Insufficient limit for the requested operation"), printed
+    assert lines[-1].endswith("refused by Pay-i: limit_reached: Insufficient limit for the requested operation"), (
+        printed
+    )
     allowed = len(lines) - 1
     assert allowed >= 2
     assert "1 call was blocked by limit 'nb02-block'" in printed  # the cell's own explanation, after it ran
@@ -227,7 +236,7 @@ def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
     env = clean_env() | {"PAYI_NOTEBOOK_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run(
         [sys.executable, "-m", "payi_notebook.demo", "--out", str(tmp_path / "build")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env=env, cwd=tmp_path, check=False, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -252,11 +261,13 @@ def test_demo_names_the_failing_cell(tmp_path: Path) -> None:
     nbformat.write(nb, path)
     done = subprocess.run(
         [sys.executable, "-m", "payi_notebook.demo", "--notebook", str(path), "--out", str(tmp_path / "build")],
-        env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=clean_env(), cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "demo: error: broken.ipynb: cell 2 ('# divide') raised ZeroDivisionError: division by zero"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("demo: error: broken.ipynb: cell 2 ('# divide') raised ZeroDivisionError: division by zero")
     ), done.stderr
     partial = nbformat.read(tmp_path / "build" / "broken.ipynb", as_version=4)
     assert partial.cells[0].execution_count == 1
@@ -265,7 +276,7 @@ def test_demo_names_the_failing_cell(tmp_path: Path) -> None:
 def test_demo_refuses_a_missing_notebook(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "payi_notebook.demo", "--notebook", str(tmp_path / "nope.ipynb")],
-        capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "no notebook at" in done.stderr and "--notebook PATH" in done.stderr
 
@@ -287,7 +298,9 @@ def test_execute_uses_the_given_python_not_a_user_kernelspec(tmp_path: Path, mon
 
 
 def test_notebook_error_keeps_what_ran(tmp_path: Path) -> None:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('ran')"), nbformat.v4.new_code_cell("raise KeyError('k')")])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("print('ran')"), nbformat.v4.new_code_cell("raise KeyError('k')")]
+    )
     path = tmp_path / "err.ipynb"
     nbformat.write(nb, path)
     with pytest.raises(NotebookError) as caught:
