@@ -176,7 +176,7 @@ class Session:
             report=self.report,
             default_mode=self.settings.mode,
             log_default=self.settings.log_prompt_and_response,
-            proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key),
+            proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key, always_base_uri=self.endpoint.kind == "sandbox"),
         )
         capture.configure(config)
 

@@ -179,3 +179,21 @@ def test_limits_api_and_magic(shell: InteractiveShell) -> None:
             bad()
     pn.limits.delete(created.limit_id)
     assert created.limit_id not in set(pn.limits.list().limit_id)
+
+
+def test_the_sandbox_is_told_where_a_public_provider_is() -> None:
+    """Pay-i assumes the public host without xProxy-Provider-BaseUri; the sandbox assumes its emulator."""
+    import httpx2
+
+    from payi_notebook.capture import ProxyTarget, RouteTable
+    from payi_notebook.capture.proxying import rewrite_to_proxy
+    from payi_notebook.context import Context
+
+    routes = RouteTable({}, "http://127.0.0.1:9")
+    for always, expected in ((True, "https://api.openai.com"), (False, None)):
+        request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "m"})
+        route = routes.match("https", "api.openai.com", None, "/v1/chat/completions")
+        rewrite_to_proxy(request, route, ProxyTarget("http://127.0.0.1:9", "k", always_base_uri=always), Context())
+        assert str(request.url) == "http://127.0.0.1:9/api/v1/proxy/openai/v1/chat/completions"
+        assert request.headers.get("xProxy-Provider-BaseUri") == expected
+        assert request.headers["host"] == "127.0.0.1:9" and request.headers["xProxy-api-key"] == "k"

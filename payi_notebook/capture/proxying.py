@@ -27,10 +27,16 @@ _DEFAULT_PROVIDER_BASES = {provider: urls[0].removesuffix("/v1") for provider, u
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    """Where the Pay-i proxy lives; the key is kept out of reprs."""
+    """Where the Pay-i proxy lives; the key is kept out of reprs.
+
+    ``always_base_uri``: name the provider's base URL on every call, even the public one. Pay-i
+    assumes the public host when the header is absent; the sandbox assumes its emulator, so
+    with the sandbox a call to api.openai.com must say so to reach the real provider.
+    """
 
     base_url: str
     api_key: str
+    always_base_uri: bool = False
 
     def __repr__(self) -> str:
         return f"ProxyTarget(base_url={self.base_url!r})"
@@ -76,7 +82,9 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     headers = request.headers
     additions = [(name, value) for name, value in _headers_for(context).items() if name not in headers]
     emptied = [name for name, value in headers.items() if not value and name.lower().startswith("xproxy-")]
-    base_uri = route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider] and "xproxy-provider-baseuri" not in headers
+    base_uri = "xproxy-provider-baseuri" not in headers and (
+        target.always_base_uri or route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider]
+    )
     request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
     for name in emptied:
         del headers[name]
