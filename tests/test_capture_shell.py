@@ -265,3 +265,17 @@ def test_the_cell_magic_called_directly_tracks_its_body(shell: InteractiveShell)
     df = rows()
     assert len(df) == 1 and (df.iloc[0].use_case_name, df.iloc[0].user_id) == ("direct", "dee")
     assert df.iloc[0].provider_response_id == shell.user_ns["r"].id
+
+
+def test_a_stream_dropped_unread_is_still_recorded(shell: InteractiveShell) -> None:
+    ok(
+        shell,
+        "%%payi\n"
+        "import gc\n"
+        "s = oa.chat.completions.create(model='gpt-4o-mini', messages=MSG, stream=True)\n"
+        "first = next(iter(s))\n"
+        "del s\n"
+        "gc.collect()\n",
+    )
+    df = rows()
+    assert len(df) == 1 and df.iloc[0].partial and df.iloc[0].provider_response_id == shell.user_ns["first"].id

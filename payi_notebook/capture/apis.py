@@ -87,6 +87,10 @@ class ApiAdapter:
         """One stream event; return False to keep it from the caller."""
         return True
 
+    def may_hide(self, raw: bytes) -> bool:
+        """Whether ``read_event`` might drop this raw event (then it is read before it is passed on)."""
+        return False
+
     @staticmethod
     def _proxy_result(obs: Observation, data: str, parsed: Any = None) -> None:
         if "xproxy_result" in data:
@@ -97,6 +101,9 @@ class ApiAdapter:
 
 class OpenAIChat(ApiAdapter):
     provider, operation, category = "openai", "chat", "system.openai"
+
+    def may_hide(self, raw: bytes) -> bool:
+        return b'"usage":{' in raw or b'"usage": {' in raw
 
     def prepare(self, body: dict[str, Any]) -> bool:
         if not body.get("stream"):

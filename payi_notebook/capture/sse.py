@@ -43,14 +43,22 @@ class SSESplitter:
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+    def split(self, chunk: bytes) -> list[bytes]:
+        """The complete events ``chunk`` finishes, as raw bytes (parse them with ``parse_event``)."""
         buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[bytes] = []
         start = 0
         while match := _BOUNDARY.search(buffer, start):
             end = match.end()
-            yield parse_event(buffer[start:end])
+            events.append(buffer[start:end])
             start = end
         self._buffer = buffer[start:]
+        return events
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """The complete events ``chunk`` finishes, parsed."""
+        for raw in self.split(chunk):
+            yield parse_event(raw)
 
     def tail(self) -> bytes:
         """Bytes after the last complete event (a stream cut mid-event leaves some)."""

@@ -2,21 +2,22 @@
 
 Both sit where the HTTP library keeps the raw byte stream (``response.stream``), so the
 caller's SDK reads through them unchanged. The SSE tee hands each event on as soon as it
-is complete (the SDK cannot use half an event anyway); nothing is held back longer. A
-compressed body is decoded on a copy and passed through untouched. When the body ends, is
+is complete (the SDK cannot use half an event anyway) and reads it only after handing it on,
+when the caller asks for more, so reading adds nothing to the time to the first token. Only
+an event we may hide (the usage chunk we asked for on the caller's behalf) is read first.
+A compressed body is decoded on a copy and passed through untouched. When the body ends, is
 closed early, or the response is dropped unread, the exchange is finished exactly once.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .sse import SSESplitter
+from .sse import SSESplitter, parse_event
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -47,9 +48,15 @@ class _Reader:
         self._filter = self._decoder is None  # events may be dropped only when bytes are plain
         self._body: list[bytes] | None = [] if not sse and readable else None
         self._size = 0
+        self._unread: list[bytes] = []  # events passed on, not yet read
+        self._unread_at = 0.0
         if not readable:
             exchange.report(f"response body is {encoding}-encoded; usage could not be read", None)
-        weakref.finalize(self, exchange.abandon)
+
+    def __del__(self) -> None:
+        """Dropped without being read to the end or closed: still record the call."""
+        self.catch_up()
+        self._exchange.abandon()
 
     def _decode(self, chunk: bytes) -> bytes:
         return self._decoder.decompress(chunk) if self._decoder else chunk
@@ -61,13 +68,15 @@ class _Reader:
             exchange.first_byte_at = now
         try:
             if self._splitter is not None:
-                events = self._splitter.feed(self._decode(chunk))
+                self.catch_up()
+                events = self._splitter.split(self._decode(chunk))
+                if self._filter and any(exchange.adapter.may_hide(raw) for raw in events):
+                    kept = [raw for raw in events if exchange.observe_event(parse_event(raw), now)]
+                    return kept[0] if len(kept) == 1 else b"".join(kept)
+                self._unread, self._unread_at = events, now
                 if not self._filter:
-                    for event in events:
-                        exchange.observe_event(event, now)
                     return chunk
-                kept = [event.raw for event in events if exchange.observe_event(event, now)]
-                return kept[0] if len(kept) == 1 else b"".join(kept)
+                return events[0] if len(events) == 1 else b"".join(events)  # an unfinished event waits
             if self._body is not None:
                 self._size += len(chunk)
                 if self._size <= COLLECT_LIMIT:
@@ -81,8 +90,19 @@ class _Reader:
             return held + chunk
         return chunk
 
+    def catch_up(self) -> None:
+        """Read the events already passed on to the caller."""
+        unread, self._unread = self._unread, []
+        try:
+            for raw in unread:
+                self._exchange.observe_event(parse_event(raw), self._unread_at)
+        except Exception as exc:  # the caller already has these bytes; stop reading, keep passing
+            self._exchange.report("reading the response stream failed", exc)
+            self._splitter = None
+
     def _finish(self, eof: bool) -> bytes:
         """Finish the exchange; return bytes still held (an incomplete last event)."""
+        self.catch_up()
         tail = b""
         if self._splitter is not None:
             tail = self._splitter.tail()
@@ -102,6 +122,7 @@ def stream_classes(lib: ModuleType) -> tuple[type, type]:
                 out = self._take(chunk)
                 if out:
                     yield out
+                self.catch_up()
             tail = self._finish(eof=True)
             if tail:
                 yield tail
@@ -118,6 +139,7 @@ def stream_classes(lib: ModuleType) -> tuple[type, type]:
                 out = self._take(chunk)
                 if out:
                     yield out
+                self.catch_up()
             tail = self._finish(eof=True)
             if tail:
                 yield tail
