@@ -441,32 +441,6 @@ class AsyncPayiClient(_Transport):
     async def ingest_bulk(self, items: list[Mapping[str, Any]]) -> dict[str, Any]:
         return await self._run(ingest_bulk_plan(items))
 
-    async def list_limits(self, name: str | None = None, *, page_size: int = 100) -> list[dict[str, Any]]:
-        return await self._run(list_limits_plan(name, page_size))
-
-    async def get_limit(self, limit_id: str) -> dict[str, Any]:
-        return await self._run(limit_plan("GET", limit_id))
-
-    async def create_limit(
-        self,
-        name: str,
-        max: float,
-        limit_type: str = "allow",
-        threshold: float | None = None,
-        limit_id: str | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        return await self._run(create_limit_plan(name, max, limit_type, threshold, limit_id, properties))
-
-    async def update_limit(self, limit_id: str, max: float | None = None, name: str | None = None) -> dict[str, Any]:
-        return await self._run(update_limit_plan(limit_id, max, name))
-
-    async def delete_limit(self, limit_id: str) -> dict[str, Any]:
-        return await self._run(limit_plan("DELETE", limit_id))
-
-    async def reset_limit(self, limit_id: str) -> dict[str, Any]:
-        return await self._run(limit_plan("POST", limit_id, "/reset"))
-
     async def request_result(self, request_id: str) -> dict[str, Any]:
         return await self._run(request_result_plan(request_id))
 

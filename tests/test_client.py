@@ -179,16 +179,22 @@ def test_bulk_answer_is_returned_even_when_some_items_are_refused(client: PayiCl
 
 
 def test_async_client_speaks_the_same_api(sandbox: sandbox_pkg.Sandbox) -> None:
-    async def run() -> tuple[dict, dict, list]:
-        async with AsyncPayiClient(sandbox.base_url, sandbox.api_key) as payi:
-            event = _event()
-            answers = await asyncio.gather(*(payi.ingest(wire.ingest_body(e), wire.ingest_headers(e)) for e in (event, _event())))
-            created = await payi.create_limit(f"async-{uuid.uuid4().hex[:6]}", 3.0)
-            return answers[0], created, await payi.list_limits(name=created["limit"]["limit_name"])
+    """The flusher's client: ingest, bulk and result lookups, concurrently."""
 
-    answer, created, listed = asyncio.run(run())
-    validate_component("IngestResponse", answer)
-    assert [lim["limit_id"] for lim in listed] == [created["limit"]["limit_id"]]
+    async def run() -> tuple[list[dict], dict, dict]:
+        async with AsyncPayiClient(sandbox.base_url, sandbox.api_key) as payi:
+            events = [_event(), _event()]
+            answers = await asyncio.gather(*(payi.ingest(wire.ingest_body(e), wire.ingest_headers(e)) for e in events))
+            bulk = await payi.ingest_bulk([wire.bulk_item(_event())])
+            looked_up = await payi.provider_result(events[0].category, events[0].provider_response_id)
+            return answers, bulk, looked_up
+
+    answers, bulk, looked_up = asyncio.run(run())
+    for answer in answers:
+        validate_component("IngestResponse", answer)
+    validate_component("BulkIngestResponse", bulk)
+    assert bulk["ingest_count"] == 1
+    assert looked_up["xproxy_result"]["request_id"] == answers[0]["request_id"]
 
 
 @pytest.mark.parametrize(
