@@ -44,7 +44,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,10 +61,13 @@ _FOLLOWUP_ATTEMPTS = 6
 _TICK = 0.05  # while draining, new events are picked up at least this often without a wake-up
 _QUIET = 0.1  # the foreground counts as busy while events arrived within this many seconds
 _MAX_DEFER = 1.0  # ... but no event waits longer than this for the foreground to pause
+_SLICE = 16  # events built and priced between two polls of the loop (each poll releases the GIL)
 
 
 class LedgerLike(Protocol):
     def update(self, ref: Any, **changes: Any) -> bool: ...
+
+    def materialize(self) -> None: ...
 
 
 class _Hidden:
@@ -88,6 +91,8 @@ class _Job:
     headers: dict[str, str]
     generated_id: bool = False
     journalled: bool = False
+    call: Any = None  # a deferred captured call: its event (and body, with send) are built on this thread
+    send: bool = True
     single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
     lookups: int = 0
 
@@ -177,6 +182,7 @@ class Flusher:
         timeout: float = 30.0,
         exit_timeout: float = 3.0,
         compact_bytes: int | None = None,
+        rebuild: Callable[[str, dict[str, Any]], UsageEvent] | None = None,
     ) -> None:
         if concurrency < 1 or bulk_size < 1 or bulk_threshold < 1:
             raise ValueError("concurrency, bulk_size and bulk_threshold must be at least 1")
@@ -199,6 +205,7 @@ class Flusher:
         self.lookup_delay = lookup_delay
         self.exit_timeout = exit_timeout
         self._compact_bytes = compact_bytes
+        self._rebuild = rebuild or _rebuild_call  # raw captured calls recovered from a spool → events
 
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -303,7 +310,10 @@ class Flusher:
             log.info("payi_notebook: re-sending %d event(s) left in the spool by an earlier run", len(recovered))
 
     def _recovered_job(self, record: SpoolRecord) -> _Job:
-        return _Job(record.event_id, None, None, record.body, record.headers, journalled=True)
+        if record.call is None:
+            return _Job(record.event_id, None, None, record.body, record.headers, journalled=True)
+        body, headers = self._render(self._rebuild(record.event_id, record.call))
+        return _Job(record.event_id, None, None, body, headers, journalled=True)
 
     def stop(self, timeout: float = 5.0) -> FlushReport:
         """Drain for up to ``timeout`` s, stop the thread; unsent events stay in the spool."""
@@ -330,11 +340,14 @@ class Flusher:
 
     # ---- hot path --------------------------------------------------------------------------
 
-    def submit(self, event: UsageEvent, ref: Any, send: bool = True) -> None:
-        """Queue ``event`` (row ``ref``) for pricing and, with ``send``, for Pay-i. Never raises.
+    def submit(self, item: Any, ref: Any, send: bool = True) -> None:
+        """Queue a captured call (row ``ref``) for pricing and, with ``send``, for Pay-i. Never raises.
 
-        With ``send`` the ingest body is journalled to the spool before this returns.
-        Proxied events pass ``send=False``: Pay-i saw them in flight; they are only priced.
+        ``item`` is a ``UsageEvent`` or capture's call (``event()``, ``lazy``, ``journal()``).
+        With ``send`` it is journalled to the spool before this returns: the ingest body, or
+        for a deferred call (``item.lazy``) its raw record — its event and body are then built
+        on the flusher's thread. Proxied calls pass ``send=False``: Pay-i saw them in flight;
+        they are only priced.
         """
         try:
             if self._thread is None:
@@ -343,17 +356,18 @@ class Flusher:
                         self._mark_failed(ref, "the interpreter is exiting; event not sent to Pay-i")
                     return
                 self.start()
-            if send:
-                logging_default = self.log_prompt_and_response
-                cached_ctx, cached_default, headers = self._headers_cache  # a cell's calls share one context
-                if cached_ctx is not event.context or cached_default != logging_default:
-                    headers = wire.ingest_headers(event, logging_default)
-                    self._headers_cache = (event.context, logging_default, headers)
-                body = wire.ingest_body(event, logging_default)
-                job = _Job(event.event_id, ref, event, body, headers, event.provider_response_id is None)
-                self._journal(job)
+            if getattr(item, "lazy", False):
+                job = _Job(item.event_id, ref, None, None, {}, call=item, send=send)
+                if send:
+                    self._journal_call(job)
             else:
-                job = _Job(event.event_id, ref, event, None, {})
+                event = item if isinstance(item, UsageEvent) else item.event()
+                if send:
+                    body, headers = self._render(event)
+                    job = _Job(event.event_id, ref, event, body, headers, event.provider_response_id is None)
+                    self._journal(job)
+                else:
+                    job = _Job(event.event_id, ref, event, None, {})
             now = time.monotonic()
             with self._submit_lock:
                 self._incoming.append(job)
@@ -365,8 +379,18 @@ class Flusher:
                 self._idle = False
                 self._work.set()  # no syscall, no GIL hand-off inside the user's call
         except Exception as exc:  # never break the user's call
-            self._record_error(f"could not queue event {event.event_id}: {exc!r}")
+            event_id = getattr(item, "event_id", "?")
+            self._record_error(f"could not queue event {event_id}: {exc!r}")
             self._mark_failed(ref, f"payi_notebook could not queue this event: {exc!r}")
+
+    def _render(self, event: UsageEvent) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ingest body and headers of ``event`` (a cell's calls share one context's headers)."""
+        logging_default = self.log_prompt_and_response
+        cached_ctx, cached_default, headers = self._headers_cache
+        if cached_ctx is not event.context or cached_default != logging_default:
+            headers = wire.ingest_headers(event, logging_default)
+            self._headers_cache = (event.context, logging_default, headers)
+        return wire.ingest_body(event, logging_default), headers
 
     def _wake_loop(self) -> None:
         """Make the thread look at its queue now (off the hot path: flush, wait_priced, stop)."""
@@ -377,6 +401,16 @@ class Flusher:
                 loop.call_soon_threadsafe(self._wake.set)
         except RuntimeError:  # the loop is closed: nothing to cut short
             pass
+
+    def _journal_call(self, job: _Job) -> None:
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            spool.append_call(job.event_id, job.call.journal())
+            job.journalled = True
+        except (OSError, RuntimeError) as exc:
+            self._record_error(f"spool write failed ({exc}); event {job.event_id} is kept in memory only")
 
     def _journal(self, job: _Job) -> None:
         spool = self._spool
@@ -538,6 +572,9 @@ class Flusher:
                 task = asyncio.ensure_future(coro)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            if self._incoming:  # more to take: let the loop poll (which releases the GIL) first
+                await asyncio.sleep(0)
+                continue
             if not (self._incoming or self._ready or self._requests or self._lookups):
                 return
             timer = self._next_timer()
@@ -573,12 +610,18 @@ class Flusher:
         return None
 
     def _take_incoming(self) -> None:
+        """Build, price and queue up to ``_SLICE`` submitted events.
+
+        In slices, so this thread never holds the GIL long while the caller may be waiting for it.
+        """
         taken = priced_only = 0
         with self._submit_lock:
             self._backlog_since = None
-        while self._incoming:
+        while self._incoming and taken < _SLICE:
             job = self._incoming.popleft()
             taken += 1
+            if job.call is not None:
+                self._build(job)
             if job.event is not None:
                 self._price(job)
             if job.body is None:
@@ -586,10 +629,27 @@ class Flusher:
             else:
                 self._ready.append(job)
         if taken:
+            if self.ledger is not None:
+                self.ledger.materialize()  # deferred rows appear without waiting for a reader
             with self._cv:
                 self._priced += taken
                 self._done += priced_only
                 self._cv.notify_all()
+
+    def _build(self, job: _Job) -> None:
+        """A deferred call's event and ingest body, built here, off the caller's request path."""
+        call, job.call = job.call, None
+        try:
+            job.event = call.event()
+            if job.send:
+                job.body, job.headers = self._render(job.event)
+                job.generated_id = job.event.provider_response_id is None
+        except Exception as exc:  # a capture bug: the row says so, the spool line is settled
+            self._record_error(f"building event {job.event_id} failed: {exc!r}")
+            job.body = None
+            self._mark_failed(job.ref, f"payi_notebook could not build this event: {exc!r}")
+            if job.journalled and self._spool is not None:
+                self._spool.ack(job.event_id, "failed")
 
     def _price(self, job: _Job) -> None:
         event = job.event
@@ -801,6 +861,13 @@ class Flusher:
     def _record_error(self, message: str) -> None:
         self._last_error = message
         self._last_error_at = time.time()
+
+
+def _rebuild_call(event_id: str, call: dict[str, Any]) -> UsageEvent:
+    """Capture's own reading of a raw call it journalled (imported on first use only)."""
+    from .capture.exchange import event_from_journal
+
+    return event_from_journal(event_id, call)
 
 
 def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str, Any]:

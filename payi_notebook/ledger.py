@@ -35,6 +35,7 @@ import math
 import struct
 import threading
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -413,6 +414,11 @@ def _prepare_changes(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _failed_row(exc: BaseException) -> UsageEvent:
+    """A row for a call whose event could not be built (so no later row shifts)."""
+    return UsageEvent(provider="unknown", category="unknown", operation="unknown", error=f"capture failed: {exc!r}")
+
+
 class Ledger:
     """Every captured call as one row; thread-safe appends and updates, a cached DataFrame."""
 
@@ -423,11 +429,14 @@ class Ledger:
         self._generation = 0
         self._version = 0
         self._frames: dict[tuple[str, ...], tuple[int, pd.DataFrame]] = {}  # by column list: (version, frame)
+        self._filling = threading.Lock()  # one materialize() at a time keeps rows in reservation order
         self._clear()
 
     def _clear(self) -> None:
         """Fresh, empty storage (new containers, so a reset gives the memory back)."""
         self._n = 0
+        self._reserved = 0  # rows handed out: filled (``_n``) plus those waiting in ``_pending``
+        self._pending: deque[tuple[RowRef, Callable[[], UsageEvent]]] = deque()
         self._records = bytearray()
         self._responses = _Heap()
         self._requests = _Heap()
@@ -446,6 +455,46 @@ class Ledger:
         ``payi_request_id`` and ``limit_states`` start from ``event.xproxy_result`` when
         capture already has one (proxy mode).
         """
+        return self._add(event, None)
+
+    def append_later(self, make: Callable[[], UsageEvent]) -> RowRef:
+        """Reserve the next row now; ``make()`` builds its event when the row is first needed.
+
+        Capture's hot path only reserves. Rows are filled in reservation order by
+        ``materialize()``, which every read and update runs first and the flusher runs in the
+        background. ``make`` should not raise; if it does, the row records the failure.
+        """
+        with self._lock:
+            ref = self._queue(make)
+        for subscription in self._subscribers:
+            subscription.run()
+        return ref
+
+    def _queue(self, make: Callable[[], UsageEvent]) -> RowRef:
+        """Reserve a row for ``make`` (caller holds the lock)."""
+        ref = _new_tuple(RowRef, (self._generation, self._reserved))
+        self._reserved += 1
+        self._pending.append((ref, make))
+        return ref
+
+    def materialize(self) -> None:
+        """Fill every reserved row whose event was deferred, in order (no-op when none are)."""
+        if not self._pending:
+            return
+        with self._filling:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    ref, make = self._pending.popleft()
+                try:
+                    self._add(make(), ref)
+                except Exception as exc:  # the row must still be filled, or later rows would shift
+                    log.warning("payi_notebook: building a deferred ledger row failed: %r", exc)
+                    self._add(_failed_row(exc), ref)
+
+    def _add(self, event: UsageEvent, reserved: RowRef | None) -> RowRef:
+        """Append ``event``: as a fresh row (None), or into the row ``reserved`` for it."""
         try:
             ctx = event.context
             provider = event.provider
@@ -498,6 +547,11 @@ class Ledger:
             raise TypeError(f"Ledger.append needs a well-formed UsageEvent: {exc}") from None
         with self._lock:
             n = self._n
+            if reserved is None:
+                if self._reserved != n:  # earlier rows are still being filled: keep the order
+                    return self._queue(lambda: event)
+            elif reserved.generation != self._generation:
+                return reserved  # a reset dropped this row while it was being built
             try:
                 shape = self._shape_codes.get(key, -1)
             except TypeError:
@@ -562,6 +616,8 @@ class Ledger:
             if error is not None:
                 self._errors[n] = error
             self._n = n + 1
+            if reserved is None:
+                self._reserved = n + 1
             self._version += 1
             generation = self._generation
         for subscription in self._subscribers:
@@ -578,6 +634,8 @@ class Ledger:
         """
         values = _prepare_changes(changes)
         generation, index = ref
+        if index >= self._n:
+            self.materialize()
         with self._lock:
             if generation != self._generation or not 0 <= index < self._n:
                 return False
@@ -641,10 +699,10 @@ class Ledger:
         return unsubscribe
 
     def __len__(self) -> int:
-        return self._n
+        return self._reserved
 
     def __repr__(self) -> str:
-        return f"<Ledger rows={self._n} generation={self._generation} version={self._version}>"
+        return f"<Ledger rows={self._reserved} generation={self._generation} version={self._version}>"
 
     @property
     def version(self) -> int:
@@ -658,6 +716,7 @@ class Ledger:
 
     def xproxy_result(self, ref: RowRef) -> dict[str, Any] | None:
         """The row's ``xproxy_result`` (a fresh dict), None if unset or ``ref`` is stale."""
+        self.materialize()
         generation, index = ref
         with self._lock:
             if generation != self._generation or not 0 <= index < self._n:
@@ -671,6 +730,7 @@ class Ledger:
 
     def totals(self, refs: Iterable[RowRef]) -> Totals:
         """Summary of the given rows; stale and repeated refs are ignored."""
+        self.materialize()
         with self._lock:
             generation, n = self._generation, self._n
             rows = sorted({index for gen, index in refs if gen == generation and 0 <= index < n})
@@ -721,6 +781,7 @@ class Ledger:
         (``dict(row["properties"])``) before changing it; the ledger itself never sees the
         change, and the next build makes fresh objects.
         """
+        self.materialize()
         return self._cached(COLUMNS)[1].copy(deep=False)  # copy-on-write: shares data until either side writes
 
     def frame(self, columns: Sequence[str]) -> pd.DataFrame:
@@ -739,6 +800,7 @@ class Ledger:
         ``UnknownColumnError`` (a ``KeyError`` and ``ValueError``) listing the valid ones.
         """
         names = _requested(columns)
+        self.materialize()
         version = self._version
         cached = self._frames.get(names)
         if cached is None or cached[0] != version:

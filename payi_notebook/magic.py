@@ -156,6 +156,7 @@ class PayiMagics(Magics):
             execution_count=self._cell[0],
             cell_id=self._cell[1],
             quiet=quiet or self.quiet,
+            proxied=[],
         )
         tracking.set_current(scope)
         if parent is None:

@@ -24,6 +24,7 @@ import platformdirs
 
 from . import capture, tracking
 from .capture import CaptureConfig, ProxyTarget, RouteTable
+from .capture.exchange import Exchange
 from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings
@@ -77,7 +78,6 @@ class Session:
         self.problems: deque[Problem] = deque(maxlen=100)
         self.announcement: str | None = None
         self._last_ref: RowRef | None = None
-        self._last_result: dict[str, Any] | None = None
         self._lock = threading.RLock()
         self._atexit = False
         self._root_name: Any = _UNSET
@@ -182,18 +182,21 @@ class Session:
 
     # -- capture side ----------------------------------------------------------------------
 
-    def sink(self, event: UsageEvent, scope: TrackingScope | None) -> None:
-        """A finished call: into the ledger, the scope's tally and the flusher (telemetry only)."""
-        ref = self.ledger.append(event)
-        if scope is not None:
-            scope.add(ref)
-            if event.mode == "proxy" and event.status in ("blocked", "failed"):
-                scope.root.refused.append(event)
+    def sink(self, call: Exchange, scope: TrackingScope) -> None:
+        """A finished call: into the ledger, the scope's tally and the flusher (which sends telemetry).
+
+        A deferred call (``call.lazy``) only reserves its ledger row here; its event is built
+        when the ledger or the flusher first needs it, off the caller's request path.
+        """
+        ref = self.ledger.append_later(call.event) if call.lazy else self.ledger.append(call.event())
+        proxied = scope.root.proxied
+        if call.mode == "proxy" and proxied is not None:
+            proxied.append(call)  # after the cell, refusals among them are explained
+        scope.add(ref)
         self._last_ref = ref
-        self._last_result = event.xproxy_result
         flusher = self.flusher
         if flusher is not None:
-            flusher.submit(event, ref, send=event.mode == "telemetry")
+            flusher.submit(call, ref, send=call.mode == "telemetry")
 
     def report(self, what: str, exc: BaseException | None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""
@@ -252,7 +255,7 @@ class Session:
         while True:
             result = self.ledger.xproxy_result(ref)
             if result is not None or time.monotonic() >= deadline:
-                return result if result is not None else self._last_result
+                return result
             time.sleep(0.02)
 
     def after_cell(self, scope: TrackingScope, show: Any) -> None:
@@ -262,7 +265,8 @@ class Session:
             self.flusher.wait_priced(refs, timeout=0.5)
         if show is not None:
             show(refs)
-        for line in self.explain_refusals(scope.refused):
+        refused = [c.event() for c in scope.proxied or () if c.event().status in ("blocked", "failed")]
+        for line in self.explain_refusals(refused):
             print(line)
         for listener in list(self.cell_listeners):
             try:
@@ -306,7 +310,6 @@ class Session:
         report = self.flush(timeout) if self.started else None
         self.ledger.reset()
         self._last_ref = None
-        self._last_result = None
         return str(report) if report is not None else "nothing was pending"
 
     def status_report(self) -> StatusReport:

@@ -10,6 +10,9 @@ under an exclusive ``fcntl.flock`` for the process's lifetime. Lines (compact JS
   ``write(2)`` would hand it to the flusher thread mid-call). The file grows in chunks
   and its unused tail is zeros. The body holds ``category`` and
   ``provider_response_id``, the keys Pay-i de-duplicates on. Never the API key.
+- ``{"op":"call","id":<event_id>,"call":<raw captured call>}`` instead, for a call whose
+  event capture builds later (the raw request and response it holds are what Pay-i will be
+  sent anyway); the flusher rebuilds the event from it when it recovers the line.
 - ``{"op":"ack","id":<event_id>,"outcome":"sent"|"failed"}`` once an event is settled.
 
 A file whose lock can be taken has no live owner (crashed, killed, or stopped with events
@@ -49,11 +52,13 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class SpoolRecord(NamedTuple):
-    """What re-sending one event needs."""
+    """What re-sending one event needs: its ingest body and headers, or the raw captured call
+    (``call``) that capture turns back into an event (``body``/``headers`` are then None)."""
 
     event_id: str
-    body: dict[str, Any]
-    headers: dict[str, str]
+    body: dict[str, Any] | None
+    headers: dict[str, str] | None
+    call: dict[str, Any] | None = None
 
 
 def default_root() -> Path:
@@ -112,6 +117,8 @@ def parse_lines(data: bytes) -> tuple[dict[str, SpoolRecord], int]:
             op, event_id = line["op"], line["id"]
             if op == "event":
                 pending[event_id] = SpoolRecord(event_id, dict(line["body"]), dict(line["headers"]))
+            elif op == "call":
+                pending[event_id] = SpoolRecord(event_id, None, None, dict(line["call"]))
             elif op == "ack":
                 pending.pop(event_id, None)
         except (ValueError, KeyError, TypeError):
@@ -180,7 +187,13 @@ class Spool:
         if cached is not headers:
             encoded = _encode(headers)
             self._headers_cache = (headers, encoded)
-        line = b'{"op":"event","id":%b,"body":%b,"headers":%b}\n' % (_encode(event_id), _encode(body), encoded)
+        self._journal(event_id, b'{"op":"event","id":%b,"body":%b,"headers":%b}\n' % (_encode(event_id), _encode(body), encoded))
+
+    def append_call(self, event_id: str, call: Mapping[str, Any]) -> None:
+        """Journal one pending call captured raw (its event is built later); returns once in the OS."""
+        self._journal(event_id, b'{"op":"call","id":%b,"call":%b}\n' % (_encode(event_id), _encode(call)))
+
+    def _journal(self, event_id: str, line: bytes) -> None:
         with self._lock:
             if self._fd < 0:
                 raise RuntimeError("the spool is closed")
@@ -234,7 +247,10 @@ class Spool:
                 self.unreadable_lines += bad
                 fresh = [r for r in pending.values() if r.event_id not in self._live and r.event_id not in taken]
                 for record in fresh:
-                    self.append(record.event_id, record.body, record.headers)
+                    if record.call is not None:
+                        self.append_call(record.event_id, record.call)
+                    else:
+                        self.append(record.event_id, record.body, record.headers)  # type: ignore[arg-type]
                     taken[record.event_id] = record
                 os.unlink(path)
         self._sweep_tmp()

@@ -37,7 +37,7 @@ class TrackingScope:
     cell_id: str | None = None
     quiet: bool = False
     refs: list[Any] = field(default_factory=list)
-    refused: list[Any] = field(default_factory=list)  # proxied calls Pay-i blocked or failed (explained after the cell)
+    proxied: list[Any] | None = None  # a cell's proxied calls (refusals are explained after it); None: not kept
 
     @property
     def root(self) -> TrackingScope:

@@ -57,6 +57,10 @@ def test_a_kernel_killed_with_events_pending_loses_none_and_doubles_none(tmp_pat
         finally:
             second.shutdown()
         assert delivered(sb, ids) == sorted(ids), "every call of the killed kernel reached Pay-i exactly once"
+        for event in (e for e in sb.events() if e["provider_response_id"] in set(ids)):
+            # rebuilt from the raw journal record: model, usage and context as the kernel saw them
+            assert event["resource"] == "gpt-4o-mini" and event["units"]["text"]["input"] > 0
+            assert event["context"]["use_case_name"] == "faults" and event["cost"]["total"] > 0
 
 
 def test_outage_429_storm_and_500s_end_with_every_call_once(tmp_path: Path) -> None:

@@ -769,3 +769,71 @@ def test_concurrent_appends_and_frames_stay_consistent():
     final = ledger.frame(["input_tokens", "limit_id"])
     assert len(final) == 2 * len(events) and seen == sorted(seen)
     assert sorted(set(final["input_tokens"])) == [e.tokens.input for e in events]
+
+
+def test_deferred_rows_are_filled_in_reservation_order_when_first_needed():
+    ledger = Ledger()
+    built = []
+
+    def later(prompt: int):
+        def make() -> UsageEvent:
+            built.append(prompt)
+            return openai_event(prompt=prompt)
+
+        return make
+
+    refs = [ledger.append_later(later(100)), ledger.append(openai_event(prompt=200)), ledger.append_later(later(300))]
+    assert [r.index for r in refs] == [0, 1, 2] and len(ledger) == 3
+    assert built == [], "nothing is built on the append path"
+    assert list(ledger.df.input_tokens) == [100, 200, 300]
+    assert built == [100, 300]
+    late = ledger.append_later(later(400))
+    assert ledger.update(late, status="sent", payi_cost_usd=0.5)
+    assert ledger.df.iloc[3].status == "sent" and ledger.totals([late]).input_tokens == 400
+
+
+def test_a_deferred_row_that_cannot_be_built_still_takes_its_place():
+    ledger = Ledger()
+
+    def broken() -> UsageEvent:
+        raise ValueError("unparseable")
+
+    ledger.append_later(broken)
+    ok = ledger.append_later(lambda: openai_event(prompt=7))
+    df = ledger.df
+    assert len(df) == 2 and "unparseable" in df.iloc[0].error and df.iloc[1].input_tokens == 7
+    assert ledger.totals([ok]).input_tokens == 7
+
+
+def test_reset_drops_rows_still_waiting_to_be_built():
+    ledger = Ledger()
+    stale = ledger.append_later(lambda: openai_event())
+    ledger.reset()
+    assert len(ledger) == 0 and len(ledger.df) == 0 and not ledger.update(stale, status="sent")
+    fresh = ledger.append_later(lambda: openai_event(prompt=9))
+    assert fresh.index == 0 and ledger.df.iloc[0].input_tokens == 9
+
+
+def test_deferred_and_direct_appends_from_many_threads_keep_every_row_once():
+    ledger = Ledger()
+    per_thread, threads = 300, 4
+
+    def work(t: int) -> None:
+        for i in range(per_thread):
+            prompt = t * 10_000 + i
+            if i % 2:
+                ledger.append(openai_event(prompt=prompt))
+            else:
+                ledger.append_later(lambda prompt=prompt: openai_event(prompt=prompt))
+            if i % 50 == 0:
+                ledger.materialize()
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    df = ledger.df
+    assert len(df) == per_thread * threads
+    assert sorted(df.input_tokens) == sorted(t * 10_000 + i for t in range(threads) for i in range(per_thread))
+    assert list(df.index) == list(range(per_thread * threads))

@@ -1,9 +1,15 @@
-"""One captured provider call, from the outgoing request to the finished ``UsageEvent``.
+"""One captured provider call, from the outgoing request to its ``UsageEvent``.
 
 Everything here runs on the caller's request path, so it does only what must happen
-there: read the request once, maybe adjust it (ask for stream usage; route via Pay-i's
-proxy), time the call, read usage as the body passes, and hand a finished event to the
-sink. Pricing and sending happen elsewhere, in the background. Any failure of ours is
+there: look at the request (parsing it only when it may stream: stream usage must be asked
+for before sending), maybe adjust it (ask for stream usage; route via Pay-i's proxy), time
+the call, read a stream's usage as it passes, and hand the finished call to the sink.
+
+The ``UsageEvent`` itself is built by ``Exchange.event()``: at once for streams (their
+usage was read as they passed) and for telemetry calls whose prompts are not logged, and
+later — when the ledger or the flusher first needs it — for plain JSON calls. A deferred
+telemetry call's journal record holds the raw request and response (what Pay-i will
+receive anyway), and ``event_from_journal`` rebuilds the event from it after a crash. Any failure of ours is
 reported and the caller's request and response go on untouched.
 """
 
@@ -13,14 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from ..context import Context
-from ..events import UsageEvent
+from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
-from ..units import TokenCounts, token_counts, units_for
+from ..units import token_counts, units_for
 from .apis import ADAPTERS, ApiAdapter, Observation, read_error
 from .proxying import ProxyTarget, context_from_headers, rewrite_to_proxy
 from .redact import response_headers
@@ -33,7 +40,7 @@ class CaptureConfig:
     """What capture needs from the session; replaced whole when settings change."""
 
     routes: RouteTable
-    sink: Callable[[UsageEvent, TrackingScope | None], None]
+    sink: Callable[[Exchange, TrackingScope], None]
     report: Callable[[str, BaseException | None], None]
     default_mode: str = "telemetry"
     log_default: bool = True
@@ -49,7 +56,7 @@ _PROXY_HINTS = {
 
 
 class Exchange:
-    """State of one call. ``finish*`` methods are idempotent: the event is emitted once."""
+    """State of one call. ``finish*`` hand it to the sink once; ``event()`` builds its event once."""
 
     __slots__ = (
         "config",
@@ -57,20 +64,24 @@ class Exchange:
         "route",
         "adapter",
         "obs",
-        "request",
+        "request_body",
         "mode",
         "model",
         "streaming",
         "hiding",
         "log",
-        "request_json",
         "context",
         "start",
+        "end",
         "timestamp",
         "first_byte_at",
         "status_code",
         "headers",
+        "body",
+        "event_id",
+        "lazy",
         "_done",
+        "_event",
         "_lock",
     )
 
@@ -84,7 +95,12 @@ class Exchange:
         self.first_byte_at: float | None = None
         self.status_code: int | None = None
         self.headers: Any = None
+        self.body: bytes | None = None
+        self.end = 0.0
+        self.event_id = new_event_id()
+        self.lazy = False
         self._done = False
+        self._event: UsageEvent | None = None
         self._lock = threading.Lock()
 
         proxy_wanted = self.context.proxy if self.context.proxy is not None else config.default_mode == "proxy"
@@ -93,13 +109,19 @@ class Exchange:
         if self.log is None:
             self.log = config.log_default
 
-        body = _json_body(request)
-        self.model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
-        self.streaming = bool(isinstance(body, dict) and body.get("stream"))
-        self.hiding = isinstance(body, dict) and self.adapter.prepare(body)
-        content = orjson.dumps(body) if self.hiding else None
-        self.request_json = _text(content if content is not None else _raw(request)) if self.log else None
-        if self.log:
+        raw = _raw(request)
+        self.model = None  # read from the request body when the event is built, unless parsed here
+        self.streaming = self.hiding = False
+        content = None
+        if raw and b'"stream"' in raw:  # only a request that may stream is parsed on the request path
+            body = _loads(raw)
+            if isinstance(body, dict):
+                self.model = body.get("model") if isinstance(body.get("model"), str) else None
+                self.streaming = bool(body.get("stream"))
+                self.hiding = self.adapter.prepare(body)
+                content = orjson.dumps(body) if self.hiding else None
+        self.request_body = content if content is not None else raw
+        if self.log and self.streaming:
             self.obs.chunks = []
 
         if self.mode == "proxy" and not route.proxied and config.proxy is None:
@@ -110,7 +132,6 @@ class Exchange:
             self.context = context_from_headers(request.headers, scope.context)
         elif self.mode == "proxy":
             rewrite_to_proxy(request, route, config.proxy, self.context)  # type: ignore[arg-type]
-        self.request = request
         self.timestamp = time.time()
         self.start = time.perf_counter()
 
@@ -140,21 +161,14 @@ class Exchange:
         return self.adapter.read_event(self.obs, event, self.hiding, now)
 
     def finish_body(self, body: bytes | None, eof: bool) -> None:
-        """The body is done (read, exhausted or closed); parse what remains and emit."""
+        """The body is done (read, exhausted or closed): hand the call over; it is read when built."""
         if self._done:
             return
         try:
-            if body:
-                data = _loads(body)
-                if self.status_code is not None and self.status_code >= 400:
-                    read_error(self.obs, data)
-                else:
-                    self.adapter.read_json(self.obs, data)
-                if self.obs.chunks is not None:
-                    self.obs.chunks.append(_text(body) or "")
-            elif self.status_code is not None and self.status_code < 400 and not self.obs.complete and not eof:
+            self.body = body or None
+            if not body and self.status_code is not None and self.status_code < 400 and not self.obs.complete and not eof:
                 self.obs.error = self.obs.error or "stream closed before it finished"
-            self._emit()
+            self._hand_over()
         except Exception as exc:
             self.report("capturing a response failed", exc)
 
@@ -164,7 +178,7 @@ class Exchange:
             return
         try:
             self.obs.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._emit()
+            self._hand_over()
         except Exception as inner:
             self.report("capturing a failed call failed", inner)
 
@@ -174,85 +188,220 @@ class Exchange:
             self.obs.error = self.obs.error or "response dropped before it was read"
             self.finish_body(None, eof=False)
 
-    def _emit(self) -> None:
+    def _hand_over(self) -> None:
         with self._lock:
             if self._done:
                 return
             self._done = True
-        end = time.perf_counter()
-        obs = self.obs
-        status = self.status_code
-        ok = status is not None and status < 400
-        partial = self.streaming and ok and not obs.complete
-        usage = obs.usage
-        if partial:
-            usage = _partial_usage(self.route.provider, usage, obs.deltas)
-        units = units_for(self.route.provider, usage) if usage else dict(EMPTY_UNITS)
-        tokens: TokenCounts = token_counts(units)
-        if partial and obs.error is None:
-            obs.error = "stream ended before its final usage; counts are partial"
-        event = UsageEvent(
-            provider=self.route.provider,
-            category=self.adapter.category,
-            operation=self.route.operation,
-            resource=self.model or obs.model,
-            mode=self.mode,  # type: ignore[arg-type]
-            streaming=self.streaming,
-            timestamp=self.timestamp,
-            units=units,
-            tokens=tokens,
-            latency_ms=(end - self.start) * 1000.0,
-            ttft_ms=(self.first_byte_at - self.start) * 1000.0
-            if self.streaming and self.first_byte_at is not None
-            else None,
-            http_status=status,
-            status=self._status(),
-            error=obs.error,
-            partial=partial,
-            context=self.context,
-            execution_count=self.scope.execution_count,
-            cell_id=self.scope.cell_id,
-            provider_uri=self.route.base,
-            request_json=self.request_json,
-            response_json=_response_json(obs.chunks, self.streaming),
-            response_headers=response_headers(self.headers) if self.headers is not None else None,
-            xproxy_result=obs.xproxy_result,
-        )
-        event.provider_response_id = obs.response_id or f"payi_{event.event_id}"
-        if self.mode == "proxy":
-            self._proxy_outcome(event)
-        self.config.sink(event, self.scope)
+        self.end = time.perf_counter()
+        # deferred: plain JSON calls, except telemetry ones whose prompts must stay off the disk journal
+        self.lazy = not self.streaming and (self.mode == "proxy" or bool(self.log))
+        if not self.lazy:
+            self.event()
+        self.config.sink(self, self.scope)
 
-    def _proxy_outcome(self, event: UsageEvent) -> None:
-        """Pay-i's answer to a proxied call: its cost, or why the call was blocked or refused."""
-        result = self.obs.xproxy_result or {}
-        if event.status == "blocked":
-            event.payi_cost_usd = 0.0
-            blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
-            event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
-            return
-        cost = (result.get("cost") or {}).get("total") or {}
-        if isinstance(cost.get("base"), (int, float)):
-            event.payi_cost_usd = float(cost["base"])
-        if event.status == "failed":
-            code = (self.obs.xproxy_error or {}).get("code")
-            status = f"HTTP {event.http_status}" if event.http_status else "no answer"
-            reason = event.error or status
-            hint = _PROXY_HINTS.get(code or "", "")
-            if code:
-                event.error = f"Pay-i proxy refused the call ({status}, {code}): {reason}{hint}"
-            else:
-                event.error = f"Pay-i proxy failed ({status}): {reason}"
+    def event(self) -> UsageEvent:
+        """The call's ``UsageEvent``, built on first use (thread-safe; later calls return the same)."""
+        with self._lock:
+            if self._event is None:
+                try:
+                    self._event = build_event(self)
+                except Exception as exc:  # a failure of ours still leaves a row that says so
+                    self.report("building a captured call's event failed", exc)
+                    self._event = UsageEvent(
+                        provider=self.route.provider,
+                        category=self.adapter.category,
+                        operation=self.route.operation,
+                        mode=self.mode,  # type: ignore[arg-type]
+                        event_id=self.event_id,
+                        timestamp=self.timestamp,
+                        http_status=self.status_code,
+                        context=self.context,
+                        error=f"payi_notebook could not read this call: {exc!r}",
+                    )
+                    self._event.provider_response_id = f"payi_{self.event_id}"
+                self.request_body = self.body = self.headers = None  # read: let the bytes go
+            return self._event
 
-    def _status(self) -> str:
-        if self.mode == "telemetry":
-            return "pending"
-        code = (self.obs.xproxy_error or {}).get("code")
-        if code == "limit_reached":
-            return "blocked"
-        if self.obs.xproxy_result is not None:
-            return "proxied"
-        return "failed"
+    def journal(self) -> dict[str, Any]:
+        """What the spool keeps of a deferred call: enough for ``event_from_journal`` after a crash."""
+        return {
+            "provider": self.route.provider,
+            "operation": self.route.operation,
+            "uri": self.route.base,
+            "mode": self.mode,
+            "model": self.model,
+            "timestamp": self.timestamp,
+            "latency_ms": (self.end - self.start) * 1000.0,
+            "http_status": self.status_code,
+            "request": _text(self.request_body),
+            "response": _text(self.body),
+            "headers": [[h["name"], h["value"]] for h in response_headers(self.headers)] if self.headers is not None else None,
+            "error": self.obs.error,
+            "context": orjson.Fragment(_context_json(self.context)),
+        }
+
+
+
+def build_event(x: Any) -> UsageEvent:
+    """The ``UsageEvent`` of a finished call: an ``Exchange``, or a call replayed from the journal.
+
+    Reads the response body (and, when it was not parsed on the request path, the model from
+    the request body), then derives units, tokens, timings, status and Pay-i's answer.
+    """
+    obs: Observation = x.obs
+    status = x.status_code
+    if x.body:
+        data = _loads(x.body)
+        if status is not None and status >= 400:
+            read_error(obs, data)
+        else:
+            x.adapter.read_json(obs, data)
+    model = x.model
+    if model is None and x.request_body:
+        request = _loads(x.request_body)
+        if isinstance(request, dict) and isinstance(request.get("model"), str):
+            model = request["model"]
+    provider = x.route.provider
+    ok = status is not None and status < 400
+    partial = x.streaming and ok and not obs.complete
+    usage = obs.usage
+    if partial:
+        usage = _partial_usage(provider, usage, obs.deltas)
+    units = units_for(provider, usage) if usage else dict(EMPTY_UNITS)
+    if partial and obs.error is None:
+        obs.error = "stream ended before its final usage; counts are partial"
+    log = x.log
+    scope = x.scope
+    event = UsageEvent(
+        provider=provider,
+        category=x.adapter.category,
+        operation=x.route.operation,
+        resource=model or obs.model,
+        mode=x.mode,
+        streaming=x.streaming,
+        event_id=x.event_id,
+        timestamp=x.timestamp,
+        units=units,
+        tokens=token_counts(units),
+        latency_ms=(x.end - x.start) * 1000.0,
+        ttft_ms=(x.first_byte_at - x.start) * 1000.0 if x.streaming and x.first_byte_at is not None else None,
+        http_status=status,
+        status=_status(x.mode, obs),
+        error=obs.error,
+        partial=partial,
+        context=x.context,
+        execution_count=scope.execution_count if scope is not None else None,
+        cell_id=scope.cell_id if scope is not None else None,
+        provider_uri=x.route.base,
+        request_json=_text(x.request_body) if log else None,
+        response_json=(obs.chunks or None) if x.streaming else (_text(x.body) if log else None),
+        response_headers=response_headers(x.headers) if x.headers is not None else None,
+        xproxy_result=obs.xproxy_result,
+    )
+    event.provider_response_id = obs.response_id or f"payi_{event.event_id}"
+    if x.mode == "proxy":
+        _proxy_outcome(event, obs)
+    return event
+
+
+def _proxy_outcome(event: UsageEvent, obs: Observation) -> None:
+    """Pay-i's answer to a proxied call: its cost, or why the call was blocked or refused."""
+    result = obs.xproxy_result or {}
+    if event.status == "blocked":
+        event.payi_cost_usd = 0.0
+        blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
+        event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
+        return
+    cost = (result.get("cost") or {}).get("total") or {}
+    if isinstance(cost.get("base"), (int, float)):
+        event.payi_cost_usd = float(cost["base"])
+    if event.status == "failed":
+        code = (obs.xproxy_error or {}).get("code")
+        status = f"HTTP {event.http_status}" if event.http_status else "no answer"
+        reason = event.error or status
+        hint = _PROXY_HINTS.get(code or "", "")
+        if code:
+            event.error = f"Pay-i proxy refused the call ({status}, {code}): {reason}{hint}"
+        else:
+            event.error = f"Pay-i proxy failed ({status}): {reason}"
+
+
+def _status(mode: str, obs: Observation) -> Status:
+    if mode == "telemetry":
+        return "pending"
+    code = (obs.xproxy_error or {}).get("code")
+    if code == "limit_reached":
+        return "blocked"
+    if obs.xproxy_result is not None:
+        return "proxied"
+    return "failed"
+
+
+class _Replay:
+    """A call read back from the journal, with what ``build_event`` reads of an ``Exchange``."""
+
+    __slots__ = (
+        "route", "adapter", "obs", "body", "request_body", "model", "streaming", "mode", "log", "event_id",
+        "timestamp", "start", "end", "first_byte_at", "status_code", "context", "scope", "headers",
+    )  # fmt: skip
+
+    def __init__(self, event_id: str, record: dict[str, Any]) -> None:
+        provider, operation = record["provider"], record["operation"]
+        self.route = Route(provider, operation, False, record.get("uri") or "")
+        self.adapter = ADAPTERS[(provider, operation)]()
+        self.obs = Observation(error=record.get("error"))
+        self.body = _bytes(record.get("response"))
+        self.request_body = _bytes(record.get("request"))
+        self.model = record.get("model")
+        self.streaming = False
+        self.mode = record.get("mode") or "telemetry"
+        self.event_id = event_id
+        self.timestamp = float(record["timestamp"])
+        self.start, self.end = 0.0, float(record.get("latency_ms") or 0.0) / 1000.0
+        self.first_byte_at = None
+        self.status_code = record.get("http_status")
+        self.context = _context_from(record.get("context") or {})
+        self.log = self.context.log_prompt_and_response is not False
+        self.scope = None
+        self.headers = [tuple(pair) for pair in record["headers"]] if record.get("headers") else None
+
+
+def event_from_journal(event_id: str, record: dict[str, Any]) -> UsageEvent:
+    """Rebuild a deferred call's ``UsageEvent`` from its journal record (recovery after a crash)."""
+    return build_event(_Replay(event_id, record))
+
+
+_context_cache: tuple[Context | None, bytes] = (None, b"{}")
+
+
+def _context_json(context: Context) -> bytes:
+    """A context as compact JSON (a cell's calls share one context: the last one is kept)."""
+    global _context_cache
+    cached, encoded = _context_cache
+    if cached is not context:
+        encoded = orjson.dumps({**context.as_dict(), "log_prompt_and_response": context.log_prompt_and_response})
+        _context_cache = (context, encoded)
+    return encoded
+
+
+def _context_from(data: dict[str, Any]) -> Context:
+    return Context(
+        use_case_name=data.get("use_case_name"),
+        use_case_id=data.get("use_case_id"),
+        use_case_version=data.get("use_case_version"),
+        use_case_step=data.get("use_case_step"),
+        user_id=data.get("user_id"),
+        account_name=data.get("account_name"),
+        limit_ids=tuple(data.get("limit_ids") or ()),
+        properties=MappingProxyType(dict(data.get("properties") or {})),
+        use_case_properties=MappingProxyType(dict(data.get("use_case_properties") or {})),
+        log_prompt_and_response=data.get("log_prompt_and_response"),
+    )
+
+
+def _bytes(text: str | None) -> bytes | None:
+    return text.encode() if text else None
 
 
 def _partial_usage(provider: str, usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
@@ -266,22 +415,11 @@ def _partial_usage(provider: str, usage: dict[str, Any] | None, deltas: int) -> 
     return {"prompt_tokens": 0, "completion_tokens": deltas} if deltas else None
 
 
-def _response_json(chunks: list[str] | None, streaming: bool) -> str | list[str] | None:
-    if not chunks:
-        return None
-    return chunks if streaming else chunks[-1]
-
-
 def _raw(request: Any) -> bytes | None:
     try:
         return request.content
     except Exception:  # a streaming request body we must not consume
         return None
-
-
-def _json_body(request: Any) -> Any:
-    raw = _raw(request)
-    return _loads(raw) if raw else None
 
 
 def _loads(raw: bytes) -> Any:

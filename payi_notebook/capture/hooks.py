@@ -56,7 +56,7 @@ def _sync_hook(original: Callable[..., Any], streams: tuple[type, type]) -> Call
             config.report("preparing capture failed; the call was sent uncaptured", exc)
             return original(self, request, **kwargs)
         try:
-            response = original(self, exchange.request, **kwargs)
+            response = original(self, request, **kwargs)
         except BaseException as exc:
             exchange.fail(exc)
             raise
@@ -82,7 +82,7 @@ def _async_hook(original: Callable[..., Any], streams: tuple[type, type]) -> Cal
             config.report("preparing capture failed; the call was sent uncaptured", exc)
             return await original(self, request, **kwargs)
         try:
-            response = await original(self, exchange.request, **kwargs)
+            response = await original(self, request, **kwargs)
         except BaseException as exc:
             exchange.fail(exc)
             raise
