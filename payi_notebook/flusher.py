@@ -784,10 +784,10 @@ class Flusher:
             for job in jobs:
                 self._fail(job, str(err))
             return
-        self._failures += 1
         if err.retry_after is not None:  # Pay-i said when: wait that long (a little jitter spreads clients)
             delay = min(err.retry_after, self.backoff_max) * random.uniform(1.0, 1.1)
-        else:
+        else:  # an outage: back off further with each failure in a row
+            self._failures += 1
             delay = self._backoff(self._failures)
         self._pause_until = max(self._pause_until, time.monotonic() + delay)
         if not self._degraded:
