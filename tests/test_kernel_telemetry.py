@@ -55,7 +55,7 @@ CELLS = [
     "%payi status",
     "df = pn.ledger().df\n"
     "print(json.dumps({'caught': caught, 'ids': ids, 'secret_id': secret.id, 'rows': json.loads(df.drop(columns=['timestamp']).to_json(orient='records'))}))",
-    "import time; time.sleep(1.0)  # let the badges' in-place updates arrive",
+    "import time; time.sleep(2.0)  # let the badges' in-place updates arrive while a cell still runs",
 ]
 
 
