@@ -61,7 +61,7 @@ _FOLLOWUP_ATTEMPTS = 6
 _TICK = 0.05  # while draining, new events are picked up at least this often without a wake-up
 _QUIET = 0.1  # the foreground counts as busy while events arrived within this many seconds
 _MAX_DEFER = 1.0  # ... but no event waits longer than this for the foreground to pause
-_SLICE = 16  # events built and priced between two polls of the loop (each poll releases the GIL)
+_SLICE = 4  # events built and priced between two polls of the loop (each poll releases the GIL)
 
 
 class LedgerLike(Protocol):
