@@ -32,6 +32,7 @@ from .context import Context, derive
 from .events import UsageEvent
 from .flusher import Flusher
 from .ledger import Ledger, RowRef
+from .limits import Limits
 from .naming import notebook_name, script_name
 from .tracking import TrackingScope
 from .widgets.status import StatusReport
@@ -287,8 +288,6 @@ class Session:
         for limit_id, count in blocked.items():
             calls = f"{count} call" + ("s were" if count > 1 else " was")
             try:
-                from .limits import Limits
-
                 limit = Limits(self.payi_client).get(limit_id)
                 lines.append(
                     f"payi: {calls} blocked by limit {limit.limit_name!r} ({limit_id}, {limit.limit_type}): "
