@@ -1,4 +1,5 @@
-"""Real Jupyter kernels for tests: this environment's Python, an explicit environment, no front end.
+"""Real Jupyter kernels for tests: this environment's Python (``demo.kernel_manager``, so no user
+kernelspec can hijack it), an explicit environment, no front end.
 
 ``run_notebook`` executes cells top to bottom with nbclient; ``Kernel`` keeps one kernel
 alive across ``execute`` calls (to kill it mid-work, for instance).
@@ -6,34 +7,16 @@ alive across ``execute`` calls (to kill it mid-work, for instance).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import time
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nbformat
-from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-KERNEL_NAME = "payi-test-python"
-_SPEC_ROOT = Path(tempfile.mkdtemp(prefix="payi-kernelspec-"))
-
-
-def kernel_name() -> str:
-    """A kernelspec for ``sys.executable`` in a private JUPYTER_PATH, so no user kernelspec can hijack it."""
-    spec_dir = _SPEC_ROOT / "kernels" / KERNEL_NAME
-    if not spec_dir.exists():
-        spec_dir.mkdir(parents=True)
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (spec_dir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "payi test", "language": "python"}))
-    paths = os.environ.get("JUPYTER_PATH", "")
-    if str(_SPEC_ROOT) not in paths.split(os.pathsep):
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(_SPEC_ROOT), paths) if p)
-    return KERNEL_NAME
+from payi_notebook.demo import kernel_manager
 
 
 def kernel_env(sandbox: Any, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -58,7 +41,7 @@ def run_notebook(nb: nbformat.NotebookNode, env: dict[str, str], cwd: Path, time
     """Execute ``nb`` in a fresh kernel; raises nbclient's CellExecutionError naming the failing cell."""
     client = NotebookClient(
         nb,
-        kernel_name=kernel_name(),
+        km=kernel_manager(),
         timeout=timeout,
         resources={"metadata": {"path": str(cwd)}},
         store_widget_state=True,
@@ -84,7 +67,7 @@ class Kernel:
     """One live kernel: ``execute`` returns the text a cell printed; ``kill`` ends it with SIGKILL."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.manager = KernelManager(kernel_name=kernel_name())
+        self.manager = kernel_manager()
         self.manager.start_kernel(env=env, cwd=str(cwd))
         self.client = self.manager.client()
         self.client.start_channels()
