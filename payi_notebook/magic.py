@@ -21,6 +21,7 @@ from traitlets import Bool, Dict, Enum, Float, Unicode, observe
 
 from . import tracking
 from .context import Context, ContextError, check_options, merge, parse_property
+from .limits import Limits
 from .naming import notebook_name
 from .session import Session, close_session, get_session
 from .tracking import TrackingScope
@@ -295,10 +296,8 @@ class PayiMagics(Magics):
         return None
 
     def _cmd_limits(self, rest: list[str], raw: str) -> Any:
-        from . import limits
-
         try:
-            return limits.list()
+            return Limits(self.session.payi_client).list()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

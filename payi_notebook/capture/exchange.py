@@ -220,7 +220,6 @@ class Exchange:
                         error=f"payi_notebook could not read this call: {exc!r}",
                     )
                     self._event.provider_response_id = f"payi_{self.event_id}"
-                self.request_body = self.body = self.headers = None  # read: let the bytes go
             return self._event
 
     def journal(self) -> dict[str, Any]:
