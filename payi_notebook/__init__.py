@@ -36,6 +36,7 @@ __all__ = [
     "LimitError",
     "anthropic_url",
     "configure",
+    "dask",
     "emulator_url",
     "flush",
     "ingest",
@@ -152,6 +153,15 @@ def proxy_headers(**context: Any) -> dict[str, str]:
 
 limits = Limits(lambda: instrument().payi_client())
 """Pay-i limits: ``pn.limits.list()``, ``.create(name, max, type=...)``, ``.update``, ``.reset``, ``.delete``."""
+
+
+def __getattr__(name: str) -> Any:
+    """``pn.dask`` is imported on first use (Dask is an optional extra: ``payi_notebook[dask]``)."""
+    if name == "dask":
+        from importlib import import_module
+
+        return import_module(".dask", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -57,6 +57,7 @@ class UsageEvent:
     execution_count: int | None = None
     cell_id: str | None = None
     provider_uri: str | None = None
+    worker: str | None = None  # the Dask worker that made the call; None for this process's own calls
     request_json: str | None = None  # only when prompt/response logging is on
     response_json: str | list[str] | None = None
     response_headers: list[dict[str, str]] | None = None

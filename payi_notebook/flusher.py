@@ -45,7 +45,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from . import wire
@@ -109,9 +109,30 @@ class FlushReport:
     timed_out: bool
     elapsed_s: float
     errors: tuple[str, ...] = ()
+    remote_sent: int = 0  # of ``sent``, how many other processes (Dask workers) delivered
+    remote_processes: int = 0
+
+    def combined(self, other: FlushReport) -> FlushReport:
+        """This report and another process's (its counts become ours, marked remote)."""
+        return replace(
+            self,
+            sent=self.sent + other.sent,
+            failed=self.failed + other.failed,
+            pending=self.pending + other.pending,
+            in_flight=self.in_flight + other.in_flight,
+            awaiting_cost=self.awaiting_cost + other.awaiting_cost,
+            timed_out=self.timed_out or other.timed_out,
+            errors=self.errors + other.errors,
+            remote_sent=self.remote_sent + other.sent,
+            remote_processes=self.remote_processes + max(other.remote_processes, 1),
+        )
 
     def __str__(self) -> str:
-        text = f"Pay-i: {self.sent} sent, {self.failed} failed"
+        text = f"Pay-i: {self.sent} sent"
+        if self.remote_processes:
+            plural = "s" if self.remote_processes != 1 else ""
+            text += f" ({self.remote_sent} by {self.remote_processes} Dask worker{plural})"
+        text += f", {self.failed} failed"
         if self.pending or self.in_flight:
             text += f", {self.pending + self.in_flight} still pending"
         if self.timed_out:
@@ -190,6 +211,7 @@ class Flusher:
             raise ValueError("backoff_base must be > 0 and backoff_max >= backoff_base")
         check_endpoint(base_url, api_key)
         self.ledger = ledger
+        self.on_update: Callable[[str, dict[str, Any]], None] | None = None  # sees every row change by event id
         self.endpoint = base_url.rstrip("/")
         self._key = _Hidden(api_key)
         self._timeout = timeout
@@ -843,6 +865,11 @@ class Flusher:
             self._cv.notify_all()
 
     def _update(self, job: _Job, **changes: Any) -> None:
+        if self.on_update is not None:  # recovered events (no ledger row here) included
+            try:
+                self.on_update(job.event_id, changes)
+            except Exception as exc:
+                self._record_error(f"a row listener failed: {exc!r}")
         if job.ref is None or self.ledger is None:
             return
         try:

@@ -95,6 +95,7 @@ COLUMNS: tuple[str, ...] = (
     "use_case_version",
     "provider_uri",
     "xproxy_json",
+    "worker",
 )
 """Every column of ``Ledger.df``, in order: the DESIGN.md contract, then the extras."""
 
@@ -143,6 +144,7 @@ _CATEGORY_COLUMNS = (
     "account_name",
     "status",
     "provider_uri",
+    "worker",
 )
 _FIXED_CATEGORIES = {"status": STATUSES, "cost_source": COST_SOURCES}
 _INT_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -344,6 +346,7 @@ _SHAPE_TYPES = (
     ("cell_id", str, True),
     ("execution_count", int, True),
     ("provider_uri", str, True),
+    ("worker", str, True),
 )
 _CONTEXT_TEXT = ("use_case_name", "use_case_id", "use_case_step", "user_id", "account_name")
 
@@ -508,6 +511,7 @@ class Ledger:
                 event.cell_id,
                 event.execution_count,
                 event.provider_uri,
+                event.worker,
                 id(ctx),
             )
             status = _STATUS_CODES[event.status]
@@ -865,7 +869,7 @@ _CACHED_FRAMES = 8  # column lists kept per version (the widgets ask for a few)
 _COPY_BLOCK = 8192  # records per block in _field_copies: ~1 MB, cache-sized
 _SHAPE_POSITIONS = {
     name: i for i, (name, _, _) in enumerate(_SHAPE_TYPES)
-}  # mode, provider, category, resource, operation, streaming, cell_id, execution_count, provider_uri
+}  # mode, provider, category, resource, operation, streaming, cell_id, execution_count, provider_uri, worker
 _RECORD_COLUMNS = {  # columns that are one record field as it is
     "input_tokens": "input",
     "output_tokens": "output",
@@ -1159,8 +1163,8 @@ class _Columns:
         self.s = s
         self.f = s.fields
         # shape tuple: mode, provider, category, resource, operation, streaming, cell_id,
-        # execution_count, provider_uri, context
-        self.contexts = [t[9] for t in s.shapes]
+        # execution_count, provider_uri, worker, context
+        self.contexts = [t[len(_SHAPE_TYPES)] for t in s.shapes]
 
     @cached_property
     def shape(self) -> np.ndarray:

@@ -30,7 +30,7 @@ from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings
 from .context import Context, derive
 from .events import UsageEvent
-from .flusher import Flusher
+from .flusher import Flusher, FlushReport
 from .ledger import Ledger, RowRef
 from .limits import Limits
 from .naming import notebook_name, script_name
@@ -83,6 +83,8 @@ class Session:
         self._atexit = False
         self._root_name: Any = _UNSET
         self.cell_listeners: list[Callable[[TrackingScope], None]] = []  # e.g. a budget panel refreshing
+        self.call_listeners: list[Callable[[Exchange, TrackingScope], None]] = []  # e.g. a Dask worker's forwarder
+        self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +200,8 @@ class Session:
         flusher = self.flusher
         if flusher is not None:
             flusher.submit(call, ref, send=call.mode == "telemetry")
+        for listener in self.call_listeners:
+            listener(call, scope)
 
     def report(self, what: str, exc: BaseException | None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""
@@ -302,7 +306,11 @@ class Session:
         """Block until every pending event is delivered or ``timeout`` passes; report counts."""
         self.start()
         assert self.flusher is not None
-        return self.flusher.flush(timeout)
+        deadline = time.monotonic() + timeout
+        report = self.flusher.flush(timeout)
+        for participant in list(self.flush_participants):
+            report = report.combined(participant(max(0.0, deadline - time.monotonic())))
+        return report
 
     def reset(self, timeout: float = 10.0) -> str:
         """Ask the flusher to drain, then clear the ledger (undelivered events stay queued)."""

@@ -38,6 +38,7 @@ class TrackingScope:
     quiet: bool = False
     refs: list[Any] = field(default_factory=list)
     proxied: list[Any] | None = None  # a cell's proxied calls (refusals are explained after it); None: not kept
+    worker: str | None = None  # the Dask worker running the calls (None: this process's own calls)
 
     @property
     def root(self) -> TrackingScope:
@@ -54,9 +55,23 @@ class TrackingScope:
             scope = scope.parent
 
 
+ambient: Callable[[], TrackingScope | None] | None = None
+"""Where a process whose work arrives from elsewhere (a Dask worker) finds the scope of the code
+it is running when no scope is set in the context; None in a plain process. See ``set_ambient``."""
+
+
+def set_ambient(resolver: Callable[[], TrackingScope | None] | None) -> None:
+    """Install (or with None remove) the fallback that ``current`` and capture consult outside any scope."""
+    global ambient
+    ambient = resolver
+
+
 def current() -> TrackingScope | None:
-    """The innermost active scope, or None."""
-    return _current.get()
+    """The innermost active scope (or the ambient one, see ``set_ambient``), or None."""
+    scope = _current.get()
+    if scope is None and ambient is not None:
+        return ambient()
+    return scope
 
 
 def enter(scope: TrackingScope) -> contextvars.Token[TrackingScope | None]:
@@ -82,6 +97,7 @@ def child_scope(base: Context, options: dict[str, Any], quiet: bool = False) -> 
         execution_count=parent.execution_count if parent else None,
         cell_id=parent.cell_id if parent else None,
         quiet=quiet or (parent.quiet if parent else False),
+        worker=parent.worker if parent else None,
     )
 
 

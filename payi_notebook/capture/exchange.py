@@ -292,6 +292,7 @@ def build_event(x: Any) -> UsageEvent:
         context=x.context,
         execution_count=scope.execution_count if scope is not None else None,
         cell_id=scope.cell_id if scope is not None else None,
+        worker=scope.worker if scope is not None else None,
         provider_uri=x.route.base,
         request_json=_text(x.request_body) if log else None,
         response_json=(obs.chunks or None) if x.streaming else (_text(x.body) if log else None),

@@ -34,6 +34,11 @@ def configure(config: CaptureConfig | None) -> None:
 def _begin(request: Any) -> tuple[CaptureConfig, Any, Any] | None:
     """(config, scope, route) when this request should be captured, else None."""
     scope = _current.get()
+    if scope is None:
+        resolver = tracking.ambient
+        if resolver is None:
+            return None
+        scope = resolver()
     config = _config
     if scope is None or config is None:
         return None
