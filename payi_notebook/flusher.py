@@ -124,7 +124,7 @@ class FlushReport:
             timed_out=self.timed_out or other.timed_out,
             errors=self.errors + other.errors,
             remote_sent=self.remote_sent + other.sent,
-            remote_processes=self.remote_processes + max(other.remote_processes, 1),
+            remote_processes=self.remote_processes + other.remote_processes,
         )
 
     def __str__(self) -> str:

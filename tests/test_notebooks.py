@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs")
+NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "05_dask")
 PROBE_MARK = "PROBE:"
 PROBE = f"""
 import json as _json
@@ -166,6 +166,20 @@ def test_quickstart(run_notebook: Callable[[str], Run]) -> None:
     report = summary(run.events)  # what `make demo` prints, from these very events
     proxied = next(e for e in run.events if e["source"] == "proxy")
     assert f"${proxied['cost']['total']:.6f}" in report.splitlines()[1]
+
+
+def test_dask(run_notebook: Callable[[str], Run]) -> None:
+    pytest.importorskip("distributed")
+    run = run_notebook("05_dask")
+    assert errors(run.nb) == []
+    scored = [e for e in run.events if e["context"].get("use_case_name") == "review-scoring"]
+    assert len(scored) == 24 and {e["context"]["use_case_step"] for e in scored} == {"score"}
+    rows = {r["provider_response_id"]: r for r in run.rows}
+    assert {e["provider_response_id"] for e in scored} == rows.keys()
+    assert all(r["status"] == "sent" and r["user_id"] == "ana" for r in rows.values())
+    assert "24 sent (24 by 2 Dask workers)" in text(run.cell("pn.flush()"))
+    table = run.cell('groupby("worker"').outputs[0]["data"]["text/plain"]
+    assert table.count("tcp://127.0.0.1:") == 2
 
 
 def test_proxy_and_budgets(run_notebook: Callable[[str], Run]) -> None:

@@ -158,5 +158,5 @@ class Instrumented:
             awaiting_cost=0,
             timed_out=pending > 0,
             elapsed_s=time.monotonic() - start,
-            remote_processes=len(counts),
+            remote_processes=sum(1 for c in counts.values() if c),
         )

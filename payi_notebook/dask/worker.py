@@ -187,6 +187,7 @@ def setup_worker(worker: Any, config: WorkerConfig) -> None:
 
 def teardown_worker(worker: Any) -> None:
     """Stop forwarding; the session drains to Pay-i (bounded) and stops with the process."""
+    tracking.set_ambient(None)
     forwarder = getattr(worker, "_payi_forwarder", None)
     if forwarder is None:
         return
@@ -201,12 +202,15 @@ def teardown_worker(worker: Any) -> None:
 
 
 def flush_worker(timeout: float, dask_worker: Any = None) -> dict[str, int]:
-    """Run on each worker by ``pn.flush()``: deliver what is pending, forward the outcomes."""
+    """Run on each worker by ``pn.flush()``: deliver what is pending, forward the outcomes.
+
+    Empty for a worker in the notebook's own process (the notebook's flush covers its calls).
+    """
     from ..session import get_session
 
     session = get_session()
     if not session.started or session.flusher is None or getattr(dask_worker, "_payi_forwarder", None) is None:
-        return {"sent": 0, "failed": 0, "pending": 0}
+        return {}
     report = session.flusher.flush(timeout)
     dask_worker._payi_forwarder.send()
     return {"sent": report.sent, "failed": report.failed, "pending": report.pending + report.in_flight}
