@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture_overhead import start_sandbox  # noqa: E402  (one sandbox starter for the benches)
+from capture_overhead import start_sandbox
 
 
 def calls(first: int, count: int) -> float:
@@ -54,8 +54,9 @@ def main() -> None:
     proc, env = start_sandbox()
     os.environ.update(env)
     os.environ["PAYI_NOTEBOOK_DATA_DIR"] = tempfile.mkdtemp(prefix="payi-bench-dask-")
-    import payi_notebook as pn
     from distributed import Client, LocalCluster
+
+    import payi_notebook as pn
 
     try:
         cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=4, dashboard_address=None)

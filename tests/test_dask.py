@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from kernels import Kernel, kernel_env
 
 pytest.importorskip("distributed")

@@ -113,11 +113,11 @@ class Instrumented:
                     self._apply(item.event_id, ref, early)
             for event_id, changes in message.get("updates") or ():
                 with self._lock:
-                    ref = self.rows.get(event_id)
-                    if ref is None:
+                    known = self.rows.get(event_id)
+                    if known is None:
                         self.early.setdefault(event_id, {}).update(changes)
                         continue
-                self._apply(event_id, ref, changes)
+                self._apply(event_id, known, changes)
         except Exception as exc:  # never let a bad message break the client's loop
             self.session.report("a Dask worker's rows could not be read", exc)
 

@@ -76,7 +76,7 @@ def row_message(event: UsageEvent, token: str | None) -> dict[str, Any]:
 
 def event_from_row(row: dict[str, Any], worker: str | None) -> UsageEvent:
     """The notebook's copy of a worker's row."""
-    fields = {name: row.get(name) for name in _ROW_FIELDS}
+    fields: dict[str, Any] = {name: row.get(name) for name in _ROW_FIELDS}
     fields["streaming"] = bool(fields["streaming"])
     fields["partial"] = bool(fields["partial"])
     return UsageEvent(
