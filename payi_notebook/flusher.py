@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import contextlib
 import heapq
 import itertools
 import logging
@@ -46,12 +47,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from . import wire
 from .client import AsyncPayiClient, PayiError, check_endpoint
 from .events import UsageEvent
 from .pricing import price_units
+from .journal import JournalStatus, others, write_info
 from .spool import Spool, SpoolRecord, endpoint_dir, endpoint_key_for
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class _Job:
     send: bool = True
     single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
     lookups: int = 0
+    born: float = 0.0  # wall-clock time of the call (the age of the oldest pending event)
 
 
 @dataclass(frozen=True, repr=False)
@@ -162,6 +166,7 @@ class FlusherStatus:
     retry_in_s: float = 0.0
     spool_path: str | None = None
     note: str | None = None
+    journal: JournalStatus | None = None
 
     def __str__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -239,6 +244,10 @@ class Flusher:
         self._stopping = False
         self._exited = False
         self._spool: Spool | None = None
+        self._journal_off: str | None = None  # why there is no journal (events in memory only)
+        self._memory_only: dict[str, _Job] = {}  # pending events a full disk kept out of the journal
+        self._adopt_again = False  # a full disk stopped adoption: finish it when space returns
+        self._adopting = threading.Lock()
         self._headers_cache: tuple[Any, bool, dict[str, str]] = (None, True, {})
 
         # Shared with submitting threads: appended under _submit_lock together with _submitted.
@@ -299,43 +308,89 @@ class Flusher:
         spool = Spool(self.spool_dir, **({"compact_bytes": self._compact_bytes} if self._compact_bytes else {}))
         try:
             spool.open()
-            records = spool.adopt()
         except OSError as exc:
-            self._record_error(f"spool unavailable ({exc}); events are kept in memory only")
+            self._journal_off = f"cannot create it in {self.spool_dir}: {exc.strerror or exc}"
+            self._record_error(f"journal unavailable ({exc}); events are kept in memory only")
             self._spool = None
             self._ready.extend(self._parked)
             self._parked = []
             return
+        self._journal_off = None
+        with contextlib.suppress(OSError):
+            write_info(self.spool_dir, self.endpoint_key)
         self._spool = spool
         mine = {job.event_id: job for job in self._parked}
         self._parked = []
-        recovered: list[_Job] = []
+        records = self._adopt(spool, mine)
         adopted = {record.event_id for record in records}
-        for record in records:
-            job = mine.pop(record.event_id, None)
-            if job is None:
-                recovered.append(self._recovered_job(record))
-            else:
-                job.journalled = True
-                self._ready.append(job)
         for job in mine.values():
             if job.journalled and job.event_id not in adopted:
                 self._settle(job)  # another process took over our old spool and sends it
                 continue
             self._journal(job)
             self._ready.append(job)
+
+    def _adopt(self, spool: Spool, mine: dict[str, _Job] | None = None, source: Any = None) -> list[SpoolRecord]:
+        """Take over the events of dead processes' journals (``source``: another endpoint's directory).
+
+        Our own parked events (``mine``, after a restart) go back to the send queue; the others
+        are queued as recovered. A record that cannot be rebuilt is quarantined by the spool.
+        Journal content never raises out of here.
+        """
+        mine = mine if mine is not None else {}
+        prepared: dict[str, _Job] = {}
+
+        def prepare(record: SpoolRecord) -> None:
+            if record.event_id not in mine:
+                prepared[record.event_id] = self._recovered_job(record)
+
+        try:
+            with self._adopting:
+                records = spool.adopt(prepare, source)
+        except Exception as exc:  # a bug of ours: reported, and loading goes on
+            self._record_error(f"recovering the journal failed: {exc!r}")
+            log.exception("payi_notebook: recovering the journal failed")
+            return []
+        self._adopt_again = spool.full is not None
+        recovered: list[_Job] = []
+        for record in records:
+            job = mine.pop(record.event_id, None)
+            if job is None:
+                recovered.append(prepared[record.event_id])
+            else:
+                job.journalled = True
+                self._ready.append(job)
         if recovered:
             with self._submit_lock:
                 self._incoming.extend(recovered)
                 self._submitted += len(recovered)
             self._recovered += len(recovered)
-            log.info("payi_notebook: re-sending %d event(s) left in the spool by an earlier run", len(recovered))
+            log.info("payi_notebook: re-sending %d event(s) left in the journal by an earlier run", len(recovered))
+        if spool.unreadable_lines:
+            log.warning(
+                "payi_notebook: %d journal line(s) could not be trusted and were moved to %s",
+                spool.unreadable_lines,
+                spool.quarantine_path,
+            )
+        return records
+
+    def deliver(self, directory: Any) -> int:
+        """Send the events journalled in another endpoint's ``directory`` to this endpoint."""
+        self.start()
+        with self._state:
+            if self._spool is None:
+                raise RuntimeError(f"this session has no journal ({self._journal_off}); nothing can be taken over")
+            taken = self._adopt(self._spool, source=directory)
+        self._wake_loop()
+        return len(taken)
 
     def _recovered_job(self, record: SpoolRecord) -> _Job:
         if record.call is None:
-            return _Job(record.event_id, None, None, record.body, record.headers, journalled=True)
+            born = _timestamp((record.body or {}).get("event_timestamp"))
+            return _Job(record.event_id, None, None, record.body, record.headers, journalled=True, born=born)
         body, headers = self._render(self._rebuild(record.event_id, record.call))
-        return _Job(record.event_id, None, None, body, headers, journalled=True)
+        born = float(record.call["timestamp"])
+        return _Job(record.event_id, None, None, body, headers, journalled=True, born=born)
 
     def stop(self, timeout: float = 5.0) -> FlushReport:
         """Drain for up to ``timeout`` s, stop the thread; unsent events stay in the spool."""
@@ -379,7 +434,7 @@ class Flusher:
                     return
                 self.start()
             if getattr(item, "lazy", False):
-                job = _Job(item.event_id, ref, None, None, {}, call=item, send=send)
+                job = _Job(item.event_id, ref, None, None, {}, call=item, send=send, born=item.timestamp)
                 if send:
                     self._journal_call(job)
             else:
@@ -387,6 +442,7 @@ class Flusher:
                 if send:
                     body, headers = self._render(event)
                     job = _Job(event.event_id, ref, event, body, headers, event.provider_response_id is None)
+                    job.born = event.timestamp
                     self._journal(job)
                 else:
                     job = _Job(event.event_id, ref, event, None, {})
@@ -432,7 +488,8 @@ class Flusher:
             spool.append_call(job.event_id, job.call.journal())
             job.journalled = True
         except (OSError, RuntimeError) as exc:
-            self._record_error(f"spool write failed ({exc}); event {job.event_id} is kept in memory only")
+            self._memory_only[job.event_id] = job
+            self._record_error(f"journal write failed ({exc}); event {job.event_id} is kept in memory only")
 
     def _journal(self, job: _Job) -> None:
         spool = self._spool
@@ -442,7 +499,24 @@ class Flusher:
             spool.append(job.event_id, job.body, job.headers)
             job.journalled = True
         except (OSError, RuntimeError) as exc:
-            self._record_error(f"spool write failed ({exc}); event {job.event_id} is kept in memory only")
+            self._memory_only[job.event_id] = job
+            self._record_error(f"journal write failed ({exc}); event {job.event_id} is kept in memory only")
+
+    def _resume_journal(self) -> None:
+        """After a full disk (on this thread): once there is room, journal what was kept in memory."""
+        spool = self._spool
+        if spool is None or not spool.retry():
+            return
+        for job in list(self._memory_only.values()):
+            self._memory_only.pop(job.event_id, None)
+            if job.call is not None:
+                self._journal_call(job)
+            else:
+                self._journal(job)
+            if not job.journalled:
+                return  # full again
+        if self._adopt_again:
+            self._adopt(spool)
 
     # ---- waiting ---------------------------------------------------------------------------
 
@@ -533,6 +607,30 @@ class Flusher:
             retry_in_s=max(self._pause_until - time.monotonic(), 0.0),
             spool_path=str(self._spool.path) if self._spool is not None and self._spool.path else None,
             note=self._note,
+            journal=self.journal_status(),
+        )
+
+    def journal_status(self, *, scan: bool = True) -> JournalStatus:
+        """The journal's health; with ``scan``, also the journals left for other endpoints."""
+        spool = self._spool
+        found = others(self.spool_dir.parent, self.spool_dir) if scan else ()
+        if spool is None:
+            return JournalStatus(None, off=self._journal_off or "not started", others=found)
+        if spool.full is not None:
+            spool.retry()  # the disk may have room again
+        jobs = [*_snapshot(self._incoming), *_snapshot(self._ready), *_snapshot(self._parked), *_snapshot(self._in_flight)]
+        born = [job.born for job in jobs if job.born and job.send and (job.body is not None or job.call is not None)]
+        return JournalStatus(
+            str(spool.path),
+            bytes=spool.written,
+            oldest_pending_s=max(time.time() - min(born), 0.0) if born else None,
+            full=spool.full,
+            memory_only=len(self._memory_only),
+            torn=spool.torn,
+            invalid=tuple(spool.invalid),
+            quarantine_path=str(spool.quarantine_path) if spool.quarantine_path else None,
+            skipped=dict(spool.skipped),
+            others=found,
         )
 
     # ---- the loop thread -------------------------------------------------------------------
@@ -590,6 +688,8 @@ class Flusher:
                 self._wake.clear()
                 continue
             self._take_incoming()
+            if self._memory_only or self._adopt_again:
+                self._resume_journal()
             for coro in self._dispatch():
                 task = asyncio.ensure_future(coro)
                 self._tasks.add(task)
@@ -670,6 +770,7 @@ class Flusher:
             self._record_error(f"building event {job.event_id} failed: {exc!r}")
             job.body = None
             self._mark_failed(job.ref, f"payi_notebook could not build this event: {exc!r}")
+            self._memory_only.pop(job.event_id, None)
             if job.journalled and self._spool is not None:
                 self._spool.ack(job.event_id, "failed")
 
@@ -837,6 +938,7 @@ class Flusher:
     # ---- outcomes --------------------------------------------------------------------------
 
     def _sent_one(self, job: _Job, result: dict[str, Any] | None, request_id: str | None) -> None:
+        self._memory_only.pop(job.event_id, None)
         if self._spool is not None:
             self._spool.ack(job.event_id, "sent")
         self._sent += 1
@@ -850,6 +952,7 @@ class Flusher:
             self._settle(job)
 
     def _fail(self, job: _Job, message: str) -> None:
+        self._memory_only.pop(job.event_id, None)
         if self._spool is not None:
             self._spool.ack(job.event_id, "failed")
         self._failed += 1
@@ -888,6 +991,24 @@ class Flusher:
     def _record_error(self, message: str) -> None:
         self._last_error = message
         self._last_error_at = time.time()
+
+
+def _snapshot(jobs: Iterable[_Job]) -> list[_Job]:
+    """A copy of a queue another thread may be changing (retried if it changed mid-copy)."""
+    for _ in range(5):
+        try:
+            return list(jobs)
+        except RuntimeError:
+            continue
+    return []
+
+
+def _timestamp(iso: Any) -> float:
+    """Seconds since the epoch of an ingest body's ``event_timestamp`` (0.0 if unreadable)."""
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _rebuild_call(event_id: str, call: dict[str, Any]) -> UsageEvent:

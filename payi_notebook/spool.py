@@ -1,64 +1,79 @@
 """A durable journal of events waiting for Pay-i: nothing lost, nothing sent twice.
 
 Layout: ``<root>/<endpoint dir>/<pid>-<random>.jsonl``, one file per live process, held
-under an exclusive ``fcntl.flock`` for the process's lifetime. Lines (compact JSON):
+under an exclusive ``fcntl.flock`` for the process's lifetime. Lines (compact JSON, each
+starting with its format version, see ``spool_format.py``):
 
-- ``{"op":"event","id":<event_id>,"body":<IngestRequest>,"headers":<xProxy-* headers>}``
+- ``{"v":1,"op":"event","id":<event_id>,"body":<IngestRequest>,"headers":<xProxy-* headers>}``
   written before the user's call returns, into a shared memory map of the file: the bytes
   are in the OS page cache at once, so they survive a killed process (no fsync per call),
   and no system call is made, so the user's thread never gives up the GIL here (a
-  ``write(2)`` would hand it to the flusher thread mid-call). The file grows in chunks
-  and its unused tail is zeros. The body holds ``category`` and
-  ``provider_response_id``, the keys Pay-i de-duplicates on. Never the API key.
-- ``{"op":"call","id":<event_id>,"call":<raw captured call>}`` instead, for a call whose
+  ``write(2)`` would hand it to the flusher thread mid-call). The body holds ``category``
+  and ``provider_response_id``, the keys Pay-i de-duplicates on. Never the API key.
+- ``{"v":1,"op":"call","id":<event_id>,"call":<raw captured call>}`` instead, for a call whose
   event capture builds later (the raw request and response it holds are what Pay-i will be
   sent anyway); the flusher rebuilds the event from it when it recovers the line.
-- ``{"op":"ack","id":<event_id>,"outcome":"sent"|"failed"}`` once an event is settled.
+- ``{"v":1,"op":"ack","id":<event_id>,"outcome":"sent"|"failed"}`` once an event is settled.
+
+The file grows in chunks whose disk blocks are reserved (``posix_fallocate``) before they
+are mapped: a write into a sparse map on a full disk would be a SIGBUS, a reservation that
+fails is an ``OSError`` (``SpoolFull``). Then the spool is *full*: lines that do not fit are
+refused (the flusher keeps those events in memory and still sends them) and the reservation
+is tried again at most every ``RETRY_S`` seconds, so journalling resumes once space returns.
 
 A file whose lock can be taken has no live owner (crashed, killed, or stopped with events
 left). ``adopt()`` journals its unacknowledged events into this process's own file, then
 deletes it, so each pending event is re-sent by exactly one process, with the same
-``provider_response_id``. A torn last line (a kill mid-write) is skipped. When everything
-in a large file is acknowledged it is truncated; a large file with few live events is
-rewritten. Endpoint directories keep events for one Pay-i service away from another.
+``provider_response_id``. Lines that cannot be trusted go to the quarantine file, never into
+our journal; an entry that cannot be read (a directory, no permission) is skipped and
+reported. When everything in a large file is acknowledged it is truncated; a large file
+with few live events is rewritten. Endpoint directories keep one Pay-i service's events
+away from another's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
-import json
 import mmap
 import os
 import re
+import stat
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 import platformdirs
 
+from .files import private_dir
+from .spool_format import VERSION, BadLine, SpoolRecord, parse_lines, quarantine, read_journal
+
+__all__ = ["Spool", "SpoolFull", "SpoolRecord", "endpoint_dir", "endpoint_key_for", "parse_lines"]
+
 SUFFIX = ".jsonl"
 TMP_SUFFIX = ".tmp"
 DEFAULT_COMPACT_BYTES = 4 << 20
 CHUNK_BYTES = 1 << 20  # the mapped file grows by at least this much at a time
+RETRY_S = 1.0  # a full spool tries to reserve space again at most this often
+_PAGE = mmap.PAGESIZE
 
 _encode = orjson.dumps  # compact JSON as bytes; several times faster than json on the hot path
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+_V = b'{"v":%d,' % VERSION
+_EVENT = _V + b'"op":"event","id":%b,"body":%b,"headers":%b}\n'
+_CALL = _V + b'"op":"call","id":%b,"call":%b}\n'
+_ACK = _V + b'"op":"ack","id":%b,"outcome":%b}\n'
 
 
-class SpoolRecord(NamedTuple):
-    """What re-sending one event needs: its ingest body and headers, or the raw captured call
-    (``call``) that capture turns back into an event (``body``/``headers`` are then None)."""
-
-    event_id: str
-    body: dict[str, Any] | None
-    headers: dict[str, str] | None
-    call: dict[str, Any] | None = None
+class SpoolFull(OSError):
+    """The disk refused to reserve room for more journal lines (the line was not written)."""
 
 
 def default_root() -> Path:
@@ -81,7 +96,8 @@ def endpoint_dir(root: str | os.PathLike[str] | None, endpoint_key: str) -> Path
     return Path(root if root is not None else default_root()) / f"{slug}-{digest}"
 
 
-def _lock(fd: int) -> bool:
+def lock(fd: int) -> bool:
+    """Take ``fd``'s exclusive lock if no live process holds it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -96,34 +112,21 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _map(fd: int, size: int) -> mmap.mmap | None:
-    """Grow the file to ``size`` (zero-filled) and map it shared; None where mapping fails."""
-    os.ftruncate(fd, size)
+def _mapped(fd: int, size: int) -> mmap.mmap | None:
+    """A shared map of the first ``size`` bytes (already reserved); None where mapping fails."""
     try:
         return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     except (OSError, ValueError):
         return None
 
 
-def parse_lines(data: bytes) -> tuple[dict[str, SpoolRecord], int]:
-    """Unacknowledged events in a spool file's bytes, and how many lines were unreadable."""
-    pending: dict[str, SpoolRecord] = {}
-    bad = 0
-    for raw in data.rstrip(b"\x00").split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-            op, event_id = line["op"], line["id"]
-            if op == "event":
-                pending[event_id] = SpoolRecord(event_id, dict(line["body"]), dict(line["headers"]))
-            elif op == "call":
-                pending[event_id] = SpoolRecord(event_id, None, None, dict(line["call"]))
-            elif op == "ack":
-                pending.pop(event_id, None)
-        except (ValueError, KeyError, TypeError):
-            bad += 1
-    return pending, bad
+def entry_problem(path: Path) -> str | None:
+    """Why a ``*.jsonl`` entry cannot be a spool file (None: a regular file)."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 class Spool:
@@ -133,18 +136,27 @@ class Spool:
         self.directory = Path(directory)
         self.compact_bytes = compact_bytes
         self.path: Path | None = None
-        self.unreadable_lines = 0
+        self.full: str | None = None  # why the disk refused room; None while journalling works
+        self.torn = 0  # adopted lines that were not JSON (a kill mid-write, garbage)
+        self.invalid: list[str] = []  # adopted lines of the wrong shape: "file line N: reason"
+        self.quarantine_path: Path | None = None
+        self.skipped: dict[str, str] = {}  # entries that could not be adopted, and why
         self._fd = -1
         self._size = 0  # bytes of lines written
-        self._map: mmap.mmap | None = None  # None: plain writes (a file system without mmap)
+        self._capacity = 0  # bytes reserved on disk (and mapped)
+        self._map: mmap.mmap | None = None
+        self._plain = False  # the file system cannot map files: plain writes
+        self._retry_at = 0.0
+        self._held: list[bytes] = []  # ack lines a full disk refused, written with the next line that fits
         self._live: dict[str, bytes] = {}
         self._live_bytes = 0
+        self._adopted: set[str] = set()
         self._lock = threading.Lock()
         self._headers_cache: tuple[Mapping[str, str] | None, bytes] = (None, b"")
 
     @property
     def written(self) -> int:
-        """Bytes of journal lines in the current file (the mapped file beyond them is zeros)."""
+        """Bytes of journal lines in the current file (the reserved file beyond them is zeros)."""
         return self._size
 
     @property
@@ -152,46 +164,86 @@ class Spool:
         """Events journalled here and not yet acknowledged."""
         return len(self._live)
 
+    @property
+    def unreadable_lines(self) -> int:
+        """Adopted lines that could not be trusted (all of them are in the quarantine file)."""
+        return self.torn + len(self.invalid)
+
     def open(self) -> None:
-        """Create and lock this process's file (locked before it is visible to adopters)."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # prompts may be in here
+        """Create and lock this process's file (locked before it is visible to adopters).
+
+        A disk with no room for even one page still opens: the spool starts out ``full``.
+        """
+        private_dir(self.directory, ours=True)  # prompts may be in here
         self._fd, self.path = self._create()
-        self._size = 0
-        self._map = _map(self._fd, CHUNK_BYTES)
+        self._size = self._capacity = 0
+        with contextlib.suppress(SpoolFull):
+            self._grow(0)
 
     def _create(self) -> tuple[int, Path]:
         name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp = self.directory / f".{name}{TMP_SUFFIX}"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         path = self.directory / f"{name}{SUFFIX}"
         os.rename(tmp, path)
         return fd, path
 
+    def _grow(self, end: int) -> None:
+        """Reserve disk blocks so the file holds ``end`` bytes, then map them; SpoolFull if refused."""
+        now = time.monotonic()
+        if self.full is not None and now < self._retry_at:
+            raise SpoolFull(errno.ENOSPC, self.full)
+        start = self._capacity
+        size = max(end, start + CHUNK_BYTES)
+        least = max(-(-end // _PAGE) * _PAGE, start + _PAGE)  # room for just this line
+        try:
+            try:
+                os.posix_fallocate(self._fd, start, size - start)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or least >= size:
+                    raise
+                size = least
+                os.posix_fallocate(self._fd, start, size - start)
+        except OSError as exc:
+            self.full = f"{exc.strerror or exc} in {self.directory}"
+            self._retry_at = now + RETRY_S
+            raise SpoolFull(exc.errno or errno.ENOSPC, self.full) from exc
+        self.full = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._capacity = size
+        if not self._plain:
+            self._map = _mapped(self._fd, size)
+            self._plain = self._map is None
+
     def _put(self, line: bytes) -> None:
         """Append ``line`` at the end of the written bytes (caller holds the lock)."""
+        if self._held:
+            line = b"".join(self._held) + line
         end = self._size + len(line)
-        if self._map is None:
-            _write_all(self._fd, line, self._size)
-        else:
-            if end > len(self._map):
-                size = max(end, len(self._map) + CHUNK_BYTES)
-                self._map.close()
-                self._map = _map(self._fd, size)
+        if end > self._capacity:
+            self._grow(end)
+        if self._map is not None:
             self._map[self._size : end] = line
+        else:
+            _write_all(self._fd, line, self._size)
         self._size = end
+        self._held.clear()
 
     def append(self, event_id: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
-        """Journal one pending event; returns once the line is in the OS."""
+        """Journal one pending event; returns once the line is in the OS (``SpoolFull`` if no room)."""
         cached, encoded = self._headers_cache  # one context's headers are shared by many events
         if cached is not headers:
             encoded = _encode(headers)
             self._headers_cache = (headers, encoded)
-        self._journal(event_id, b'{"op":"event","id":%b,"body":%b,"headers":%b}\n' % (_encode(event_id), _encode(body), encoded))
+        self._journal(event_id, _EVENT % (_encode(event_id), _encode(body), encoded))
 
     def append_call(self, event_id: str, call: Mapping[str, Any]) -> None:
         """Journal one pending call captured raw (its event is built later); returns once in the OS."""
-        self._journal(event_id, b'{"op":"call","id":%b,"call":%b}\n' % (_encode(event_id), _encode(call)))
+        self._journal(event_id, _CALL % (_encode(event_id), _encode(call)))
 
     def _journal(self, event_id: str, line: bytes) -> None:
         with self._lock:
@@ -202,28 +254,57 @@ class Spool:
             self._live_bytes += len(line)
 
     def ack(self, event_id: str, outcome: str) -> None:
-        """Mark an event settled (``sent`` or ``failed``); compacts a large, mostly settled file."""
-        line = b'{"op":"ack","id":%b,"outcome":%b}\n' % (_encode(event_id), _encode(outcome))
+        """Mark an event settled (``sent`` or ``failed``); compacts a large, mostly settled file.
+
+        On a full disk the ack line is held and written with the next line that fits.
+        """
+        line = _ACK % (_encode(event_id), _encode(outcome))
         with self._lock:
             if self._fd < 0 or event_id not in self._live:
                 return
-            self._put(line)
             self._live_bytes -= len(self._live.pop(event_id))
+            try:
+                self._put(line)
+            except SpoolFull:
+                self._held.append(line)
+                return
             if self._size >= self.compact_bytes and self._live_bytes * 4 < self._size:
-                self._compact()
+                with contextlib.suppress(SpoolFull):
+                    self._compact()
+
+    def retry(self) -> bool:
+        """A full spool tries to reserve room again (off the hot path); True when it has room."""
+        with self._lock:
+            if self.full is None or self._fd < 0:
+                return self.full is None
+            with contextlib.suppress(SpoolFull):
+                self._grow(self._size + sum(map(len, self._held)) + 1)
+                if self._held:
+                    self._put(b"")
+            return self.full is None
 
     def _compact(self) -> None:
-        self._unmap()
         if not self._live:
+            self._unmap()
             os.ftruncate(self._fd, 0)  # drop every byte, so nothing stale is read back later
-            self._size = 0
-            self._map = _map(self._fd, CHUNK_BYTES)
+            self._size = self._capacity = 0
+            self._grow(0)
             return
         old_fd, old_path = self._fd, self.path
         fd, path = self._create()
         data = b"".join(self._live.values())
-        self._fd, self.path, self._size = fd, path, 0
-        self._map = _map(fd, len(data) + CHUNK_BYTES)
+        try:
+            os.posix_fallocate(fd, 0, len(data) + CHUNK_BYTES)
+        except OSError:  # no room for a rewrite: keep the file we have
+            os.unlink(path)
+            os.close(fd)
+            return
+        self._unmap()
+        self._held.clear()  # acks of events the rewrite leaves out anyway
+        self._fd, self.path, self._size, self._capacity = fd, path, 0, len(data) + CHUNK_BYTES
+        if not self._plain:
+            self._map = _mapped(fd, self._capacity)
+            self._plain = self._map is None
         self._put(data)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(old_path)  # type: ignore[arg-type]
@@ -234,27 +315,69 @@ class Spool:
             self._map.close()
             self._map = None
 
-    def adopt(self) -> list[SpoolRecord]:
-        """Take over the pending events of every spool file in the directory with no live owner."""
+    def adopt(
+        self, prepare: Callable[[SpoolRecord], object] | None = None, source: str | os.PathLike[str] | None = None
+    ) -> list[SpoolRecord]:
+        """Take over the pending events of every spool file with no live owner (in ``source``,
+        default this spool's directory).
+
+        ``prepare`` is called on each record before it is taken; if it raises, the record is
+        quarantined like a bad line. A file is deleted once its events are in our journal; on a
+        full disk the rest stays where it is (``retry()`` and a later ``adopt()`` take it then).
+        """
+        directory = Path(source) if source is not None else self.directory
         taken: dict[str, SpoolRecord] = {}
-        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+        for path in sorted(directory.glob(f"*{SUFFIX}")):
             if path == self.path:
                 continue
-            with self._claim(path) as data:
-                if data is None:
+            problem = entry_problem(path)
+            if problem is not None:
+                self.skipped[str(path)] = problem
+                continue
+            try:
+                if not self._adopt_file(path, prepare, taken):
+                    break  # the disk is full
+            except OSError as exc:
+                self.skipped[str(path)] = f"cannot be adopted: {exc.strerror or exc}"
+            else:
+                self.skipped.pop(str(path), None)
+        self._sweep_tmp(directory)
+        return list(taken.values())
+
+    def _adopt_file(self, path: Path, prepare: Callable[[SpoolRecord], object] | None, taken: dict[str, SpoolRecord]) -> bool:
+        """Adopt one file; False if the disk filled up meanwhile (the file is kept)."""
+        with self._claim(path) as data:
+            if data is None:
+                return True
+            journal = read_journal(data)
+            bad = list(journal.bad)
+            fresh: list[SpoolRecord] = []
+            for record in journal.pending.values():
+                if record.event_id in self._live or record.event_id in taken or record.event_id in self._adopted:
                     continue
-                pending, bad = parse_lines(data)
-                self.unreadable_lines += bad
-                fresh = [r for r in pending.values() if r.event_id not in self._live and r.event_id not in taken]
-                for record in fresh:
+                try:
+                    if prepare is not None:
+                        prepare(record)
+                except Exception as exc:
+                    bad.append(BadLine(0, f"event {record.event_id} cannot be rebuilt: {exc!r}", _line_of(record)))
+                    continue
+                fresh.append(record)
+            if bad:
+                self.quarantine_path = quarantine(self.directory, path.name, bad)
+                self.torn += sum(b.torn for b in bad)
+                self.invalid += [f"{path.name} line {b.number or '?'}: {b.reason}" for b in bad if not b.torn]
+            for record in fresh:
+                try:
                     if record.call is not None:
                         self.append_call(record.event_id, record.call)
                     else:
                         self.append(record.event_id, record.body, record.headers)  # type: ignore[arg-type]
-                    taken[record.event_id] = record
-                os.unlink(path)
-        self._sweep_tmp()
-        return list(taken.values())
+                except SpoolFull:
+                    return False
+                taken[record.event_id] = record
+                self._adopted.add(record.event_id)
+            os.unlink(path)
+        return True
 
     @contextlib.contextmanager
     def _claim(self, path: Path) -> Iterator[bytes | None]:
@@ -265,7 +388,7 @@ class Spool:
             yield None
             return
         try:
-            if not _lock(fd):
+            if not lock(fd):
                 yield None
                 return
             try:
@@ -281,13 +404,14 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _sweep_tmp(self) -> None:
+    @staticmethod
+    def _sweep_tmp(directory: Path) -> None:
         """Remove half-created files of dead processes (they never held events)."""
-        for path in self.directory.glob(f".*{TMP_SUFFIX}"):
+        for path in directory.glob(f".*{TMP_SUFFIX}"):
             with contextlib.suppress(OSError):
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    if _lock(fd):
+                    if lock(fd):
                         os.unlink(path)
                 finally:
                     os.close(fd)
@@ -305,6 +429,10 @@ class Spool:
             if left:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)  # no zero tail in a file left for later
+                with contextlib.suppress(OSError):
+                    if self._held:
+                        _write_all(self._fd, b"".join(self._held), self._size)
+                with contextlib.suppress(OSError):
                     os.fsync(self._fd)
             elif self.path is not None:
                 with contextlib.suppress(FileNotFoundError):
@@ -317,3 +445,10 @@ class Spool:
 
     def __repr__(self) -> str:
         return f"Spool(path={str(self.path)!r}, outstanding={self.outstanding})"
+
+
+def _line_of(record: SpoolRecord) -> bytes:
+    """A record as the journal line it was read from (for the quarantine file)."""
+    if record.call is not None:
+        return _CALL % (_encode(record.event_id), _encode(record.call))
+    return _EVENT % (_encode(record.event_id), _encode(record.body), _encode(record.headers))

@@ -58,9 +58,9 @@ def test_lines_hold_what_a_resend_needs(tmp_path: Path) -> None:
     assert spool.outstanding == 1
     lines = _lines(spool.path)  # type: ignore[arg-type]
     assert lines == [
-        {"op": "event", "id": "e1", "body": _body(1), "headers": HEADERS},
-        {"op": "event", "id": "e2", "body": _body(2), "headers": HEADERS},
-        {"op": "ack", "id": "e1", "outcome": "sent"},
+        {"v": 1, "op": "event", "id": "e1", "body": _body(1), "headers": HEADERS},
+        {"v": 1, "op": "event", "id": "e2", "body": _body(2), "headers": HEADERS},
+        {"v": 1, "op": "ack", "id": "e1", "outcome": "sent"},
     ]
     pending, bad = parse_lines(spool.path.read_bytes())  # type: ignore[union-attr]
     assert list(pending) == ["e2"] and bad == 0

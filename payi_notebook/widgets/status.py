@@ -43,6 +43,8 @@ class StatusReport:
             rows.append(("warning", f"no local price for {models}: est_cost_usd is NaN"))
         if d.note:
             rows.append(("note", d.note))
+        if d.journal is not None:
+            rows += d.journal.rows()
         for when, message in self.problems[-5:]:
             rows.append(("problem", f"{time.strftime('%H:%M:%S', time.localtime(when))} {message}"))
         return rows
