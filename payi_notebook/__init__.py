@@ -41,6 +41,7 @@ __all__ = [
     "flush",
     "ingest",
     "instrument",
+    "journal",
     "last_result",
     "ledger",
     "limits",
@@ -113,6 +114,12 @@ def configure(**settings: Any) -> None:
 def status() -> Any:
     """Endpoint, mode, pending/sent/failed counts and recent problems."""
     return get_session().status_report()
+
+
+def journal(action: str | None = None, name: str | None = None) -> str:
+    """Events journalled for other Pay-i endpoints: list them; ``journal("deliver", NAME)`` sends
+    them to the current endpoint, ``journal("discard", NAME)`` deletes them (NAME or ``"all"``)."""
+    return get_session().journal(action, name)
 
 
 def openai_url() -> str:

@@ -54,7 +54,7 @@ from . import wire
 from .client import AsyncPayiClient, PayiError, check_endpoint
 from .events import UsageEvent
 from .pricing import price_units
-from .journal import JournalStatus, others, write_info
+from .journal import LARGE_BYTES, JournalStatus, others, write_info
 from .spool import Spool, SpoolRecord, endpoint_dir, endpoint_key_for
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class Flusher:
         exit_timeout: float = 3.0,
         compact_bytes: int | None = None,
         rebuild: Callable[[str, dict[str, Any]], UsageEvent] | None = None,
+        journal_cap: int = LARGE_BYTES,
     ) -> None:
         if concurrency < 1 or bulk_size < 1 or bulk_threshold < 1:
             raise ValueError("concurrency, bulk_size and bulk_threshold must be at least 1")
@@ -233,6 +234,7 @@ class Flusher:
         self.exit_timeout = exit_timeout
         self._compact_bytes = compact_bytes
         self._rebuild = rebuild or _rebuild_call  # raw captured calls recovered from a spool → events
+        self.journal_cap = journal_cap  # past this many bytes of journal, status and badges say so
 
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -387,7 +389,7 @@ class Flusher:
     def _recovered_job(self, record: SpoolRecord) -> _Job:
         if record.call is None:
             born = _timestamp((record.body or {}).get("event_timestamp"))
-            return _Job(record.event_id, None, None, record.body, record.headers, journalled=True, born=born)
+            return _Job(record.event_id, None, None, record.body, record.headers or {}, journalled=True, born=born)
         body, headers = self._render(self._rebuild(record.event_id, record.call))
         born = float(record.call["timestamp"])
         return _Job(record.event_id, None, None, body, headers, journalled=True, born=born)
@@ -610,6 +612,15 @@ class Flusher:
             journal=self.journal_status(),
         )
 
+    def journal_warning(self) -> str | None:
+        """Why durability is degraded (journal off, disk full, journal past its cap), or None. Cheap."""
+        spool = self._spool
+        if spool is None:
+            return JournalStatus(None, off=self._journal_off or "not started").warning() if self._thread else None
+        return JournalStatus(
+            str(spool.path), bytes=spool.written, full=spool.full, memory_only=len(self._memory_only), cap=self.journal_cap
+        ).warning()
+
     def journal_status(self, *, scan: bool = True) -> JournalStatus:
         """The journal's health; with ``scan``, also the journals left for other endpoints."""
         spool = self._spool
@@ -631,6 +642,7 @@ class Flusher:
             quarantine_path=str(spool.quarantine_path) if spool.quarantine_path else None,
             skipped=dict(spool.skipped),
             others=found,
+            cap=self.journal_cap,
         )
 
     # ---- the loop thread -------------------------------------------------------------------

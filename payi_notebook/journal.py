@@ -49,6 +49,7 @@ class JournalStatus:
     quarantine_path: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     others: tuple[OtherJournal, ...] = ()
+    cap: int = LARGE_BYTES
 
     def warning(self) -> str | None:
         """One line when durability is degraded (the badge shows it), else None."""
@@ -56,8 +57,8 @@ class JournalStatus:
             return f"journal off ({self.off}): events are kept in memory only"
         if self.full:
             return f"journal degraded ({self.full}): {self.memory_only} event(s) in memory only until space returns"
-        if self.bytes > LARGE_BYTES:
-            return f"journal is {_size(self.bytes)}, past its {_size(LARGE_BYTES)} cap: is Pay-i reachable?"
+        if self.bytes > self.cap:
+            return f"journal is {_size(self.bytes)}, past its {_size(self.cap)} cap: is Pay-i reachable?"
         return None
 
     def rows(self) -> list[tuple[str, str]]:

@@ -28,7 +28,8 @@ from .tracking import TrackingScope
 
 CELL_PREFIX = "%%payi"
 SUBCOMMANDS = (
-    "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget"
+    "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget",
+    "journal",
 )  # fmt: skip
 
 
@@ -190,7 +191,9 @@ class PayiMagics(Magics):
         if self._board is None:
             from .widgets.badge import BadgeBoard
 
-            self._board = BadgeBoard(self.session.ledger, lambda badge: display(badge, display_id=True))
+            self._board = BadgeBoard(
+                self.session.ledger, lambda badge: display(badge, display_id=True), note=self.session.journal_warning
+            )
         self._board.show(refs)
 
     def _announce(self) -> None:
@@ -321,6 +324,15 @@ class PayiMagics(Magics):
 
         return CostBreakdown(self.session.ledger, by=by)
 
+    def _cmd_journal(self, rest: list[str], raw: str) -> Any:
+        if len(rest) not in (0, 2):
+            raise UsageError("usage: %payi journal [deliver|discard NAME|all]  (NAME as %payi journal lists it)")
+        try:
+            print(self.session.journal(*rest))
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(str(exc)) from None
+        return None
+
     def _cmd_budget(self, rest: list[str], raw: str) -> Any:
         if rest:
             raise UsageError("usage: %payi budget")
@@ -346,7 +358,14 @@ def load(shell: Any) -> PayiMagics:
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.events.register("post_run_cell", magics.post_run_cell)
     _magics = magics
-    session.start()
+    try:
+        session.start()
+    except Exception as exc:  # nothing stays half-installed: a retried %load_ext starts afresh
+        unload(shell)
+        raise UsageError(
+            f"payi_notebook could not start ({type(exc).__name__}: {exc}); nothing was installed. "
+            "Fix that and run %load_ext payi_notebook again."
+        ) from exc
     magics._announce()
     return magics
 

@@ -30,7 +30,9 @@ from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings
 from .context import Context, derive
 from .events import UsageEvent
+from .files import private_dir
 from .flusher import Flusher, FlushReport
+from .journal import discard, find, others
 from .ledger import Ledger, RowRef
 from .limits import Limits
 from .naming import notebook_name, script_name
@@ -93,10 +95,23 @@ class Session:
         return self.flusher is not None
 
     def start(self) -> Session:
-        """Resolve the endpoint, start the flusher, install capture. Idempotent."""
+        """Resolve the endpoint, start the flusher, install capture. Idempotent.
+
+        If any step fails, what was set up is taken down again before the error is raised, so
+        a retry starts from scratch.
+        """
         with self._lock:
             if self.started:
                 return self
+            try:
+                self._start()
+            except BaseException:
+                self.stop(0.0)
+                raise
+            return self
+
+    def _start(self) -> None:
+        with self._lock:
             self.endpoint = self._resolve_endpoint()
             spool = self.settings.spool_dir or str(data_dir() / "spool")
             self.flusher = Flusher(
@@ -108,13 +123,52 @@ class Session:
                 log_prompt_and_response=self.settings.log_prompt_and_response,
             )
             self.flusher.start()
+            self._announce_journal()
             capture.install()
             tracking.install_executor_propagation()
             self.apply_settings()
             if not self._atexit:
                 atexit.register(self.stop)
                 self._atexit = True
-            return self
+
+    def _announce_journal(self) -> None:
+        """Say at load when durability is degraded or other endpoints' events wait in the journal."""
+        assert self.flusher is not None
+        status = self.flusher.journal_status()
+        lines = [self.announcement] if self.announcement else []
+        if warning := status.warning():
+            lines.append(f"payi_notebook: {warning}; see %payi status.")
+        if status.others:
+            count = sum(o.events for o in status.others)
+            lines.append(f"payi_notebook: {count} undelivered event(s) journalled for another endpoint; see %payi status.")
+        self.announcement = "\n".join(lines) or None
+
+    def journal_warning(self) -> str | None:
+        """Why durability is degraded right now (the badge shows it), or None."""
+        flusher = self.flusher
+        return flusher.journal_warning() if flusher is not None else None
+
+    def journal(self, action: str | None = None, name: str | None = None) -> str:
+        """The journals left for other endpoints; ``deliver``/``discard`` one by name (or ``all``)."""
+        self.start()
+        assert self.flusher is not None
+        root, own = self.flusher.spool_dir.parent, self.flusher.spool_dir
+        listed = others(root, own)
+        if action is None:
+            if not listed:
+                return "payi: no undelivered events journalled for other endpoints"
+            return "\n".join(
+                f"{o.name}: {o.events} undelivered event(s) for {o.endpoint}" + (f", {o.in_use} file(s) in use" if o.in_use else "")
+                for o in listed
+            )
+        if action not in ("deliver", "discard") or not name:
+            raise ValueError("use journal deliver NAME|all or journal discard NAME|all (NAME as %payi journal lists it)")
+        targets = [root / o.name for o in listed] if name == "all" else [find(root, own, name)]
+        if action == "deliver":
+            count = sum(self.flusher.deliver(path) for path in targets)
+            return f"payi: {count} event(s) from other journals queued for {self.flusher.endpoint}"
+        count = sum(discard(path) for path in targets)
+        return f"payi: discarded {count} undelivered event(s) from other journals"
 
     def stop(self, timeout: float | None = None) -> None:
         """Drain (bounded), stop the flusher and the embedded sandbox, remove capture."""
@@ -151,7 +205,7 @@ class Session:
         from .sandbox.process import spawn
 
         db = data_dir() / "sandbox.db"
-        db.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(db.parent)
         self.sandbox = spawn(db=db, log_path=data_dir() / "sandbox.log")
         self._add_provider_bases(self.sandbox.provider_url)
         self.announcement = (

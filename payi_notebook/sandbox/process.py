@@ -8,6 +8,7 @@ kernel takes its sandbox along.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+
+from payi_notebook.files import private_open
 
 _LINES = ("PAYI_BASE_URL", "PAYI_API_KEY", "PAYI_SANDBOX_PROVIDER_URL")
 
@@ -71,7 +74,11 @@ def spawn(db: str | Path | None = None, log_path: str | Path | None = None, time
     command = [sys.executable, "-m", "payi_notebook.sandbox", "--port", "0", "--exit-with-stdin"]
     if db is not None:
         command += ["--db", str(db)]
-    log: IO[str] | int = open(log_path, "a", encoding="utf-8") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    log: IO[str] | int = (
+        os.fdopen(private_open(log_path, os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8")
+        if log_path
+        else subprocess.DEVNULL
+    )
     try:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
     finally:

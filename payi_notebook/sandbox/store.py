@@ -8,11 +8,14 @@ file, and a sandbox restarted on the same ``--db`` finds everything it had.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from payi_notebook.files import private_file
 
 from .limits import Limit, empty_counters
 
@@ -78,6 +81,10 @@ class Store:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.RLock()
+        if path != ":memory:":  # prompts are stored here: 0600, and SQLite gives -wal/-shm the same mode
+            for name in (path, f"{path}-wal", f"{path}-shm"):
+                if name == path or os.path.exists(name):
+                    private_file(name)
         self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 10000")
         self._db.execute("PRAGMA journal_mode = WAL")

@@ -27,9 +27,10 @@ class Badge:
     ``(estimated)``, delivery state counts and one chip per limit in its state's colour.
     """
 
-    def __init__(self, totals: Totals, label: str = "payi") -> None:
+    def __init__(self, totals: Totals, label: str = "payi", note: str | None = None) -> None:
         self.totals = totals
         self.label = label
+        self.note = note  # degraded durability (journal off or disk full), shown after the line
 
     def _tokens(self) -> str:
         t = self.totals
@@ -56,7 +57,8 @@ class Badge:
         parts = [plural(t.calls, "call"), self._tokens(), f"{money(t.cost_usd)} ({self._source()})", statuses]
         line = f"{self.label} · " + " · ".join(p for p in parts if p)
         limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(t.limit_states.items()))
-        return f"{line} · limits {limits}" if limits else line
+        line = f"{line} · limits {limits}" if limits else line
+        return f"{line} · ⚠ {self.note}" if self.note else line
 
     def html(self) -> str:
         t = self.totals
@@ -83,6 +85,7 @@ class Badge:
             f'style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
             + " · ".join(parts)
             + (f" {chips}" if chips else "")
+            + (f' · <span class="payi-degraded" style="color:#b45309">⚠ {esc(self.note)}</span>' if self.note else "")
             + "</div>"
         )
 
@@ -96,9 +99,12 @@ class Badge:
 class BadgeBoard:
     """Live badges: re-rendered after ledger changes, retired once every row is final."""
 
-    def __init__(self, ledger: Ledger, display: Callable[[Badge], Any], delay: float = 0.25) -> None:
+    def __init__(
+        self, ledger: Ledger, display: Callable[[Badge], Any], delay: float = 0.25, note: Callable[[], str | None] | None = None
+    ) -> None:
         self._ledger = ledger
         self._display = display
+        self._note = note or (lambda: None)
         self._delay = delay
         self._live: list[_Live] = []
         self._lock = threading.Lock()
@@ -107,7 +113,7 @@ class BadgeBoard:
 
     def show(self, refs: Sequence[RowRef]) -> Badge:
         """Display a badge for these rows now; keep it live while any row is not final."""
-        badge = Badge(self._ledger.totals(refs))
+        badge = Badge(self._ledger.totals(refs), note=self._note())
         handle = self._display(badge)
         live = _Live(list(refs), handle, badge.text())
         if handle is not None and not live.final(badge.totals):
@@ -130,7 +136,7 @@ class BadgeBoard:
             live, self._live = self._live, []
         keep = []
         for item in live:
-            badge = Badge(self._ledger.totals(item.refs))
+            badge = Badge(self._ledger.totals(item.refs), note=self._note())
             text = badge.text()
             if text != item.shown:
                 try:
