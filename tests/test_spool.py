@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -227,3 +228,43 @@ def test_a_journal_growing_past_its_mapped_chunks_keeps_every_line(tmp_path: Pat
     assert bad == 0 and len(pending) == count - 1 and "e0" not in pending
     assert spool.close() == count - 1
     assert len(_opened(tmp_path).adopt()) == count - 1
+
+
+def test_a_full_disk_refuses_lines_with_an_error_and_takes_them_again_when_space_returns(tmp_path: Path) -> None:
+    """Space is reserved before it is mapped: a full disk is SpoolFull (an OSError), never SIGBUS."""
+    import errno
+
+    from payi_notebook.spool import RETRY_S, SpoolFull
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        spool = _opened(disk / "spool")  # the first chunk does not fit: one page is reserved instead
+        assert spool.full is None
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        with pytest.raises(OSError):
+            while os.write(fd, b"\0" * 4096):
+                pass
+        os.close(fd)
+        filler = {**_body(0), "provider_request_json": "x" * 3000}
+        spool.append("fits", _body(1), HEADERS)
+        with pytest.raises(SpoolFull) as refused:
+            for n in range(10):  # the reserved page fills up; the next line needs a block the disk lacks
+                spool.append(f"big{n}", filler, HEADERS)
+        assert refused.value.errno == errno.ENOSPC and "No space left on device" in (spool.full or "")
+        spool.ack("fits", "sent")  # held: no room for the ack line either
+        assert "fits" not in spool._live
+        os.unlink(disk / "filler")
+        deadline = time.monotonic() + RETRY_S * 5
+        while not spool.retry() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spool.full is None
+        spool.append("after", _body(2), HEADERS)
+        pending, bad = parse_lines(spool.path.read_bytes())  # type: ignore[union-attr]
+        assert bad == 0 and "fits" not in pending and "after" in pending
+        spool.close()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
