@@ -7,6 +7,7 @@ whatever the process's umask; ``mkdir(mode=...)`` alone is masked by it, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def private_dir(path: str | os.PathLike[str], *, ours: bool = False) -> Path:
             pass
         os.chmod(directory, DIR_MODE)
     if ours and not missing:
-        os.chmod(path, DIR_MODE)
+        with contextlib.suppress(PermissionError):  # someone else's directory: theirs to keep
+            os.chmod(path, DIR_MODE)
     return path
 
 

@@ -30,6 +30,11 @@ daemon thread with its own asyncio loop (never the kernel's loop):
 
 At interpreter exit the queue gets ``exit_timeout`` seconds to drain; what is left stays in
 the spool and is sent by the next flusher for the same endpoint.
+
+The journal never fails a call: with no journal dir, or a disk too full for the spool, the
+event is kept in memory and still sent; this thread journals it once the spool has room
+again. ``journal_status()`` says how it stands (size, oldest pending event, degraded
+durability, quarantined lines, other endpoints' journals; see ``journal.py``).
 """
 
 from __future__ import annotations

@@ -221,8 +221,9 @@ class Spool:
 
     def _put(self, line: bytes) -> None:
         """Append ``line`` at the end of the written bytes (caller holds the lock)."""
-        if self._held:
-            line = b"".join(self._held) + line
+        held = self._held
+        if held:
+            line = b"".join(held) + line
         end = self._size + len(line)
         if end > self._capacity:
             self._grow(end)
@@ -231,7 +232,8 @@ class Spool:
         else:
             _write_all(self._fd, line, self._size)
         self._size = end
-        self._held.clear()
+        if held:
+            held.clear()
 
     def append(self, event_id: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> None:
         """Journal one pending event; returns once the line is in the OS (``SpoolFull`` if no room)."""
