@@ -177,6 +177,19 @@ def test_status_shows_journal_size_and_oldest_pending_age_and_warns_past_the_cap
         assert {e.provider_response_id for e in events} <= delivered(sb), "past the cap nothing was dropped"
 
 
+def _left_behind(sb: Any, url: str, spool: Path, tag: str, n: int) -> list[UsageEvent]:
+    """Events an earlier kernel journalled for ``url`` and could not send before it went away."""
+    sb.inject_fault(route="*", status=503, count=10_000)
+    old = Flusher(Ledger(), base_url=url, api_key=sb.api_key, spool_dir=str(spool), **FAST)
+    events = [event(f"{tag}{i}") for i in range(n)]
+    for item in events:
+        old.submit(item, None)
+    old.flush(0.3)
+    old.stop(0.1)
+    sb.clear_faults()
+    return events
+
+
 @pytest.fixture
 def shell(sandbox_env: Any) -> Iterator[InteractiveShell]:
     ip = InteractiveShell.instance()
@@ -191,14 +204,7 @@ def test_journals_for_another_endpoint_are_listed_and_delivered_or_discarded(
 ) -> None:
     sb = sandbox_env
     other_url = sb.base_url.replace("127.0.0.1", "localhost")  # the same service under another name
-    sb.inject_fault(route="*", status=503, count=10_000)
-    old = Flusher(Ledger(), base_url=other_url, api_key=sb.api_key, spool_dir=str(tmp_path / "spool"), **FAST)
-    kept = [event(f"other{n}") for n in range(3)]
-    for item in kept:
-        old.submit(item, None)
-    old.flush(0.3)
-    old.stop(0.1)  # the old kernel went away with its events journalled
-    sb.clear_faults()
+    kept = _left_behind(sb, other_url, tmp_path / "spool", "other", 3)
 
     status = pn.status()
     other = [v for k, v in status.lines() if k == "other journal"]
@@ -214,14 +220,7 @@ def test_journals_for_another_endpoint_are_listed_and_delivered_or_discarded(
     assert {e.provider_response_id for e in kept} <= delivered(sb)
     assert not [v for k, v in pn.status().lines() if k == "other journal"]
 
-    sb.inject_fault(route="*", status=503, count=10_000)
-    gone = Flusher(Ledger(), base_url=other_url, api_key=sb.api_key, spool_dir=str(tmp_path / "spool"), **FAST)
-    dropped = [event(f"drop{n}") for n in range(2)]
-    for item in dropped:
-        gone.submit(item, None)
-    gone.flush(0.3)
-    gone.stop(0.1)
-    sb.clear_faults()
+    dropped = _left_behind(sb, other_url, tmp_path / "spool", "drop", 2)
     result = shell.run_cell("%payi journal discard all", store_history=True)
     assert result.success and "discarded 2 undelivered event(s)" in capsys.readouterr().out
     assert not [v for k, v in pn.status().lines() if k == "other journal"]
