@@ -147,7 +147,7 @@ def proxy_headers(**context: Any) -> dict[str, str]:
     session = instrument()
     assert session.endpoint is not None
     headers = derive(session.root_context(), **context).proxy_headers()
-    headers["xProxy-api-key"] = session.endpoint.api_key
+    headers["xProxy-api-key"] = session.endpoint.api_key.reveal()
     return headers
 
 

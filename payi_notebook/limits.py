@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from . import limit_rules
 from .client import PayiClient, PayiError
-
-LIMIT_TYPES = ("allow", "block")
+from .limit_rules import LIMIT_TYPES
 COLUMNS = [
     "limit_id",
     "limit_name",
@@ -120,9 +120,13 @@ class Limit:
         return f"<code>{html.escape(self.describe())}</code>"
 
 
+def _checked(problem: str | None) -> None:
+    if problem is not None:
+        raise LimitError(problem)
+
+
 def _check_max(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise LimitError(f"max must be a positive amount in USD, got {value!r}")
+    _checked(limit_rules.max_problem(value))
     return float(value)
 
 
@@ -133,11 +137,8 @@ def _check_type(value: Any) -> str:
 
 
 def _check_threshold(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise LimitError(f"threshold must be a fraction of max in (0, 1], e.g. 0.8, got {value!r}")
-    return float(value)
+    _checked(limit_rules.threshold_problem(value))
+    return None if value is None else float(value)
 
 
 def _check_id(value: Any) -> str:
@@ -197,8 +198,9 @@ class Limits:
         properties: Mapping[str, str] | None = None,
     ) -> Limit:
         """Create an ``allow`` or ``block`` limit of ``max`` USD (``threshold``: risk level as a fraction of max)."""
-        if not isinstance(name, str) or not name.strip():
-            raise LimitError(f"limit name must be a non-empty string, got {name!r}")
+        _checked(limit_rules.name_problem(name))
+        if limit_id is not None:
+            _checked(limit_rules.id_problem(limit_id))
         args = (name, _check_max(max), _check_type(type), _check_threshold(threshold), limit_id, properties)
         answer = self._call(f"create limit {name!r}", lambda c: c.create_limit(*args))
         return Limit.from_api(answer["limit"])

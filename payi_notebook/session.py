@@ -27,13 +27,14 @@ from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.exchange import Exchange
 from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
-from .config import PAYI_DEFAULT_BASE_URL, Settings
+from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, derive
 from .events import UsageEvent
 from .flusher import Flusher, FlushReport
 from .ledger import Ledger, RowRef
 from .limits import Limits
 from .naming import notebook_name, script_name
+from .secret import Secret
 from .tracking import TrackingScope
 from .widgets.status import StatusReport
 
@@ -47,7 +48,7 @@ class Endpoint:
 
     kind: str
     base_url: str
-    api_key: str
+    api_key: Secret
     key: str  # identity of the endpoint for the spool (never the API key)
 
     def __repr__(self) -> str:
@@ -102,10 +103,10 @@ class Session:
             self.flusher = Flusher(
                 self.ledger,
                 base_url=self.endpoint.base_url,
-                api_key=self.endpoint.api_key,
+                api_key=self.endpoint.api_key.reveal(),
                 spool_dir=spool,
                 endpoint_key=self.endpoint.key,
-                log_prompt_and_response=self.settings.log_prompt_and_response,
+                settings=self.settings,
             )
             self.flusher.start()
             capture.install()
@@ -158,7 +159,7 @@ class Session:
             f"payi_notebook: no PAYI_API_KEY, so calls go to the local Pay-i sandbox at {self.sandbox.base_url} "
             f"(nothing is sent to Pay-i; provider emulator at {self.sandbox.provider_url})."
         )
-        return Endpoint("sandbox", self.sandbox.base_url, self.sandbox.api_key, f"sandbox:{db}")
+        return Endpoint("sandbox", self.sandbox.base_url, Secret(self.sandbox.api_key), f"sandbox:{db}")
 
     def _add_provider_bases(self, provider_url: str) -> None:
         """Make calls to the emulator recognisable, like calls to the real provider hosts."""
@@ -304,6 +305,7 @@ class Session:
 
     def flush(self, timeout: float = 30.0) -> Any:
         """Block until every pending event is delivered or ``timeout`` passes; report counts."""
+        timeout = check_timeout(timeout)
         self.start()
         assert self.flusher is not None
         deadline = time.monotonic() + timeout
@@ -336,7 +338,7 @@ class Session:
         """A synchronous Pay-i client for the current endpoint (the caller closes it)."""
         self.start()
         assert self.endpoint is not None
-        return PayiClient(self.endpoint.base_url, self.endpoint.api_key, timeout=15.0)
+        return PayiClient(self.endpoint.base_url, self.endpoint.api_key.reveal(), timeout=15.0)
 
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""

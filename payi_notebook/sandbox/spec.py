@@ -86,14 +86,55 @@ def validate_body(component: str, body: Any, where: str = "", code: str | None =
         raise _describe(error, where, code)
 
 
+# No Pay-i body nests anywhere near this deep; past it, parsing and schema checks recurse
+# into a RecursionError (a 500) instead of a refusal naming the field.
+MAX_DEPTH = 64
+
+
 def parse_json(raw: bytes) -> Any:
     """The request body as JSON, or a 400 ``invalid_json`` saying where it broke."""
     if not raw.strip():
         raise errors.bad_request(errors.INVALID_JSON, "request body is empty; send a JSON document")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(errors.INVALID_JSON, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise errors.bad_request(errors.INVALID_JSON, _too_deep(_first_key(raw))) from None
+    path = _too_deep_path(value)
+    if path is not None:
+        raise errors.bad_request(errors.INVALID_JSON, _too_deep(_dotted(path[:4]) + (".…" if len(path) > 4 else "")))
+    return value
+
+
+def _too_deep_path(value: Any) -> list[Any] | None:
+    """The path to the first value nested more than ``MAX_DEPTH`` levels deep (None if none is)."""
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path
+        if isinstance(node, dict):
+            stack.extend((child, [*path, key]) for key, child in node.items() if isinstance(child, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(node) if isinstance(child, (dict, list)))
+    return None
+
+
+def _first_key(raw: bytes) -> str:
+    """The outermost object's first key, read from the text before the nesting (for the message)."""
+    head = raw.lstrip()[:4096].decode("utf-8", "replace")
+    if head.startswith("{"):
+        try:
+            key = json.JSONDecoder().raw_decode(head[1:].lstrip())[0]
+        except ValueError:
+            return "body"
+        return key if isinstance(key, str) else "body"
+    return "body"
+
+
+def _too_deep(where: str) -> str:
+    return f"{where or 'body'}: nested more than {MAX_DEPTH} levels deep; send a flatter value"
 
 
 def _reject_constant(name: str) -> Any:

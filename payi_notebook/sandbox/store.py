@@ -16,6 +16,8 @@ from typing import Any
 
 from .limits import Limit, empty_counters
 
+MAX_SEQ = 2**63 - 1  # SQLite's integer range: a seq or cursor past it cannot be looked up
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
