@@ -21,12 +21,12 @@ from traitlets import Bool, Dict, Enum, Float, Unicode, observe
 from . import tracking
 from .argline import LineError, split_line
 from .context import Context, ContextError, check_options, merge, parse_property
-from .limits import Limits
 from .naming import notebook_name
 from .session import Session, close_session, get_session
 from .tracking import TrackingScope
 
 CELL_PREFIX = "%%payi"
+SETTINGS = ("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
 NO_ARGUMENTS = frozenset({"status", "df", "result", "off", "reset", "limits", "sandbox", "budget"})
 SUBCOMMANDS = (
     "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget"
@@ -50,9 +50,11 @@ def cell_options(line: str) -> None:
     """Options of ``%%payi`` (and of ``%payi on``)."""
 
 
-def parse_cell_options(words: list[str]) -> tuple[dict[str, Any], bool]:
+def parse_cell_options(
+    words: list[str], resolve_limits: Callable[[list[str]], Any] | None = None
+) -> tuple[dict[str, Any], bool]:
     """Cell options (already split, see ``argline``) checked as ``check_options`` gives them, and
-    the quiet flag; UsageError on anything wrong."""
+    the quiet flag; UsageError on anything wrong. ``resolve_limits`` turns limit names into ids."""
     try:
         args = cell_options.parser.parse_args(words)
     except UsageError:
@@ -62,6 +64,7 @@ def parse_cell_options(words: list[str]) -> tuple[dict[str, Any], bool]:
     if args.proxy and args.telemetry:
         raise UsageError("--proxy and --telemetry exclude each other: give one")
     try:
+        limit_ids = resolve_limits(args.limit_ids) if resolve_limits and args.limit_ids else args.limit_ids
         options = check_options(
             use_case_name=args.use_case_name,
             use_case_id=args.use_case_id,
@@ -69,7 +72,7 @@ def parse_cell_options(words: list[str]) -> tuple[dict[str, Any], bool]:
             use_case_step=args.use_case_step,
             user_id=args.user_id,
             account_name=args.account_name,
-            limit_ids=args.limit_ids,
+            limit_ids=limit_ids,
             properties=dict(parse_property(p) for p in args.props) if args.props else None,
             proxy=True if args.proxy else False if args.telemetry else None,
             log_prompt_and_response=args.log,
@@ -124,10 +127,25 @@ class PayiMagics(Magics):
         self._on_options: tuple[dict[str, Any], bool] | None = None
         self._board: Any = None
         self._nested = 0  # cells run by the %%payi cell-magic fallback, inside the outer cell
+        self._unmirror: Callable[[], None] = lambda: None
 
     # -- configuration ---------------------------------------------------------------------
 
-    @observe("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
+    def _mirror(self) -> None:
+        """Show the session's settings as this object's traits, and follow them when they change
+        elsewhere (``pn.configure``): the settings are the one owner, these traits a view, so
+        ``%config PayiMagics.mode = ...`` is never ignored for matching a stale value."""
+        settings = self.session.settings
+
+        def pull(change: dict[str, Any]) -> None:
+            setattr(self, change["name"], change["new"])
+
+        for name in SETTINGS:
+            setattr(self, name, getattr(settings, name))
+        settings.observe(pull, names=list(SETTINGS))
+        self._unmirror = lambda: settings.unobserve(pull, names=list(SETTINGS))
+
+    @observe(*SETTINGS)
     def _forward(self, change: dict[str, Any]) -> None:
         name, value = change["name"], change["new"]
         if name == "base_url" and value is None:
@@ -135,6 +153,7 @@ class PayiMagics(Magics):
         try:
             self.session.configure(**{name: value})
         except ValueError as exc:
+            self.set_trait(name, getattr(self.session.settings, name))  # keep showing what holds
             raise UsageError(str(exc)) from None
 
     # -- cell lifecycle --------------------------------------------------------------------
@@ -177,7 +196,7 @@ class PayiMagics(Magics):
 
     def open_cell_scope(self, args: str) -> None:
         """``{expr}`` and ``$name`` in the options expand inside the (shell-like) words."""
-        options, quiet = parse_cell_options(self.words(args))
+        options, quiet = parse_cell_options(self.words(args), self.session.resolve_limit_ids)
         self.session.start()
         self._announce()
         try:
@@ -279,7 +298,7 @@ class PayiMagics(Magics):
         return None
 
     def _cmd_on(self, rest: list[str]) -> Any:
-        options = parse_cell_options(rest)
+        options = parse_cell_options(rest, self.session.resolve_limit_ids)
         self.session.start()
         self._announce()
         self._on_options = options
@@ -310,7 +329,7 @@ class PayiMagics(Magics):
 
     def _cmd_limits(self, rest: list[str]) -> Any:
         try:
-            return Limits(self.session.payi_client).list()
+            return self.session.limits.list()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
@@ -351,6 +370,7 @@ def load(shell: Any) -> PayiMagics:
     magics = PayiMagics(shell, session)
     shell.register_magics(magics)
     shell.configurables.append(magics)
+    magics._mirror()
     magics.update_config(shell.config)
     if transform_payi_cell not in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.insert(0, transform_payi_cell)
@@ -379,6 +399,7 @@ def unload(shell: Any) -> None:
         shell.configurables.remove(magics)
     shell.magics_manager.magics["line"].pop("payi", None)
     shell.magics_manager.magics["cell"].pop("payi", None)
+    magics._unmirror()
     if magics._board is not None:
         magics._board.close()
     tracking.set_current(None)

@@ -28,10 +28,11 @@ from .capture.exchange import Exchange
 from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
-from .context import Context, derive
+from .context import Context, ContextError, derive
 from .events import UsageEvent
 from .flusher import Flusher, FlushReport
 from .ledger import Ledger, RowRef
+from .limit_rules import MAX_LIMIT_TEXT
 from .limits import Limits
 from .naming import notebook_name, script_name
 from .secret import Secret
@@ -86,6 +87,8 @@ class Session:
         self.cell_listeners: list[Callable[[TrackingScope], None]] = []  # e.g. a budget panel refreshing
         self.call_listeners: list[Callable[[Exchange, TrackingScope], None]] = []  # e.g. a Dask worker's forwarder
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
+        self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
+        self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class Session:
                 self.sandbox.stop()
                 self.sandbox = None
             self.endpoint = None
+            self.limit_ids.clear()
 
     def restart(self) -> None:
         """Apply an endpoint change (key or base URL): drain to the old one, start on the new."""
@@ -237,6 +241,24 @@ class Session:
             providers[provider].append(base_url)
         self.configure(providers=providers)
 
+    def resolve_limit_ids(self, values: Any) -> Any:
+        """``values`` (limit ids or unique names) as ids; ContextError for an unknown or ambiguous one.
+
+        Anything that is not a list of non-empty strings is returned as is, for ``check_options``
+        to refuse with its own message.
+        """
+        if isinstance(values, str):
+            values = [values]
+        if values is None or not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+            return values
+        for value in values:  # a name is at most as long as a limit's name (limit_rules)
+            if len(value) > MAX_LIMIT_TEXT:
+                raise ContextError(f"limit id or name is {len(value)} characters long; use at most {MAX_LIMIT_TEXT}")
+        try:
+            return self.limits.resolve(values, report=lambda message: self.report(message, None))
+        except ValueError as exc:
+            raise ContextError(str(exc)) from None
+
     def base_context(self, use_case_name: str | None) -> Context:
         """The root context of tracked calls: the notebook's name as the default use case."""
         if use_case_name and self.default_context.use_case_name != use_case_name:
@@ -293,7 +315,7 @@ class Session:
         for limit_id, count in blocked.items():
             calls = f"{count} call" + ("s were" if count > 1 else " was")
             try:
-                limit = Limits(self.payi_client).get(limit_id)
+                limit = self.limits.get(limit_id)
                 lines.append(
                     f"payi: {calls} blocked by limit {limit.limit_name!r} ({limit_id}, {limit.limit_type}): "
                     f"${limit.spent:.4f} spent of ${limit.max:.4f} max; nothing was sent to the provider. "
