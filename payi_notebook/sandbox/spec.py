@@ -100,7 +100,7 @@ def parse_json(raw: bytes) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(errors.INVALID_JSON, f"request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise errors.bad_request(errors.INVALID_JSON, _too_deep(_first_key(raw))) from None
+        raise errors.bad_request(errors.INVALID_JSON, _too_deep(_deep_field(raw))) from None
     path = _too_deep_path(value)
     if path is not None:
         raise errors.bad_request(errors.INVALID_JSON, _too_deep(_dotted(path[:4]) + (".…" if len(path) > 4 else "")))
@@ -121,15 +121,34 @@ def _too_deep_path(value: Any) -> list[Any] | None:
     return None
 
 
-def _first_key(raw: bytes) -> str:
-    """The outermost object's first key, read from the text before the nesting (for the message)."""
-    head = raw.lstrip()[:4096].decode("utf-8", "replace")
-    if head.startswith("{"):
-        try:
-            key = json.JSONDecoder().raw_decode(head[1:].lstrip())[0]
-        except ValueError:
-            return "body"
-        return key if isinstance(key, str) else "body"
+def _deep_field(raw: bytes) -> str:
+    """The top-level field (key, or index of a top-level array) under which ``raw`` nests
+    deepest, found by scanning the text: it was too deep to parse."""
+    depth = 0
+    in_string = escaped = False
+    start = 0
+    last = ""  # the latest string at depth 1 (a key, when followed by ':')
+    index = 0
+    for pos, byte in enumerate(raw):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+                if depth == 1:
+                    last = raw[start:pos].decode("utf-8", "replace")
+        elif byte == 0x22:
+            in_string, start = True, pos + 1
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                return last if raw.lstrip()[:1] == b"{" else f"[{index}]"
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+        elif byte == 0x2C and depth == 1:  # a comma between top-level items
+            index += 1
     return "body"
 
 
