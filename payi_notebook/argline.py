@@ -3,9 +3,11 @@
 IPython expands ``{expr}`` and ``$name`` in the whole line before a magic sees it, so a value
 with a space in it (``--user {who}`` with ``who = "ana smith"``) would split into two words,
 and its non-POSIX splitting keeps quotes in values. Here the line is split first, as a shell
-would (quotes group and are removed), and each expansion then lands inside one word. An
-expression that fails, or that is None (``--use-case {None}`` would make a use case named
-"None"), is refused with a one-line message.
+would (quotes group and are removed), and each expansion then lands inside one word. The
+one exception: a word that is a single expansion whose value starts with ``-`` holds
+options (``$LIMITS`` = ``"--limit a --limit b"``) and is split into words. An expression
+that fails, or that is None (``--use-case {None}`` would make a use case named "None"), is
+refused with a one-line message.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 _NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_WHOLE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*|\x00e[0-9]+\x00")  # a word that is one expansion
 
 
 class LineError(ValueError):
@@ -97,9 +100,17 @@ def split_line(line: str, namespace: Mapping[str, Any], evaluate: Callable[[str]
 
     out: list[str] = []
     for word in words:
+        whole = _WHOLE.fullmatch(word) is not None
         word = _NAME.sub(name_of, word.replace("$$", "\x00d\x00"))
         word = re.sub("\x00e([0-9]+)\x00", lambda m: value_of(int(m.group(1))), word)
-        out.append(word.replace("\x00bo\x00", "{").replace("\x00bc\x00", "}").replace("\x00d\x00", "$"))
+        word = word.replace("\x00bo\x00", "{").replace("\x00bc\x00", "}").replace("\x00d\x00", "$")
+        if whole and word.startswith("-"):  # a variable holding options: ``$LIMITS`` = "--limit a --limit b"
+            try:
+                out.extend(shlex.split(word))
+            except ValueError as exc:
+                raise LineError(f"cannot split the options {word!r}: {str(exc).lower()}") from None
+        else:
+            out.append(word)
     return out
 
 

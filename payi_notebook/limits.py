@@ -152,10 +152,11 @@ def _check_id(value: Any) -> str:
     return value
 
 
-def _lookup(client: PayiClient, value: str) -> str | None:
+def _lookup(client: PayiClient, value: str) -> str | PayiError:
     """The id ``value`` stands for: itself if a limit has that id, else the limit of that name.
 
-    None when Pay-i cannot be reached; LimitError when no limit, or several, match.
+    LimitError when Pay-i says no limit, or several, match; Pay-i's error when it could not
+    say (unreachable, 5xx, a refused key): then the caller keeps the value as an id.
     """
     try:
         try:
@@ -164,10 +165,8 @@ def _lookup(client: PayiClient, value: str) -> str | None:
             if isinstance(exc, PayiUnavailable) or (exc.code != "limit_not_found" and exc.status != 404):
                 raise
         named = [item for item in client.list_limits(value) if item.get("limit_name") == value]
-    except PayiUnavailable:
-        return None
     except PayiError as exc:
-        raise LimitError(f"could not look up limit {value!r}: {exc.message} ({exc.code})", exc.code) from None
+        return exc
     if not named:
         raise LimitError(
             f"unknown limit {value[:80]!r}: no limit has this id or name; see pn.limits.list(), "
@@ -204,7 +203,8 @@ class Limits:
         """Limit ids for ``values``, each an id or a unique name (see the module docstring).
 
         Raises LimitError for a value that is neither, or a name several limits share. If
-        Pay-i cannot answer, a value is kept as given (an id) and ``report`` is told why.
+        Pay-i cannot say (unreachable, failing), a value is kept as given (an id), not cached,
+        and ``report`` is told why: a lookup never stops a cell for Pay-i's own trouble.
         """
         cache = self._ids()
         out: list[str] = []
@@ -214,9 +214,9 @@ class Limits:
             try:
                 for value in missing:
                     found = _lookup(client, value)
-                    if found is None:
+                    if isinstance(found, PayiError):
                         if report is not None:
-                            report(f"could not check limit {value!r} with Pay-i (unreachable); it is sent as an id")
+                            report(f"could not check limit {value[:80]!r} with Pay-i ({found}); it is sent as an id")
                         continue
                     cache[value] = found
             finally:

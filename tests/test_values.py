@@ -17,8 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import payi_notebook as pn
-from payi_notebook.client import PayiClient, PayiError
-from payi_notebook.secret import Secret
+from payi_notebook.client import PayiClient
 from payi_notebook.session import get_session
 from shells import loaded_shell, ok, rows, run
 
@@ -107,6 +106,10 @@ def test_options_are_quoted_like_a_shell_and_expand_inside_one_word(shell: Inter
     ok(shell, f"%%payi --use-case q --user {{who}} --prop n=$note --prop k={{'a b'.upper()}}\n{CALL}")
     row = rows().iloc[-1]
     assert row.user_id == "bo jones" and row.properties == {"n": "from a variable", "k": "A B"}
+    shell.user_ns["OPTS"] = "--user 'cy d' --prop team=ml"  # a whole-word expansion starting with - holds options
+    ok(shell, f"%%payi --use-case q $OPTS\n{CALL}")
+    row = rows().iloc[-1]
+    assert row.user_id == "cy d" and row.properties == {"team": "ml"}
     ok(shell, "%payi on --user {who}")
     ok(shell, CALL)
     assert rows().user_id.iloc[-1] == "bo jones"
@@ -229,6 +232,8 @@ def test_the_key_shows_nowhere_in_settings_or_endpoint(sandbox_env: Any) -> None
 
 
 def test_masking_replaces_the_key_only_as_a_whole_token() -> None:
+    from payi_notebook.secret import Secret
+
     secret = Secret("k")
     assert secret.mask("unknown limit ID(s): k, kk, key=k.") == "unknown limit ID(s): ***, kk, key=***."
     long = Secret("sk-abc123")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..limit_rules import THRESHOLD_MAX, THRESHOLD_MIN, max_problem, name_problem, threshold_problem
+from ..limit_rules import THRESHOLD_MAX, max_problem, name_problem, threshold_problem
 from . import errors
 
 OK = "ok"
