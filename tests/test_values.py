@@ -301,3 +301,30 @@ def test_each_runtime_setting_changed_shows_on_the_wire(shell: InteractiveShell,
     ok(shell, "pn.configure(exit_timeout=1.5)")
     assert session.flusher is not None and session.flusher.settings is session.settings
     assert session.flusher.settings.exit_timeout == 1.5
+
+    # base_url + api_key: the next call goes to the other Pay-i (another sandbox here)
+    from payi_notebook import sandbox as sandbox_mod
+
+    with sandbox_mod.start() as other:
+        shell.user_ns["other"] = other
+        ok(shell, "pn.configure(base_url=other.base_url, api_key=other.api_key)")
+        ok(shell, f"%%payi --use-case wire\n{CALL}")
+        pn.flush(30)
+        assert [e["source"] for e in other.events() if e["provider_response_id"] == shell.user_ns["r"].id] == ["ingest"]
+        assert all(e["provider_response_id"] != shell.user_ns["r"].id for e in sandbox_env.events())
+        ok(shell, "pn.configure(base_url=PAYI_URL, api_key=PAYI_KEY)".replace("PAYI_URL", repr(sandbox_env.base_url))
+           .replace("PAYI_KEY", repr(sandbox_env.api_key)))
+
+
+def test_limit_names_and_ids_are_capped_everywhere(sandbox_env: Any) -> None:
+    session = get_session().start()
+    with pytest.raises(pn.LimitError, match="at most 256"):
+        pn.limits.create("n" * 10_000, 1.0)
+    with PayiClient(session.endpoint.base_url, sandbox_env.api_key) as client:
+        with pytest.raises(ValueError, match="at most 256"):
+            client.create_limit("n" * 10_000, 1.0)
+    answer = httpx.post(f"{session.endpoint.base_url}/api/v1/limits", headers={"xProxy-api-key": sandbox_env.api_key},
+                        json={"limit_name": "n" * 10_000, "max": 1.0}, timeout=30)
+    assert answer.status_code == 400 and "at most 256" in answer.json()["message"]
+    with pytest.raises(pn.ContextError, match="at most 256"):
+        pn.track(limit_ids=["l" * 10_000])
