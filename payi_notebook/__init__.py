@@ -78,7 +78,10 @@ def track(**options: Any) -> Track:
     account_name, limit_ids, properties, use_case_properties, proxy (True/False),
     log_prompt_and_response, quiet. Invalid values raise ``ContextError`` here, before any call.
     """
-    return Track(instrument().root_context, **options)
+    session = instrument()
+    if options.get("limit_ids") is not None:
+        options["limit_ids"] = session.resolve_limit_ids(options["limit_ids"])
+    return Track(session.root_context, **options)
 
 
 def _mode_decorator(proxy: bool, fn: F | None, options: dict[str, Any]) -> Any:
@@ -153,12 +156,14 @@ def proxy_headers(**context: Any) -> dict[str, str]:
     """
     session = instrument()
     assert session.endpoint is not None
+    if context.get("limit_ids") is not None:
+        context["limit_ids"] = session.resolve_limit_ids(context["limit_ids"])
     headers = derive(session.root_context(), **context).proxy_headers()
-    headers["xProxy-api-key"] = session.endpoint.api_key
+    headers["xProxy-api-key"] = session.endpoint.api_key.reveal()
     return headers
 
 
-limits = Limits(lambda: instrument().payi_client())
+limits = Limits(lambda: instrument().payi_client(), ids=lambda: get_session().limit_ids)
 """Pay-i limits: ``pn.limits.list()``, ``.create(name, max, type=...)``, ``.update``, ``.reset``, ``.delete``."""
 
 

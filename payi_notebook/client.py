@@ -20,8 +20,11 @@ from urllib.parse import quote
 
 import httpx
 
+from . import limit_rules
+from .limit_rules import LIMIT_TYPES
+from .secret import Secret
+
 API_PREFIX = "/api/v1"
-LIMIT_TYPES = ("allow", "block")
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _RETRYABLE_STATUS = frozenset({408, 429})
 
@@ -90,15 +93,15 @@ class _ApiKeyAuth(httpx.Auth):
     __slots__ = ("_key",)
 
     def __init__(self, key: str) -> None:
-        self._key = key
+        self._key = Secret(key)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["xProxy-api-key"] = self._key
+        request.headers["xProxy-api-key"] = self._key.reveal()
         yield request
 
     def scrub(self, text: str) -> str:
-        """``text`` with the key blanked out, in case a server echoes it."""
-        return text.replace(self._key, "***") if self._key else text
+        """``text`` with the key blanked out (as a whole token), in case a server echoes it."""
+        return self._key.mask(text)
 
     def __repr__(self) -> str:
         return "_ApiKeyAuth(***)"
@@ -131,15 +134,13 @@ def _segment(name: str, value: Any) -> str:
     return quote(value, safe="")
 
 
-def _check_max(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number of USD, got {value!r}")
+def _check_max(value: Any) -> float:
+    limit_rules.check(limit_rules.max_problem(value))
     return float(value)
 
 
 def _check_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"limit name must be a non-empty string, got {value!r}")
+    limit_rules.check(limit_rules.name_problem(value))
     return value
 
 
@@ -190,18 +191,15 @@ def create_limit_plan(
     limit_id: str | None = None,
     properties: Mapping[str, str] | None = None,
 ) -> Plan:
-    body: dict[str, Any] = {"limit_name": _check_name(name), "max": _check_max("max", max)}
+    body: dict[str, Any] = {"limit_name": _check_name(name), "max": _check_max(max)}
     if limit_type not in LIMIT_TYPES:
         raise ValueError(f"limit_type must be 'allow' or 'block', got {limit_type!r}")
     body["limit_type"] = limit_type
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be a fraction of max in (0, 1], e.g. 0.8, got {threshold!r}")
+        limit_rules.check(limit_rules.threshold_problem(threshold))
         body["threshold"] = float(threshold)
     if limit_id is not None:
-        _segment("limit_id", limit_id)
-        if "," in limit_id or any(c.isspace() for c in limit_id):
-            raise ValueError(f"limit_id {limit_id!r} must not contain commas or spaces")
+        limit_rules.check(limit_rules.id_problem(limit_id))
         body["limit_id"] = limit_id
     if properties is not None:
         if not isinstance(properties, Mapping) or not all(isinstance(k, str) and k for k in properties):
@@ -216,7 +214,7 @@ def update_limit_plan(limit_id: str, max: float | None = None, name: str | None 
         raise ValueError("update_limit needs max=... or name=...")
     body: dict[str, Any] = {}
     if max is not None:
-        body["max"] = _check_max("max", max)
+        body["max"] = _check_max(max)
     if name is not None:
         body["limit_name"] = _check_name(name)
     return _single(_Call("PUT", path, json=body))

@@ -1,17 +1,21 @@
 """Settings: environment first, then ``pn.configure(...)`` / ``%config PayiMagics.<option>``.
 
 Traitlets validates every assignment, so a bad value is refused with a message before
-anything uses it. The API key is held here and nowhere else on the notebook side; it is
-excluded from every repr.
+anything uses it. Each setting has this one owner: the session, the sender and capture read
+it from here when they need it, and keep no copy that could go stale. The API key is a
+``Secret``: no repr, ``vars()`` or pickle shows it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from traitlets import Bool, Dict, Enum, Float, HasTraits, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Enum, Float, HasTraits, TraitError, TraitType, Unicode, validate
+
+from .secret import Secret
 
 PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
 PROVIDERS = ("openai", "anthropic")
@@ -25,10 +29,34 @@ def check_base_url(url: str, what: str = "base_url") -> str:
     return url.rstrip("/")
 
 
+def check_timeout(value: Any, what: str = "timeout") -> float:
+    """Seconds to wait: a finite number ≥ 0 (NaN or infinity would wait forever)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number of seconds, e.g. 10, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number of seconds ≥ 0, e.g. 10, got {value!r}")
+    return float(value)
+
+
+class SecretTrait(TraitType[Secret | None, Secret | str | None]):
+    """A trait holding a ``Secret``; a string is wrapped. Its errors never echo the value."""
+
+    default_value = None
+    allow_none = True
+    info_text = "a non-empty token without spaces"
+
+    def validate(self, obj: Any, value: Any) -> Secret | None:
+        if value is None or isinstance(value, Secret):
+            return value
+        if isinstance(value, str) and value.strip() and not any(c.isspace() for c in value.strip()):
+            return Secret(value.strip())
+        raise TraitError(f"{self.name} must be a non-empty token without spaces (the value is not shown)")
+
+
 class Settings(HasTraits):
     """Process-wide configuration of capture, flushing and display."""
 
-    api_key = Unicode(None, allow_none=True, help="Pay-i API key (PAYI_API_KEY); None starts the local sandbox.")
+    api_key = SecretTrait(help="Pay-i API key (PAYI_API_KEY); None starts the local sandbox.")
     base_url = Unicode(PAYI_DEFAULT_BASE_URL, help="Pay-i base URL (PAYI_BASE_URL).")
     mode = Enum(["telemetry", "proxy"], default_value="telemetry", help="Default mode of tracked calls.")
     log_prompt_and_response = Bool(True, help="Send prompt and response bodies to Pay-i.")
@@ -46,12 +74,12 @@ class Settings(HasTraits):
         except ValueError as exc:
             raise TraitError(str(exc)) from None
 
-    @validate("api_key")
-    def _check_api_key(self, proposal: Any) -> str | None:
-        value = proposal["value"]
-        if value is not None and (not value.strip() or any(c.isspace() for c in value.strip())):
-            raise TraitError("api_key must be a non-empty token without spaces")
-        return value.strip() if value else None
+    @validate("exit_timeout")
+    def _check_exit_timeout(self, proposal: Any) -> float:
+        try:
+            return check_timeout(proposal["value"], "exit_timeout")
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("providers")
     def _check_providers(self, proposal: Any) -> dict[str, list[str]]:

@@ -21,8 +21,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+USE_CASE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # Pay-i's docs: alnum . _ -, at most 64
 LIMIT_ID = re.compile(r"[^,\s]+")
+# Pay-i's spec types use case versions as int32 (BulkIngestRequest.use_case_version) and its
+# docs start them at 1.
+MAX_USE_CASE_VERSION = 2**31 - 1
+# Pay-i documents no length for ids and names other than use case names; ours keeps every
+# xProxy header (and a limit id in a URL path) far below the usual 8 KB server header limits.
+MAX_TEXT_CHARS = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -120,6 +126,8 @@ def _check_text(option: str, value: str | None) -> str | None:
         return value
     if not isinstance(value, str):
         raise ContextError(f"{option} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise ContextError(f"{option} is {len(value)} characters long; use at most {MAX_TEXT_CHARS}")
     if _CONTROL.search(value):
         raise ContextError(f"{option} must not contain control characters or newlines")
     try:
@@ -141,17 +149,19 @@ def check_use_case_name(name: str | None) -> str | None:
 
 
 def check_version(version: Any) -> int | None:
-    """A use case version is a positive integer (Pay-i versions start at 1)."""
+    """A use case version is an integer from 1 to ``MAX_USE_CASE_VERSION`` (Pay-i's int32)."""
     if version is None:
         return None
+    problem = f"use case version must be an integer from 1 to {MAX_USE_CASE_VERSION}, got {version!r}"
     if isinstance(version, bool):
-        raise ContextError(f"use case version must be a positive integer, got {version!r}")
+        raise ContextError(problem)
     if isinstance(version, str):
-        if not version.strip().isdigit():
-            raise ContextError(f"use case version must be a positive integer, got {version!r}")
-        version = int(version)
-    if not isinstance(version, int) or version < 1:
-        raise ContextError(f"use case version must be a positive integer, got {version!r}")
+        text = version.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 10:
+            raise ContextError(problem)
+        version = int(text)
+    if not isinstance(version, int) or not 1 <= version <= MAX_USE_CASE_VERSION:
+        raise ContextError(problem)
     return version
 
 

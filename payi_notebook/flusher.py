@@ -57,9 +57,11 @@ from typing import Any, Protocol
 
 from . import wire
 from .client import AsyncPayiClient, PayiError, check_endpoint
+from .config import Settings
 from .events import UsageEvent
 from .pricing import price_units
 from .journal import LARGE_BYTES, JournalStatus, others, write_info
+from .secret import Secret
 from .spool import Spool, SpoolRecord, endpoint_dir, endpoint_key_for
 
 log = logging.getLogger(__name__)
@@ -76,18 +78,6 @@ class LedgerLike(Protocol):
     def update(self, ref: Any, **changes: Any) -> bool: ...
 
     def materialize(self) -> None: ...
-
-
-class _Hidden:
-    """Holds the API key so that no repr or ``vars()`` dump shows it."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "***"
 
 
 @dataclass(eq=False, slots=True)
@@ -206,6 +196,7 @@ class Flusher:
         concurrency: int = 8,
         bulk_threshold: int = 50,
         bulk_size: int = 100,
+        settings: Settings | None = None,
         log_prompt_and_response: bool = True,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -224,7 +215,7 @@ class Flusher:
         self.ledger = ledger
         self.on_update: Callable[[str, dict[str, Any]], None] | None = None  # sees every row change by event id
         self.endpoint = base_url.rstrip("/")
-        self._key = _Hidden(api_key)
+        self._key = Secret(api_key)
         self._timeout = timeout
         self._client: AsyncPayiClient | None = None
         self.endpoint_key = endpoint_key or endpoint_key_for(base_url)
@@ -232,11 +223,12 @@ class Flusher:
         self.concurrency = concurrency
         self.bulk_threshold = bulk_threshold
         self.bulk_size = bulk_size
-        self.log_prompt_and_response = log_prompt_and_response
+        # The owner of log_prompt_and_response and exit_timeout: the session's settings (read
+        # at each use, so pn.configure applies at once), or this flusher's own when standalone.
+        self.settings = settings or Settings(log_prompt_and_response=log_prompt_and_response, exit_timeout=exit_timeout)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.lookup_delay = lookup_delay
-        self.exit_timeout = exit_timeout
         self._compact_bytes = compact_bytes
         self._rebuild = rebuild or _rebuild_call  # raw captured calls recovered from a spool → events
         self.journal_cap = journal_cap  # past this many bytes of journal, status and badges say so
@@ -419,7 +411,7 @@ class Flusher:
         return report
 
     def _at_exit(self) -> None:
-        self.stop(self.exit_timeout)
+        self.stop(self.settings.exit_timeout)
         self._exited = True
 
     # ---- hot path --------------------------------------------------------------------------
@@ -470,7 +462,7 @@ class Flusher:
 
     def _render(self, event: UsageEvent) -> tuple[dict[str, Any], dict[str, str]]:
         """The ingest body and headers of ``event`` (a cell's calls share one context's headers)."""
-        logging_default = self.log_prompt_and_response
+        logging_default = self.settings.log_prompt_and_response
         cached_ctx, cached_default, headers = self._headers_cache
         if cached_ctx is not event.context or cached_default != logging_default:
             headers = wire.ingest_headers(event, logging_default)
@@ -658,7 +650,7 @@ class Flusher:
         assert loop is not None
         asyncio.set_event_loop(loop)
         self._client = AsyncPayiClient(
-            self.endpoint, self._key.value, timeout=self._timeout, max_connections=self.concurrency
+            self.endpoint, self._key.reveal(), timeout=self._timeout, max_connections=self.concurrency
         )
         try:
             while not self._stopping:

@@ -366,6 +366,9 @@ def _shape_problem(values: tuple[Any, ...], ctx: Any) -> str:
     version = ctx.use_case_version
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         return f"Context.use_case_version must be int or None, got {version!r}"
+    for name, value in (("UsageEvent.execution_count", values[_SHAPE_POSITIONS["execution_count"]]), ("Context.use_case_version", version)):
+        if value is not None and not _INT64_MIN <= value <= _INT64_MAX:  # the frame's Int64 column
+            return f"{name} is out of range: {value!r}"
     if not all(isinstance(limit_id, str) for limit_id in ctx.limit_ids):
         return f"Context.limit_ids must be strings, got {ctx.limit_ids!r}"
     if not isinstance(ctx.properties, Mapping):
@@ -417,9 +420,18 @@ def _prepare_changes(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _failed_row(exc: BaseException) -> UsageEvent:
-    """A row for a call whose event could not be built (so no later row shifts)."""
-    return UsageEvent(provider="unknown", category="unknown", operation="unknown", error=f"capture failed: {exc!r}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _failed_row(error: str, event: Any = None) -> UsageEvent:
+    """A row standing for a call whose event could not be built or stored, with why: the row
+    is kept (so no later row shifts and the call is not silently lost), its bad values not."""
+    event_id = getattr(event, "event_id", None)
+    if type(event_id) is not str or not event_id:
+        return UsageEvent(provider="unknown", category="unknown", operation="unknown", status="failed", error=error)
+    return UsageEvent(
+        event_id=event_id, provider="unknown", category="unknown", operation="unknown", status="failed", error=error
+    )
 
 
 class Ledger:
@@ -453,12 +465,18 @@ class Ledger:
         self._limit_codes: dict[tuple[tuple[str, str], ...], int] = {}
 
     def append(self, event: UsageEvent) -> RowRef:
-        """Add one call as a row; O(1), thread-safe. A malformed event raises and adds nothing.
+        """Add one call as a row; O(1), thread-safe. A malformed event is stored as a ``failed``
+        row whose ``error`` says what was wrong: no single row may make the ledger unreadable,
+        and none is dropped silently.
 
         ``payi_request_id`` and ``limit_states`` start from ``event.xproxy_result`` when
         capture already has one (proxy mode).
         """
-        return self._add(event, None)
+        try:
+            return self._add(event, None)
+        except TypeError as exc:
+            log.warning("payi_notebook: a ledger row could not be stored as given: %s", exc)
+            return self._add(_failed_row(f"this call's row could not be stored: {exc}", event), None)
 
     def append_later(self, make: Callable[[], UsageEvent]) -> RowRef:
         """Reserve the next row now; ``make()`` builds its event when the row is first needed.
@@ -494,7 +512,7 @@ class Ledger:
                     self._add(make(), ref)
                 except Exception as exc:  # the row must still be filled, or later rows would shift
                     log.warning("payi_notebook: building a deferred ledger row failed: %r", exc)
-                    self._add(_failed_row(exc), ref)
+                    self._add(_failed_row(f"capture failed: {exc!r}"), ref)
 
     def _add(self, event: UsageEvent, reserved: RowRef | None) -> RowRef:
         """Append ``event``: as a fresh row (None), or into the row ``reserved`` for it."""

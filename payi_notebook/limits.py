@@ -4,21 +4,26 @@ A thin, validated face over the Limits API: tables come back as pandas DataFrame
 limits as ``Limit`` objects that display nicely. Errors from Pay-i become ``LimitError``
 with its code and one line saying what to do; bad arguments are refused before anything
 is sent.
+
+Wherever a limit id is expected (``--limit``, ``limit_ids=``, ``.get``/``.update``/...), a
+limit's unique name works too: ``pn.limits.create("team-q4", ...)`` lets Pay-i pick the id,
+and ``limit_ids=["team-q4"]`` then means that limit. An id always means its own limit; a
+name is looked up only when no limit has that id. Answers are cached for the session.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from .client import PayiClient, PayiError
-
-LIMIT_TYPES = ("allow", "block")
+from . import limit_rules
+from .client import PayiClient, PayiError, PayiUnavailable
+from .limit_rules import LIMIT_TYPES
 COLUMNS = [
     "limit_id",
     "limit_name",
@@ -120,9 +125,13 @@ class Limit:
         return f"<code>{html.escape(self.describe())}</code>"
 
 
+def _checked(problem: str | None) -> None:
+    if problem is not None:
+        raise LimitError(problem)
+
+
 def _check_max(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise LimitError(f"max must be a positive amount in USD, got {value!r}")
+    _checked(limit_rules.max_problem(value))
     return float(value)
 
 
@@ -133,17 +142,41 @@ def _check_type(value: Any) -> str:
 
 
 def _check_threshold(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise LimitError(f"threshold must be a fraction of max in (0, 1], e.g. 0.8, got {value!r}")
-    return float(value)
+    _checked(limit_rules.threshold_problem(value))
+    return None if value is None else float(value)
 
 
 def _check_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise LimitError(f"limit id must be a non-empty string, got {value!r}")
     return value
+
+
+def _lookup(client: PayiClient, value: str) -> str | PayiError:
+    """The id ``value`` stands for: itself if a limit has that id, else the limit of that name.
+
+    LimitError when Pay-i says no limit, or several, match; Pay-i's error when it could not
+    say (unreachable, 5xx, a refused key): then the caller keeps the value as an id.
+    """
+    try:
+        try:
+            return str(client.get_limit(value)["limit"]["limit_id"])
+        except PayiError as exc:
+            if isinstance(exc, PayiUnavailable) or (exc.code != "limit_not_found" and exc.status != 404):
+                raise
+        named = [item for item in client.list_limits(value) if item.get("limit_name") == value]
+    except PayiError as exc:
+        return exc
+    if not named:
+        raise LimitError(
+            f"unknown limit {value[:80]!r}: no limit has this id or name; see pn.limits.list(), "
+            "or create it with pn.limits.create(name, max)",
+            "limit_not_found",
+        )
+    if len(named) > 1:
+        ids = ", ".join(repr(item["limit_id"]) for item in named)
+        raise LimitError(f"limit name {value!r} is ambiguous ({len(named)} limits: {ids}); give the id instead")
+    return str(named[0]["limit_id"])
 
 
 _HINTS = {
@@ -155,10 +188,50 @@ _HINTS = {
 
 
 class Limits:
-    """Budgets on the configured Pay-i endpoint (or the sandbox)."""
+    """Budgets on the configured Pay-i endpoint (or the sandbox).
 
-    def __init__(self, client: Callable[[], PayiClient]) -> None:
+    ``ids``: where resolved names and ids are cached (the session's, emptied when its endpoint
+    changes); by default this object's own.
+    """
+
+    def __init__(self, client: Callable[[], PayiClient], ids: Callable[[], dict[str, str]] | None = None) -> None:
         self._client = client
+        own: dict[str, str] = {}
+        self._ids = ids or (lambda: own)
+
+    def resolve(self, values: Iterable[str], report: Callable[[str], None] | None = None) -> tuple[str, ...]:
+        """Limit ids for ``values``, each an id or a unique name (see the module docstring).
+
+        Raises LimitError for a value that is neither, or a name several limits share. If
+        Pay-i cannot say (unreachable, failing), a value is kept as given (an id), not cached,
+        and ``report`` is told why: a lookup never stops a cell for Pay-i's own trouble.
+        """
+        cache = self._ids()
+        out: list[str] = []
+        missing = [v for v in dict.fromkeys(values) if v not in cache]
+        if missing:
+            client = self._client()
+            try:
+                for value in missing:
+                    found = _lookup(client, value)
+                    if isinstance(found, PayiError):
+                        if report is not None:
+                            report(f"could not check limit {value[:80]!r} with Pay-i ({found}); it is sent as an id")
+                        continue
+                    cache[value] = found
+            finally:
+                client.close()
+        for value in values:
+            limit_id = cache.get(value, value)
+            if limit_id not in out:
+                out.append(limit_id)
+        return tuple(out)
+
+    def _id(self, value: Any) -> str:
+        return self.resolve([_check_id(value)])[0]
+
+    def _forget(self) -> None:
+        self._ids().clear()
 
     def _call(self, what: str, fn: Callable[[PayiClient], Any]) -> Any:
         client = self._client()
@@ -184,7 +257,8 @@ class Limits:
         return frame.astype({"max": "float64", "threshold": "float64", "spent": "float64"})
 
     def get(self, limit_id: str) -> Limit:
-        limit_id = _check_id(limit_id)
+        """One limit, by id or unique name."""
+        limit_id = self._id(limit_id)
         return Limit.from_api(self._call(f"get limit {limit_id!r}", lambda c: c.get_limit(limit_id))["limit"])
 
     def create(
@@ -197,30 +271,38 @@ class Limits:
         properties: Mapping[str, str] | None = None,
     ) -> Limit:
         """Create an ``allow`` or ``block`` limit of ``max`` USD (``threshold``: risk level as a fraction of max)."""
-        if not isinstance(name, str) or not name.strip():
-            raise LimitError(f"limit name must be a non-empty string, got {name!r}")
+        _checked(limit_rules.name_problem(name))
+        if limit_id is not None:
+            _checked(limit_rules.id_problem(limit_id))
         args = (name, _check_max(max), _check_type(type), _check_threshold(threshold), limit_id, properties)
         answer = self._call(f"create limit {name!r}", lambda c: c.create_limit(*args))
+        self._forget()  # its name may have been unknown (or its id a name) until now
         return Limit.from_api(answer["limit"])
 
     def update(self, limit_id: str, max: float | None = None, name: str | None = None) -> Limit:
-        """Change a limit's max (USD) and/or name."""
-        limit_id = _check_id(limit_id)
+        """Change a limit's max (USD) and/or name (the limit: by id or unique name)."""
         if max is None and name is None:
             raise LimitError("update needs a new max and/or name")
         new_max = _check_max(max) if max is not None else None
+        if name is not None:
+            _checked(limit_rules.name_problem(name))
+        limit_id = self._id(limit_id)
         answer = self._call(f"update limit {limit_id!r}", lambda c: c.update_limit(limit_id, new_max, name))
+        if name is not None:
+            self._forget()
         return Limit.from_api(answer["limit"])
 
     def reset(self, limit_id: str) -> Limit:
         """Set a limit's spend back to $0 (Pay-i keeps the history); returns the limit afterwards."""
-        limit_id = _check_id(limit_id)
+        limit_id = self._id(limit_id)
         self._call(f"reset limit {limit_id!r}", lambda c: c.reset_limit(limit_id))
         return self.get(limit_id)
 
     def delete(self, limit_id: str) -> None:
-        limit_id = _check_id(limit_id)
+        """Delete a limit (by id or unique name)."""
+        limit_id = self._id(limit_id)
         self._call(f"delete limit {limit_id!r}", lambda c: c.delete_limit(limit_id))
+        self._forget()
 
     def __repr__(self) -> str:
         return "pn.limits: .list() .get(id) .create(name, max, type='allow'|'block', threshold=None) .update(id, max=, name=) .reset(id) .delete(id)"

@@ -9,24 +9,25 @@ cell in a context of its own. Bad options raise ``UsageError`` before the body r
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Unicode, observe
 
 from . import tracking
+from .argline import LineError, split_line
 from .context import Context, ContextError, check_options, merge, parse_property
-from .limits import Limits
 from .naming import notebook_name
 from .session import Session, close_session, get_session
 from .tracking import TrackingScope
 
 CELL_PREFIX = "%%payi"
+SETTINGS = ("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
+NO_ARGUMENTS = frozenset({"status", "df", "result", "off", "reset", "limits", "sandbox", "budget"})
 SUBCOMMANDS = (
     "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget",
     "journal",
@@ -42,23 +43,29 @@ SUBCOMMANDS = (
 @argument("--account", dest="account_name", metavar="NAME", help="account name")
 @argument("--limit", dest="limit_ids", action="append", metavar="ID", help="limit id (repeatable)")
 @argument("--prop", dest="props", action="append", metavar="KEY=VALUE", help="request property (repeatable)")
-@argument("--proxy", dest="proxy", action="store_const", const=True, help="route calls through the Pay-i proxy")
-@argument("--telemetry", dest="proxy", action="store_const", const=False, help="call providers directly; ingest after")
+@argument("--proxy", action="store_true", help="route calls through the Pay-i proxy")
+@argument("--telemetry", action="store_true", help="call providers directly; ingest after")
 @argument("--no-log", dest="log", action="store_false", default=None, help="keep prompts and responses out of Pay-i")
 @argument("--quiet", action="store_true", help="no summary line under the cell")
 def cell_options(line: str) -> None:
     """Options of ``%%payi`` (and of ``%payi on``)."""
 
 
-def parse_cell_options(line: str) -> tuple[dict[str, Any], bool]:
-    """Cell options checked (as ``check_options`` gives them) and the quiet flag; UsageError on anything wrong."""
+def parse_cell_options(
+    words: list[str], resolve_limits: Callable[[list[str]], Any] | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Cell options (already split, see ``argline``) checked as ``check_options`` gives them, and
+    the quiet flag; UsageError on anything wrong. ``resolve_limits`` turns limit names into ids."""
     try:
-        args = parse_argstring(cell_options, line)
+        args = cell_options.parser.parse_args(words)
     except UsageError:
         raise
     except SystemExit:  # argparse's way of saying "bad arguments"
-        raise UsageError(f"invalid %%payi options: {line!r}; see %%payi?") from None
+        raise UsageError(f"invalid %%payi options: {' '.join(words)!r}; see %%payi?") from None
+    if args.proxy and args.telemetry:
+        raise UsageError("--proxy and --telemetry exclude each other: give one")
     try:
+        limit_ids = resolve_limits(args.limit_ids) if resolve_limits and args.limit_ids else args.limit_ids
         options = check_options(
             use_case_name=args.use_case_name,
             use_case_id=args.use_case_id,
@@ -66,9 +73,9 @@ def parse_cell_options(line: str) -> tuple[dict[str, Any], bool]:
             use_case_step=args.use_case_step,
             user_id=args.user_id,
             account_name=args.account_name,
-            limit_ids=args.limit_ids,
+            limit_ids=limit_ids,
             properties=dict(parse_property(p) for p in args.props) if args.props else None,
-            proxy=args.proxy,
+            proxy=True if args.proxy else False if args.telemetry else None,
             log_prompt_and_response=args.log,
         )
     except ContextError as exc:
@@ -121,10 +128,25 @@ class PayiMagics(Magics):
         self._on_options: tuple[dict[str, Any], bool] | None = None
         self._board: Any = None
         self._nested = 0  # cells run by the %%payi cell-magic fallback, inside the outer cell
+        self._unmirror: Callable[[], None] = lambda: None
 
     # -- configuration ---------------------------------------------------------------------
 
-    @observe("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
+    def _mirror(self) -> None:
+        """Show the session's settings as this object's traits, and follow them when they change
+        elsewhere (``pn.configure``): the settings are the one owner, these traits a view, so
+        ``%config PayiMagics.mode = ...`` is never ignored for matching a stale value."""
+        settings = self.session.settings
+
+        def pull(change: dict[str, Any]) -> None:
+            setattr(self, change["name"], change["new"])
+
+        for name in SETTINGS:
+            setattr(self, name, getattr(settings, name))
+        settings.observe(pull, names=list(SETTINGS))
+        self._unmirror = lambda: settings.unobserve(pull, names=list(SETTINGS))
+
+    @observe(*SETTINGS)
     def _forward(self, change: dict[str, Any]) -> None:
         name, value = change["name"], change["new"]
         if name == "base_url" and value is None:
@@ -132,6 +154,7 @@ class PayiMagics(Magics):
         try:
             self.session.configure(**{name: value})
         except ValueError as exc:
+            self.set_trait(name, getattr(self.session.settings, name))  # keep showing what holds
             raise UsageError(str(exc)) from None
 
     # -- cell lifecycle --------------------------------------------------------------------
@@ -165,9 +188,16 @@ class PayiMagics(Magics):
             self._cell_scope = scope
         return scope
 
+    def words(self, line: str) -> list[str]:
+        """``line`` split like a shell command, ``{expr}`` and ``$name`` expanded inside each word."""
+        try:
+            return split_line(line, self.shell.user_ns, self.shell.ev)
+        except LineError as exc:
+            raise UsageError(str(exc)) from None
+
     def open_cell_scope(self, args: str) -> None:
-        """``{expr}`` and ``$name`` in the options expand as in any magic line."""
-        options, quiet = parse_cell_options(self.shell.var_expand(args))
+        """``{expr}`` and ``$name`` in the options expand inside the (shell-like) words."""
+        options, quiet = parse_cell_options(self.words(args), self.session.resolve_limit_ids)
         self.session.start()
         self._announce()
         try:
@@ -203,6 +233,7 @@ class PayiMagics(Magics):
 
     # -- the magic -------------------------------------------------------------------------
 
+    @no_var_expand  # expanded word by word in ``words`` instead, so values may hold spaces
     @line_cell_magic
     def payi(self, line: str, cell: str | None = None) -> Any:
         """Track a cell (``%%payi [options]``) or run a subcommand (``%payi status``, ...).
@@ -213,14 +244,16 @@ class PayiMagics(Magics):
         """
         if cell is not None:
             return self._run_cell_fallback(line, cell)
-        words = shlex.split(line)
+        words = self.words(line)
         if not words:
             return self._status()
         command, rest = words[0], words[1:]
         if command not in SUBCOMMANDS:
             raise UsageError(f"unknown %payi subcommand {command!r}; use one of: {', '.join(SUBCOMMANDS)}")
-        handler: Callable[[list[str], str], Any] = getattr(self, f"_cmd_{command}")
-        return handler(rest, line.split(None, 1)[1] if len(words) > 1 else "")
+        if command in NO_ARGUMENTS and rest:
+            raise UsageError(f"%payi {command} takes no arguments, got {' '.join(rest)!r}")
+        handler: Callable[[list[str]], Any] = getattr(self, f"_cmd_{command}")
+        return handler(rest)
 
     def _run_cell_fallback(self, line: str, cell: str) -> Any:
         """``run_cell_magic("payi", ...)``, which the input transformer never sees: the body runs as
@@ -238,27 +271,26 @@ class PayiMagics(Magics):
         self._announce()
         return self.session.status_report()
 
-    def _cmd_status(self, rest: list[str], raw: str) -> Any:
+    def _cmd_status(self, rest: list[str]) -> Any:
         return self._status()
 
-    def _cmd_df(self, rest: list[str], raw: str) -> Any:
+    def _cmd_df(self, rest: list[str]) -> Any:
         return self.session.ledger.df
 
-    def _cmd_flush(self, rest: list[str], raw: str) -> Any:
-        timeout = 30.0
-        if rest:
-            try:
-                timeout = float(rest[0])
-            except ValueError:
-                raise UsageError(f"flush takes a timeout in seconds, got {rest[0]!r}") from None
-        return self.session.flush(timeout)
+    def _cmd_flush(self, rest: list[str]) -> Any:
+        if len(rest) > 1:
+            raise UsageError(f"usage: %payi flush [TIMEOUT]  (seconds), got {' '.join(rest)!r}")
+        try:
+            return self.session.flush(float(rest[0]) if rest else 30.0)
+        except ValueError as exc:  # float() or the timeout check: both say what to write
+            raise UsageError(f"%payi flush takes a timeout in seconds, e.g. %payi flush 10: {exc}") from None
 
-    def _cmd_result(self, rest: list[str], raw: str) -> Any:
+    def _cmd_result(self, rest: list[str]) -> Any:
         from .widgets.result_view import ResultView
 
         return ResultView(self.session.last_result(wait=2.0))
 
-    def _cmd_mode(self, rest: list[str], raw: str) -> Any:
+    def _cmd_mode(self, rest: list[str]) -> Any:
         if not rest:
             print(f"mode: {self.session.settings.mode}")
             return None
@@ -268,26 +300,26 @@ class PayiMagics(Magics):
         print(f"mode: {self.session.settings.mode}")
         return None
 
-    def _cmd_on(self, rest: list[str], raw: str) -> Any:
-        options = parse_cell_options(raw)
+    def _cmd_on(self, rest: list[str]) -> Any:
+        options = parse_cell_options(rest, self.session.resolve_limit_ids)
         self.session.start()
         self._announce()
         self._on_options = options
         print("payi: tracking every cell from the next one on (%payi off to stop)")
         return None
 
-    def _cmd_off(self, rest: list[str], raw: str) -> Any:
+    def _cmd_off(self, rest: list[str]) -> Any:
         self._on_options = None
         print("payi: tracking only %%payi cells")
         return None
 
-    def _cmd_reset(self, rest: list[str], raw: str) -> Any:
+    def _cmd_reset(self, rest: list[str]) -> Any:
         report = self.session.reset()
         print(f"payi: ledger cleared ({report})")
         return None
 
-    def _cmd_provider(self, rest: list[str], raw: str) -> Any:
-        if rest[:1] == ["list"] or not rest:
+    def _cmd_provider(self, rest: list[str]) -> Any:
+        if rest == ["list"] or not rest:
             return self.session.provider_table()
         if rest[0] != "add" or len(rest) != 3:
             raise UsageError("usage: %payi provider add openai|anthropic BASE_URL  (or %payi provider list)")
@@ -298,16 +330,16 @@ class PayiMagics(Magics):
         print(f"payi: {rest[1]} calls to {rest[2]} will be captured")
         return None
 
-    def _cmd_limits(self, rest: list[str], raw: str) -> Any:
+    def _cmd_limits(self, rest: list[str]) -> Any:
         try:
-            return Limits(self.session.payi_client).list()
+            return self.session.limits.list()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
-    def _cmd_sandbox(self, rest: list[str], raw: str) -> Any:
+    def _cmd_sandbox(self, rest: list[str]) -> Any:
         return self.session.sandbox_report()
 
-    def _cmd_breakdown(self, rest: list[str], raw: str) -> Any:
+    def _cmd_breakdown(self, rest: list[str]) -> Any:
         from .widgets.aggregate import GROUPS, group_label
 
         by = "model"
@@ -324,7 +356,7 @@ class PayiMagics(Magics):
 
         return CostBreakdown(self.session.ledger, by=by)
 
-    def _cmd_journal(self, rest: list[str], raw: str) -> Any:
+    def _cmd_journal(self, rest: list[str]) -> Any:
         if len(rest) not in (0, 2):
             raise UsageError("usage: %payi journal [deliver|discard NAME|all]  (NAME as %payi journal lists it)")
         try:
@@ -333,9 +365,7 @@ class PayiMagics(Magics):
             raise UsageError(str(exc)) from None
         return None
 
-    def _cmd_budget(self, rest: list[str], raw: str) -> Any:
-        if rest:
-            raise UsageError("usage: %payi budget")
+    def _cmd_budget(self, rest: list[str]) -> Any:
         from .widgets.budget_panel import BudgetPanel
 
         self.session.start()
@@ -352,6 +382,7 @@ def load(shell: Any) -> PayiMagics:
     magics = PayiMagics(shell, session)
     shell.register_magics(magics)
     shell.configurables.append(magics)
+    magics._mirror()
     magics.update_config(shell.config)
     if transform_payi_cell not in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.insert(0, transform_payi_cell)
@@ -387,6 +418,7 @@ def unload(shell: Any) -> None:
         shell.configurables.remove(magics)
     shell.magics_manager.magics["line"].pop("payi", None)
     shell.magics_manager.magics["cell"].pop("payi", None)
+    magics._unmirror()
     if magics._board is not None:
         magics._board.close()
     tracking.set_current(None)

@@ -27,15 +27,17 @@ from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.exchange import Exchange
 from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
-from .config import PAYI_DEFAULT_BASE_URL, Settings
-from .context import Context, derive
+from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
+from .context import Context, ContextError, derive
 from .events import UsageEvent
 from .files import private_dir
 from .flusher import Flusher, FlushReport
 from .journal import discard, find, others
 from .ledger import Ledger, RowRef
+from .limit_rules import MAX_LIMIT_TEXT
 from .limits import Limits
 from .naming import notebook_name, script_name
+from .secret import Secret
 from .tracking import TrackingScope
 from .widgets.status import StatusReport
 
@@ -49,7 +51,7 @@ class Endpoint:
 
     kind: str
     base_url: str
-    api_key: str
+    api_key: Secret
     key: str  # identity of the endpoint for the spool (never the API key)
 
     def __repr__(self) -> str:
@@ -87,6 +89,8 @@ class Session:
         self.cell_listeners: list[Callable[[TrackingScope], None]] = []  # e.g. a budget panel refreshing
         self.call_listeners: list[Callable[[Exchange, TrackingScope], None]] = []  # e.g. a Dask worker's forwarder
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
+        self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
+        self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -117,10 +121,10 @@ class Session:
             self.flusher = Flusher(
                 self.ledger,
                 base_url=self.endpoint.base_url,
-                api_key=self.endpoint.api_key,
+                api_key=self.endpoint.api_key.reveal(),
                 spool_dir=spool,
                 endpoint_key=self.endpoint.key,
-                log_prompt_and_response=self.settings.log_prompt_and_response,
+                settings=self.settings,
             )
             self.flusher.start()
             self._announce_journal()
@@ -183,6 +187,7 @@ class Session:
                 self.sandbox.stop()
                 self.sandbox = None
             self.endpoint = None
+            self.limit_ids.clear()
 
     def restart(self) -> None:
         """Apply an endpoint change (key or base URL): drain to the old one, start on the new."""
@@ -212,7 +217,7 @@ class Session:
             f"payi_notebook: no PAYI_API_KEY, so calls go to the local Pay-i sandbox at {self.sandbox.base_url} "
             f"(nothing is sent to Pay-i; provider emulator at {self.sandbox.provider_url})."
         )
-        return Endpoint("sandbox", self.sandbox.base_url, self.sandbox.api_key, f"sandbox:{db}")
+        return Endpoint("sandbox", self.sandbox.base_url, Secret(self.sandbox.api_key), f"sandbox:{db}")
 
     def _add_provider_bases(self, provider_url: str) -> None:
         """Make calls to the emulator recognisable, like calls to the real provider hosts."""
@@ -290,6 +295,24 @@ class Session:
             providers[provider].append(base_url)
         self.configure(providers=providers)
 
+    def resolve_limit_ids(self, values: Any) -> Any:
+        """``values`` (limit ids or unique names) as ids; ContextError for an unknown or ambiguous one.
+
+        Anything that is not a list of non-empty strings is returned as is, for ``check_options``
+        to refuse with its own message.
+        """
+        if isinstance(values, str):
+            values = [values]
+        if values is None or not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+            return values
+        for value in values:  # a name is at most as long as a limit's name (limit_rules)
+            if len(value) > MAX_LIMIT_TEXT:
+                raise ContextError(f"limit id or name is {len(value)} characters long; use at most {MAX_LIMIT_TEXT}")
+        try:
+            return self.limits.resolve(values, report=lambda message: self.report(message, None))
+        except ValueError as exc:
+            raise ContextError(str(exc)) from None
+
     def base_context(self, use_case_name: str | None) -> Context:
         """The root context of tracked calls: the notebook's name as the default use case."""
         if use_case_name and self.default_context.use_case_name != use_case_name:
@@ -346,7 +369,7 @@ class Session:
         for limit_id, count in blocked.items():
             calls = f"{count} call" + ("s were" if count > 1 else " was")
             try:
-                limit = Limits(self.payi_client).get(limit_id)
+                limit = self.limits.get(limit_id)
                 lines.append(
                     f"payi: {calls} blocked by limit {limit.limit_name!r} ({limit_id}, {limit.limit_type}): "
                     f"${limit.spent:.4f} spent of ${limit.max:.4f} max; nothing was sent to the provider. "
@@ -358,6 +381,7 @@ class Session:
 
     def flush(self, timeout: float = 30.0) -> Any:
         """Block until every pending event is delivered or ``timeout`` passes; report counts."""
+        timeout = check_timeout(timeout)
         self.start()
         assert self.flusher is not None
         deadline = time.monotonic() + timeout
@@ -390,7 +414,7 @@ class Session:
         """A synchronous Pay-i client for the current endpoint (the caller closes it)."""
         self.start()
         assert self.endpoint is not None
-        return PayiClient(self.endpoint.base_url, self.endpoint.api_key, timeout=15.0)
+        return PayiClient(self.endpoint.base_url, self.endpoint.api_key.reveal(), timeout=15.0)
 
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import itertools
 import json
 import logging
@@ -370,11 +372,10 @@ def test_bad_updates_raise_and_change_nothing():
     assert set(UPDATABLE) >= {"status", "xproxy_result", "limit_states"}
 
 
-def test_malformed_events_raise_and_add_nothing():
+def test_malformed_events_are_stored_as_failed_rows_naming_the_problem():
     ledger = Ledger()
     ledger.append(openai_event())
-    version = ledger.version
-    for bad in (
+    bads = (
         openai_event(status="done"),
         openai_event(http_status=10**6),
         openai_event(latency_ms="fast"),
@@ -388,12 +389,19 @@ def test_malformed_events_raise_and_add_nothing():
         openai_event(context=None),
         openai_event(context=Context(use_case_version="2")),
         openai_event(context=Context(limit_ids=(1,))),
-    ):
-        with pytest.raises(TypeError, match="Ledger.append"):
-            ledger.append(bad)
-    assert len(ledger) == 1 and ledger.version == version
+        openai_event(context=Context(use_case_name="u", use_case_version=10**20)),
+        openai_event(execution_count=2**70),
+    )
+    refs = [ledger.append(bad) for bad in bads]
     ledger.append(openai_event())
-    assert len(ledger.df) == 2
+    df = ledger.df  # one bad row never makes the frame unreadable
+    assert len(df) == len(bads) + 2 and [ref.index for ref in refs] == list(range(1, len(bads) + 1))
+    failed = df.iloc[1 : len(bads) + 1]
+    assert set(failed.status) == {"failed"}
+    assert all(error.startswith("this call's row could not be stored") for error in failed.error)
+    assert "use_case_version is out of range" in failed.error.iloc[-2]
+    assert df.status.iloc[0] == df.status.iloc[-1] == "pending"
+    ledger.to_csv(io.StringIO())
 
 
 def test_reset_makes_refs_stale():

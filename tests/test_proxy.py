@@ -11,6 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import payi_notebook as pn
+from payi_notebook.secret import Secret
 from payi_notebook.session import get_session
 from shells import loaded_shell, ok, rows, run
 
@@ -193,7 +194,7 @@ def test_the_sandbox_is_told_where_a_public_provider_is() -> None:
     for always, expected in ((True, "https://api.openai.com"), (False, None)):
         request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions", json={"model": "m"})
         route = routes.match("https", "api.openai.com", None, "/v1/chat/completions")
-        rewrite_to_proxy(request, route, ProxyTarget("http://127.0.0.1:9", "k", always_base_uri=always), Context())
+        rewrite_to_proxy(request, route, ProxyTarget("http://127.0.0.1:9", Secret("k"), always_base_uri=always), Context())
         assert str(request.url) == "http://127.0.0.1:9/api/v1/proxy/openai/v1/chat/completions"
         assert request.headers.get("xProxy-Provider-BaseUri") == expected
         assert request.headers["host"] == "127.0.0.1:9" and request.headers["xProxy-api-key"] == "k"

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..context import Context
+from ..secret import Secret
 from .routes import DEFAULT_BASES, OPERATIONS, PROXY_PREFIX, Route
 
 _CONTEXT_HEADERS = (
@@ -35,7 +36,7 @@ class ProxyTarget:
     """
 
     base_url: str
-    api_key: str
+    api_key: Secret
     always_base_uri: bool = False
 
     def __repr__(self) -> str:
@@ -90,7 +91,7 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
         del headers[name]
     for name, value in additions:
         headers[name] = value
-    headers["xProxy-api-key"] = target.api_key
+    headers["xProxy-api-key"] = target.api_key.reveal()
     if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
     headers["host"] = url.netloc.decode("ascii")

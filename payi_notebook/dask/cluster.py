@@ -54,7 +54,7 @@ class Instrumented:
         env_key = os.environ.get("PAYI_API_KEY", "").strip()
         config = WorkerConfig(
             base_url=endpoint.base_url,
-            api_key=None if env_key == endpoint.api_key else endpoint.api_key,
+            api_key=None if endpoint.api_key == env_key else endpoint.api_key.reveal(),  # a Secret does not pickle
             providers={k: list(v) for k, v in settings.providers.items()},
             mode=settings.mode,
             log_prompt_and_response=settings.log_prompt_and_response,

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..limit_rules import THRESHOLD_MAX, max_problem, name_problem, threshold_problem
 from . import errors
 
 OK = "ok"
@@ -25,9 +26,7 @@ STATES = (OK, EXCEEDED, OVERRUN, BLOCKED, BLOCKED_EXTERNAL, FAILED)
 ALLOW = "allow"
 BLOCK = "block"
 
-DEFAULT_THRESHOLD = 1.0
-THRESHOLD_MIN = 0.75
-THRESHOLD_MAX = 1.0
+DEFAULT_THRESHOLD = THRESHOLD_MAX
 # Spend is a float sum of small prices: compare with a tolerance far below a micro-dollar.
 EPSILON = 1e-12
 
@@ -43,33 +42,26 @@ def state_for(spend: float, maximum: float, threshold: float | None) -> str:
 
 
 def check_max(value: Any, code: str) -> float:
-    """``max`` must be a finite number above zero (``invalid_max_limit`` otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise errors.bad_request(code, f"max: {value!r} is not a number")
-    if value <= 0:
-        raise errors.bad_request(
-            errors.INVALID_MAX_LIMIT, f"max: {value} is too low; a limit's max must be above 0 (USD)"
-        )
+    """``max`` by Pay-i's rule (``limit_rules``): a number (``code``), above zero (``invalid_max_limit``)."""
+    problem = max_problem(value)
+    if problem is not None:
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        raise errors.bad_request(errors.INVALID_MAX_LIMIT if number else code, f"max: {problem}")
     return float(value)
 
 
 def check_threshold(value: Any) -> float | None:
-    """``threshold`` is the risk fraction of max, 0.75 to 1.0 per Pay-i's docs (absent means 1.0)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise errors.bad_request(errors.CREATE_LIMIT_FAILED, f"threshold: {value!r} is not a number")
-    if not THRESHOLD_MIN <= value <= THRESHOLD_MAX:
-        raise errors.bad_request(
-            errors.CREATE_LIMIT_FAILED,
-            f"threshold: {value} is out of range; use a fraction of max from {THRESHOLD_MIN} to {THRESHOLD_MAX}",
-        )
-    return float(value)
+    """``threshold``: the risk fraction of max (``limit_rules``; absent means 1.0)."""
+    problem = threshold_problem(value)
+    if problem is not None:
+        raise errors.bad_request(errors.CREATE_LIMIT_FAILED, f"threshold: {problem}")
+    return None if value is None else float(value)
 
 
 def check_name(value: Any, code: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise errors.bad_request(code, "limit_name: must be a non-empty string")
+    problem = name_problem(value)
+    if problem is not None:
+        raise errors.bad_request(code, f"limit_name: {problem}")
     return value
 
 

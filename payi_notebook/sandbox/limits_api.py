@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -18,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .. import limit_rules
 from . import errors, spec
 from .limits import ALLOW, Limit, check_max, check_name, check_threshold
 from .record import iso, utc_now
-from .store import Store
+from .store import MAX_SEQ, Store
 
-LIMIT_ID = re.compile(r"[^\s,]{1,128}")
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 
@@ -52,7 +51,7 @@ def _decode_cursor(cursor: str) -> int:
         after = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         after = None
-    if not isinstance(after, int) or isinstance(after, bool):
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
         raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, "cursor: not a cursor this API returned")
     return after
 
@@ -104,11 +103,9 @@ class LimitsApi:
         name = check_name(body["limit_name"], errors.CREATE_LIMIT_FAILED)
         limit_type = body.get("limit_type") or ALLOW
         limit_id = body.get("limit_id")
-        if limit_id is not None and not LIMIT_ID.fullmatch(limit_id):
-            raise errors.bad_request(
-                errors.CREATE_LIMIT_FAILED,
-                f"limit_id: {limit_id!r} is invalid; use 1-128 characters without spaces or commas",
-            )
+        problem = None if limit_id is None else limit_rules.id_problem(limit_id)
+        if problem is not None:  # e.g. "team/q4": it could never be read, updated or deleted
+            raise errors.bad_request(errors.CREATE_LIMIT_FAILED, f"limit_id: {problem}")
         now = iso(utc_now())
         with self.store.transaction() as db:
             if limit_id is not None:

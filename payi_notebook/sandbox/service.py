@@ -25,9 +25,12 @@ from .faults import Faults, parse_fault
 from .limits_api import LimitsApi
 from .proxy import Proxy
 from .record import Event, Recorded, Recorder, iso, utc_now
-from .store import Store
+from .store import MAX_SEQ, Store
 
 API_KEY_HEADER = b"xproxy-api-key"
+# The largest request body the sandbox reads (413 past it); Pay-i documents none. Ingest and
+# proxy bodies hold a prompt and its response: 32 MiB leaves room for inline images.
+MAX_BODY_BYTES = 32 * 2**20
 FUTURE_TOLERANCE = timedelta(minutes=5)
 # Body fields that become the event's own columns; the rest are kept as details.
 EVENT_FIELDS = {
@@ -67,13 +70,39 @@ def route_kind(path: str) -> str | None:
     return None
 
 
-class Gate:
-    """ASGI middleware: Pay-i auth on every route, then any injected fault for the route."""
+def _too_large(size: int | None = None) -> errors.PayiError:
+    got = f" ({size} bytes)" if size is not None else ""
+    return errors.PayiError(
+        413,
+        errors.REQUEST_PROCESSING_ERROR,
+        f"request body is larger than the sandbox's {MAX_BODY_BYTES} byte cap{got}; send less per request",
+    )
 
-    def __init__(self, app: ASGIApp, api_key: str, faults: Faults) -> None:
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises a 413 once more than ``limit`` body bytes have arrived."""
+    seen = 0
+
+    async def capped() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large()
+        return message
+
+    return capped
+
+
+class Gate:
+    """ASGI middleware: Pay-i auth on every route, the body-size cap, then any injected fault."""
+
+    def __init__(self, app: ASGIApp, api_key: str, faults: Faults, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self._key = api_key.encode()
         self.faults = faults
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,12 +116,16 @@ class Gate:
             )
             await refusal.response()(scope, receive, send)
             return
+        length = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+        if length.isdigit() and int(length) > self.max_body:  # refused before a byte of it is read
+            await _too_large(int(length)).response()(scope, receive, send)
+            return
         kind = route_kind(scope["path"])
         fault = self.faults.take(kind) if kind else None
         if fault is not None:
             await fault.error().response()(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, _capped(receive, self.max_body), send)
 
 
 def _event_timestamp(value: str | None, now: datetime) -> datetime:
@@ -227,9 +260,10 @@ class Service:
 
     async def events(self, request: Request) -> JSONResponse:
         after = request.query_params.get("after", "0")
-        if not after.isdigit():
+        if not (after.isascii() and after.isdigit()) or len(after) > 19 or int(after) > MAX_SEQ:
             raise errors.bad_request(
-                errors.REQUEST_PROCESSING_ERROR, f"after: {after!r} must be a non-negative integer (an event seq)"
+                errors.REQUEST_PROCESSING_ERROR,
+                f"after: {after[:40]!r} must be an integer from 0 to {MAX_SEQ} (an event seq)",
             )
         return JSONResponse({"events": self.store.events(int(after))})
 

@@ -86,14 +86,74 @@ def validate_body(component: str, body: Any, where: str = "", code: str | None =
         raise _describe(error, where, code)
 
 
+# No Pay-i body nests anywhere near this deep; past it, parsing and schema checks recurse
+# into a RecursionError (a 500) instead of a refusal naming the field.
+MAX_DEPTH = 64
+
+
 def parse_json(raw: bytes) -> Any:
     """The request body as JSON, or a 400 ``invalid_json`` saying where it broke."""
     if not raw.strip():
         raise errors.bad_request(errors.INVALID_JSON, "request body is empty; send a JSON document")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.bad_request(errors.INVALID_JSON, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise errors.bad_request(errors.INVALID_JSON, _too_deep(_deep_field(raw))) from None
+    path = _too_deep_path(value)
+    if path is not None:
+        raise errors.bad_request(errors.INVALID_JSON, _too_deep(_dotted(path[:4]) + (".…" if len(path) > 4 else "")))
+    return value
+
+
+def _too_deep_path(value: Any) -> list[Any] | None:
+    """The path to the first value nested more than ``MAX_DEPTH`` levels deep (None if none is)."""
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path
+        if isinstance(node, dict):
+            stack.extend((child, [*path, key]) for key, child in node.items() if isinstance(child, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(node) if isinstance(child, (dict, list)))
+    return None
+
+
+def _deep_field(raw: bytes) -> str:
+    """The top-level field (key, or index of a top-level array) under which ``raw`` nests
+    deepest, found by scanning the text: it was too deep to parse."""
+    depth = 0
+    in_string = escaped = False
+    start = 0
+    last = ""  # the latest string at depth 1 (a key, when followed by ':')
+    index = 0
+    for pos, byte in enumerate(raw):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+                if depth == 1:
+                    last = raw[start:pos].decode("utf-8", "replace")
+        elif byte == 0x22:
+            in_string, start = True, pos + 1
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                return last if raw.lstrip()[:1] == b"{" else f"[{index}]"
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+        elif byte == 0x2C and depth == 1:  # a comma between top-level items
+            index += 1
+    return "body"
+
+
+def _too_deep(where: str) -> str:
+    return f"{where or 'body'}: nested more than {MAX_DEPTH} levels deep; send a flatter value"
 
 
 def _reject_constant(name: str) -> Any:

@@ -19,6 +19,8 @@ from payi_notebook.files import private_file
 
 from .limits import Limit, empty_counters
 
+MAX_SEQ = 2**63 - 1  # SQLite's integer range: a seq or cursor past it cannot be looked up
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
