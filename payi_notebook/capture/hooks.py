@@ -1,4 +1,4 @@
-"""The ``send`` hooks on httpx and httpx2 clients (sync and async).
+"""The ``send`` hooks on httpx and httpx2 clients (sync and async), and aiohttp's request path.
 
 Patching the class method catches every client instance, including ones created before
 the hook was installed. Outside a tracking scope the hook costs one context-variable
@@ -127,7 +127,25 @@ def install() -> list[str]:
                 _installed[(cls, "send")] = original
                 cls.send = factory(original, streams)
             hooked.append(lib.__name__)
+        if _hook_aiohttp():
+            hooked.append("aiohttp")
     return hooked
+
+
+def _hook_aiohttp() -> bool:
+    """google-genai's async path when aiohttp is importable (caller holds the lock)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return False
+    from .aiohttp_hook import aiohttp_hook
+
+    cls = aiohttp.ClientSession
+    if (cls, "_request") not in _installed:
+        original = cls._request
+        _installed[(cls, "_request")] = original
+        cls._request = aiohttp_hook(original, _begin)  # type: ignore[method-assign]
+    return True
 
 
 def uninstall() -> None:

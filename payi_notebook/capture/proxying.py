@@ -13,7 +13,8 @@ from typing import Any
 
 from ..context import Context
 from ..secret import Secret
-from .routes import DEFAULT_BASES, OPERATIONS, PROXY_PREFIX, Route
+from .adapters import PROVIDERS
+from .routes import Route
 
 _CONTEXT_HEADERS = (
     "xproxy-usecase-name",
@@ -23,7 +24,6 @@ _CONTEXT_HEADERS = (
     "xproxy-account-name",
     "xproxy-limit-ids",
 )
-_DEFAULT_PROVIDER_BASES = {provider: urls[0].removesuffix("/v1") for provider, urls in DEFAULT_BASES.items()}
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,21 @@ class ProxyTarget:
 
 def proxy_url(base_url: str, provider: str) -> str:
     """The base URL a provider SDK uses to go through Pay-i (``OpenAI(base_url=...)``)."""
-    return base_url.rstrip("/") + PROXY_PREFIX[provider]
+    prefix = PROVIDERS[provider].proxy_prefix
+    if prefix is None:
+        raise ValueError(f"Pay-i has no proxy route for {provider}")
+    return base_url.rstrip("/") + prefix
 
 
-def _operation_path(route: Route) -> str:
-    return next(path for path, op in OPERATIONS[route.provider].items() if op == route.operation)
+def proxyable(route: Route) -> bool:
+    """Whether Pay-i has a proxy route for this call (else proxy mode sends it direct and ingests it)."""
+    return route.endpoint is not None and route.endpoint.proxy and route.spec.proxy_prefix is not None
 
 
-@lru_cache(maxsize=64)
-def _proxy_url(url_class: type, base_url: str, provider: str, operation_path: str) -> Any:
+@lru_cache(maxsize=256)
+def _proxy_url(url_class: type, base_url: str, prefix: str, path: str) -> Any:
     """The proxy route's URL object (immutable, so one per route is reused)."""
-    return url_class(base_url.rstrip("/") + PROXY_PREFIX[provider] + operation_path)
+    return url_class(base_url.rstrip("/") + prefix + path)
 
 
 _context_headers: tuple[Context | None, dict[str, str]] = (None, {})
@@ -71,20 +75,22 @@ def _headers_for(context: Context) -> dict[str, str]:
     return headers
 
 
-def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context) -> None:
+def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> None:
     """Re-address ``request`` to the Pay-i proxy route, in place.
 
     The SDK builds a fresh request for every attempt, so nothing else sees the change, and
-    nothing is copied on the caller's hot path.
+    nothing is copied on the caller's hot path. ``model`` fills ``xProxy-PriceAs-Resource``
+    where the route requires it (Azure Anthropic).
     """
-    url = _proxy_url(type(request.url), target.base_url, route.provider, _operation_path(route))
+    spec = route.spec
+    url = _proxy_url(type(request.url), target.base_url, spec.proxy_prefix, route.path)
     if request.url.query:
         url = url.copy_with(query=request.url.query)
     headers = request.headers
     additions = [(name, value) for name, value in _headers_for(context).items() if name not in headers]
     emptied = [name for name, value in headers.items() if not value and name.lower().startswith("xproxy-")]
     base_uri = "xproxy-provider-baseuri" not in headers and (
-        target.always_base_uri or route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider]
+        target.always_base_uri or spec.public_base is None or route.base.rstrip("/") != spec.public_base
     )
     request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
     for name in emptied:
@@ -94,6 +100,8 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     headers["xProxy-api-key"] = target.api_key.reveal()
     if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
+    if spec.price_as_resource and model and "xproxy-priceas-resource" not in headers:
+        headers["xProxy-PriceAs-Resource"] = model
     headers["host"] = url.netloc.decode("ascii")
 
 
