@@ -82,7 +82,9 @@ class Settings(HasTraits):
 
     @validate("providers")
     def _check_providers(self, proposal: Any) -> dict[str, list[str]]:
-        from .capture.adapters import PROVIDERS  # the provider modules are the one list of names
+        from .capture.adapters import (
+            PROVIDERS,  # the provider modules are the one list of names
+        )
 
         out: dict[str, list[str]] = {}
         for provider, urls in proposal["value"].items():

@@ -24,8 +24,8 @@ import platformdirs
 
 from . import capture, tracking
 from .capture import CaptureConfig, ProxyTarget, RouteTable
-from .capture.exchange import Exchange
 from .capture.adapters import PROVIDERS
+from .capture.exchange import Exchange
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive

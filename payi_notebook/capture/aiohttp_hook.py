@@ -104,7 +104,9 @@ def _outgoing(request: Any) -> list[tuple[str, str]]:
     return [(name, value) for name, value in request.headers.multi_items() if name.lower() not in _DROPPED]
 
 
-def aiohttp_hook(original: Callable[..., Any], begin: Callable[[Any], tuple[CaptureConfig, Any, Any] | None]) -> Callable[..., Any]:
+def aiohttp_hook(
+    original: Callable[..., Any], begin: Callable[[Any], tuple[CaptureConfig, Any, Any] | None]
+) -> Callable[..., Any]:
     """The replacement for ``ClientSession._request``; ``begin`` is the httpx hooks' own gate."""
     import httpx2
     from yarl import URL

@@ -12,7 +12,6 @@ which keeps the per-event cost of the tee small.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +114,6 @@ class ApiAdapter:
             parsed = parsed if parsed is not None else loads(data)
             if isinstance(parsed, dict) and isinstance(parsed.get("xproxy_result"), dict):
                 obs.xproxy_result = parsed["xproxy_result"]
-
-
 
 
 @dataclass(frozen=True, slots=True)

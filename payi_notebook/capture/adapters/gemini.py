@@ -62,7 +62,9 @@ class GeminiEmbed(ApiAdapter):
             obs.xproxy_result = data["xproxy_result"]
         usage = data.get("usageMetadata")
         if not isinstance(usage, dict):
-            items = data.get("embeddings") or [p.get("embeddings") for p in data.get("predictions") or () if isinstance(p, dict)]
+            items = data.get("embeddings") or [
+                p.get("embeddings") for p in data.get("predictions") or () if isinstance(p, dict)
+            ]
             counts = [_statistics_tokens(item) for item in items if isinstance(item, dict)]
             usage = {"promptTokenCount": sum(counts)} if any(c is not None for c in counts) else None
         if usage is not None:
