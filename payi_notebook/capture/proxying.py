@@ -63,6 +63,11 @@ def _proxy_url(url_class: type, base_url: str, prefix: str, path: str) -> Any:
 
 
 _context_headers: tuple[Context | None, dict[str, str]] = (None, {})
+# openai's Azure clients strip ``api-key`` from a request whose origin differs from this one (a
+# redirect guard, run as an httpx event hook after ``send`` is called); the proxy is where the call
+# is meant to go, and Pay-i forwards the key, so the guard's origin follows the rewrite.
+_AZURE_AUTH_ORIGIN = "openai.azure_auth_origin"
+_PORTS = {"http": 80, "https": 443}
 
 
 def _headers_for(context: Context) -> dict[str, str]:
@@ -103,6 +108,8 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     if spec.price_as_resource and model and "xproxy-priceas-resource" not in headers:
         headers["xProxy-PriceAs-Resource"] = model
     headers["host"] = url.netloc.decode("ascii")
+    if _AZURE_AUTH_ORIGIN in request.extensions:  # openai's Azure client drops api-key when the origin moves
+        request.extensions = {**request.extensions, _AZURE_AUTH_ORIGIN: (url.scheme, url.host, url.port or _PORTS.get(url.scheme))}
 
 
 def context_from_headers(headers: Any, fallback: Context) -> Context:
