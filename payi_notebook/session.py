@@ -468,7 +468,7 @@ def close_session(timeout: float | None = None) -> None:
 def _unguarded_note(providers: list[str]) -> str:
     return (
         f"payi: Pay-i has no proxy route for these {', '.join(providers)} calls, so they went direct and were "
-        "ingested; Block limits cannot apply to them."
+        "ingested without their limit IDs (Pay-i refuses Block limits on ingest); Block limits cannot apply to them."
     )
 
 

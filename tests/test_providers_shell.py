@@ -262,12 +262,12 @@ def test_provider_add_takes_the_url_given_to_the_sdk(shell: InteractiveShell) ->
     ok(
         shell,
         "%%payi\n"
-        "openai.AzureOpenAI(azure_endpoint=OTHER, api_key='k', api_version='2024-10-21').chat.completions.create("
-        "model='d', messages=MSG)\n"
-        "anthropic.AnthropicFoundry(api_key='k', base_url=OTHER + '/anthropic').messages.create("
-        "model='claude-sonnet-4-5', max_tokens=8, messages=MSG)\n"
-        "genai.Client(api_key='k', http_options=types.HttpOptions(base_url=OTHER)).models.generate_content("
-        "model='gemini-2.5-flash', contents=TEXT)\n",
+        "a = openai.AzureOpenAI(azure_endpoint=OTHER, api_key='k', api_version='2024-10-21')\n"
+        "f = anthropic.AnthropicFoundry(api_key='k', base_url=OTHER + '/anthropic')\n"
+        "g = genai.Client(api_key='k', http_options=types.HttpOptions(base_url=OTHER))\n"
+        "a.chat.completions.create(model='d', messages=MSG)\n"
+        "f.messages.create(model='claude-sonnet-4-5', max_tokens=8, messages=MSG)\n"
+        "g.models.generate_content(model='gemini-2.5-flash', contents=TEXT)\n",
     )
     assert list(rows().provider) == ["azure_openai", "azure_anthropic", "google"]
     result = shell.run_cell("%payi provider add bedrockish http://x")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -108,6 +108,8 @@ class Exchange:
         # no Pay-i proxy route for this API (the Gemini API, ...): direct and ingested, and the cell says so
         self.unguarded = proxy_wanted and not route.proxied and not proxyable(route)
         self.mode = "proxy" if route.proxied or (proxy_wanted and not self.unguarded) else "telemetry"
+        if self.unguarded and self.context.limit_ids:
+            self.context = _without_limits(self.context)  # Pay-i refuses an ingest naming a Block limit
         self.log = self.context.log_prompt_and_response
         if self.log is None:
             self.log = config.log_default
@@ -396,6 +398,19 @@ def _context_json(context: Context) -> bytes:
         encoded = orjson.dumps({**context.as_dict(), "log_prompt_and_response": context.log_prompt_and_response})
         _context_cache = (context, encoded)
     return encoded
+
+
+_unlimited_cache: tuple[Context | None, Context | None] = (None, None)
+
+
+def _without_limits(context: Context) -> Context:
+    """``context`` without its limit IDs (a cell's calls share one context: the last one is kept)."""
+    global _unlimited_cache
+    cached, unlimited = _unlimited_cache
+    if cached is not context or unlimited is None:
+        unlimited = replace(context, limit_ids=())
+        _unlimited_cache = (context, unlimited)
+    return unlimited
 
 
 def _context_from(data: dict[str, Any]) -> Context:
