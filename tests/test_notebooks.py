@@ -1,4 +1,4 @@
-"""The three notebooks, top to bottom in real kernels against a real sandbox, and ``make demo``'s job.
+"""The notebooks, top to bottom in real kernels against a real sandbox, and ``make demo``'s job.
 
 Each notebook runs in a fresh kernel of this Python (nbclient), pointed at its own sandbox, as
 if opened by Jupyter (``JPY_SESSION_NAME``). Checks: no error output anywhere, and what the
@@ -29,14 +29,15 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "05_dask")
+NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask")
 PROBE_MARK = "PROBE:"
 PROBE = f"""
 import json as _json
 import payi_notebook as _pn
 _pn.flush(60)
 _cols = ["provider_response_id", "mode", "provider", "resource", "use_case_name", "use_case_step", "user_id",
-         "limit_ids", "payi_cost_usd", "est_cost_usd", "cost_source", "status", "properties", "streaming"]
+         "limit_ids", "payi_cost_usd", "est_cost_usd", "cost_source", "status", "properties", "streaming",
+         "category", "deployment", "payi_request_id"]
 print({PROBE_MARK!r} + _pn.ledger().df[_cols].to_json(orient="records"))
 """
 
@@ -243,6 +244,31 @@ def test_exploring_costs(run_notebook: Callable[[str], Run]) -> None:
     plots = [c for c in run.nb.cells if c.cell_type == "code" and "application/vnd.plotly.v1+json" in mimetypes(c)]
     assert len(plots) == 3
     assert run.elapsed < 120, f"03 took {run.elapsed:.0f} s; keep it quick"
+
+
+def test_providers(run_notebook: Callable[[str], Run]) -> None:
+    run = run_notebook("04_providers")
+    assert errors(run.nb) == []
+    seen = [(r["provider"], r["category"], r["mode"], r["status"]) for r in run.rows]
+    assert seen[:5] + sorted(seen[5:]) == [
+        ("azure_openai", "system.azureopenai", "telemetry", "sent"),
+        ("azure_anthropic", "system.azure", "proxy", "proxied"),
+        ("google", "system.google.vertex", "telemetry", "sent"),  # automatic function calling: the call...
+        ("google", "system.google.vertex", "telemetry", "sent"),  # ...and the answer, two billed rounds
+        ("google", "system.google.vertex", "telemetry", "sent"),  # asked for --proxy: no Pay-i route, ingested
+        ("vertex", "system.google.vertex", "proxy", "proxied"),
+        ("vertex", "system.google.vertex", "proxy", "proxied"),
+    ], seen  # the two Vertex calls run concurrently: either may come first
+    assert run.rows[0]["deployment"] == "support-gpt" and run.rows[0]["resource"] == "gpt-4o-mini-2024-07-18"
+    assert {r["resource"] for r in run.rows[5:]} == {"google.gemini-2.5-flash", "anthropic.claude-sonnet-4-5@20250929"}
+    assert all(r["cost_source"] == "payi" and r["payi_cost_usd"] > 0 for r in run.rows)
+    by_request = {e["request_id"]: e for e in run.events}
+    assert len(run.events) == len(run.rows) == len(by_request)
+    assert sorted(by_request[r["payi_request_id"]]["source"] for r in run.rows) == ["ingest"] * 4 + ["proxy"] * 3
+    assert text(run.cell("generate_content_stream")).count("Block limits cannot apply") == 1
+    others = [c for c in run.nb.cells if c.cell_type == "code" and "generate_content_stream" not in c.source]
+    assert all("Block limits cannot apply" not in text(c) for c in others)
+    assert "3 turns" in text(run.cell("automatic_function_calling_history"))
 
 
 def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
