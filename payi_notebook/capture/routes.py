@@ -3,8 +3,9 @@
 Each provider module (``adapters/``) declares its public base URLs and the path templates
 under them; users add base URLs for gateways and the emulator. Requests to Pay-i are never
 provider calls, except its proxy routes, which a user may have configured by hand: those
-are recognised as already proxied. A request costs one dict lookup by origin (wildcard
-origins are resolved once per host and remembered) and a template match per candidate.
+are recognised as already proxied. A URL seen before costs one dict lookup; a new one, a
+lookup by origin (wildcard origins are resolved once per host) and a template match per
+candidate. Routes are immutable, so one per URL is shared by all its calls.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .adapters import PROVIDERS, Endpoint, Provider
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 _VERSION = re.compile(r"/v\d+[a-z0-9]*$")
 _ORIGIN_CACHE_LIMIT = 1024
+_MATCH_CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class RouteTable:
         self._by_origin: dict[tuple[str, str, int], list[_Entry]] = {}
         self._wild: list[tuple[str, re.Pattern[str], int, _Entry]] = []
         self._resolved: dict[tuple[str, str, int], list[_Entry]] = {}
+        self._matched: dict[tuple[str, str, int | None, str], Route | None] = {}
         for provider in PROVIDERS.values():
             for url in provider.bases:
                 self._add(url, provider, proxied=False)
@@ -104,7 +107,18 @@ class RouteTable:
         return found
 
     def match(self, scheme: str, host: str, port: int | None, path: str) -> Route | None:
-        """The provider route of a request URL, or None for anything else."""
+        """The provider route of a request URL, or None for anything else (remembered per URL path)."""
+        key = (scheme, host, port, path)
+        try:
+            return self._matched[key]
+        except KeyError:
+            pass
+        route = self._match(scheme, host, port, path)
+        if len(self._matched) < _MATCH_CACHE_LIMIT:  # a notebook calls a handful of URLs, over and over
+            self._matched[key] = route
+        return route
+
+    def _match(self, scheme: str, host: str, port: int | None, path: str) -> Route | None:
         entries = self._entries(_origin(scheme, host, port))
         if not entries:
             return None
