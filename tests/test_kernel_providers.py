@@ -10,7 +10,6 @@ from typing import Any
 
 import nbformat
 import pytest
-
 from kernels import kernel_env, run_notebook, text_of
 
 pytestmark = pytest.mark.timeout(300)

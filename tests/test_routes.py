@@ -14,10 +14,12 @@ import pytest
 from google import genai
 from google.genai import types
 from google.oauth2.credentials import Credentials
+from openapi_spec import spec
 
 from payi_notebook.capture.proxying import proxyable
 from payi_notebook.capture.redact import is_secret
 from payi_notebook.capture.routes import RouteTable
+from payi_notebook.sandbox.proxy_routes import APIS
 
 TABLE = RouteTable(payi_base_url="https://api.pay-i.com")
 GEMINI = {"candidates": [], "usageMetadata": {"promptTokenCount": 1}}
@@ -151,3 +153,9 @@ def test_an_anthropic_vertex_base_ending_in_its_version_is_added_as_given() -> N
 
 def test_the_google_api_key_header_is_a_credential() -> None:
     assert is_secret("x-goog-api-key") and is_secret("X-Goog-Api-Key")
+
+
+def test_every_sandbox_proxy_route_is_a_path_of_the_published_spec() -> None:
+    paths = spec()["paths"]
+    assert all("post" in paths.get(path, {}) for path in APIS), [p for p in APIS if p not in paths]
+    assert {path.split("/")[4] for path in APIS} == {"openai", "anthropic", "azure.openai", "azure.anthropic", "google.vertex"}

@@ -73,9 +73,21 @@ VERTEX = P + "/google.vertex"
 VERTEX_MODEL = VERTEX + "/{version}/projects/{project}/locations/{location}/publishers/{publisher}/models/{modelId}"
 DEPLOYMENT = AZURE_OPENAI + "/openai/deployments/{deploymentName}"
 
-_azure = {"category": "system.azureopenai", "wire": "openai", "resource": _answered}
-_gemini = {"category": "system.google.vertex", "wire": "google", "tracker": GeminiTracker, "read": read_gemini}
-_claude = {"category": "system.google.vertex", "wire": "anthropic", "tracker": MessagesTracker}
+
+
+def _azure(operation: str, tracker: Callable[[], StreamTracker]) -> ProviderApi:
+    return ProviderApi(AZURE_OPENAI, "system.azureopenai", operation, "openai", tracker, resource=_answered)
+
+
+def _gemini(stream: bool) -> ProviderApi:
+    resource = _vertex("google.", prefer_answered=True)
+    return ProviderApi(VERTEX, "system.google.vertex", "generate", "google", GeminiTracker, read_gemini, resource, stream)
+
+
+def _claude() -> ProviderApi:
+    resource = _vertex("anthropic.", prefer_answered=False)
+    return ProviderApi(VERTEX, "system.google.vertex", "messages", "anthropic", MessagesTracker, resource=resource)
+
 
 APIS: dict[str, ProviderApi] = {
     OPENAI + "/v1/chat/completions": ProviderApi(OPENAI, "system.openai", "chat", "openai", ChatTracker),
@@ -84,24 +96,14 @@ APIS: dict[str, ProviderApi] = {
     P + "/anthropic/v1/messages": ProviderApi(
         P + "/anthropic", "system.anthropic", "messages", "anthropic", MessagesTracker
     ),
-    DEPLOYMENT + "/chat/completions": ProviderApi(AZURE_OPENAI, operation="chat", tracker=ChatTracker, **_azure),
-    DEPLOYMENT + "/embeddings": ProviderApi(AZURE_OPENAI, operation="embeddings", tracker=ChatTracker, **_azure),
-    AZURE_OPENAI + "/openai/v1/responses": ProviderApi(
-        AZURE_OPENAI, operation="responses", tracker=ResponsesTracker, **_azure
-    ),
+    DEPLOYMENT + "/chat/completions": _azure("chat", ChatTracker),
+    DEPLOYMENT + "/embeddings": _azure("embeddings", ChatTracker),
+    AZURE_OPENAI + "/openai/v1/responses": _azure("responses", ResponsesTracker),
     AZURE_ANTHROPIC + "/v1/messages": ProviderApi(
         AZURE_ANTHROPIC, "system.azure", "messages", "anthropic", MessagesTracker, default_suffix="/anthropic"
     ),
-    VERTEX_MODEL + ":generateContent": ProviderApi(
-        VERTEX, operation="generate", resource=_vertex("google.", prefer_answered=True), **_gemini
-    ),
-    VERTEX_MODEL + ":streamGenerateContent": ProviderApi(
-        VERTEX, operation="generate", resource=_vertex("google.", prefer_answered=True), stream=True, **_gemini
-    ),
-    VERTEX_MODEL + ":rawPredict": ProviderApi(
-        VERTEX, operation="messages", resource=_vertex("anthropic.", prefer_answered=False), **_claude
-    ),
-    VERTEX_MODEL + ":streamRawPredict": ProviderApi(
-        VERTEX, operation="messages", resource=_vertex("anthropic.", prefer_answered=False), **_claude
-    ),
+    VERTEX_MODEL + ":generateContent": _gemini(stream=False),
+    VERTEX_MODEL + ":streamGenerateContent": _gemini(stream=True),
+    VERTEX_MODEL + ":rawPredict": _claude(),
+    VERTEX_MODEL + ":streamRawPredict": _claude(),
 }

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from . import anthropic_messages
 from .call import Call
-from .errors import ApiError
+from .errors import ApiError, require_credential
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini-2024-07-18"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -25,13 +25,9 @@ VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
 def azure_authenticate(headers: Mapping[str, str]) -> None:
     """Azure takes ``api-key`` or an Entra/v1 bearer token; any non-empty value will do here."""
-    if headers.get("api-key", "").strip():
-        return
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return
-    raise ApiError(
-        401,
+    require_credential(
+        headers,
+        ("api-key",),
         "Access denied due to missing subscription key. Send an 'api-key' header or 'Authorization: Bearer' "
         "(any non-empty value works with the emulator).",
         code="401",

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from . import ids
 from .call import Call
 from .delivery import dumps, event_stream, json_response
-from .errors import ApiError
+from .errors import ApiError, require_credential
 from .prompt import Prompt, PromptBuilder
 from .reply import Reply, plan_reply, reasoning_tokens
 from .text import count_tokens
@@ -44,12 +44,9 @@ _ARG_VALUES = {"string": "emulator", "integer": 1, "number": 1.5, "boolean": Tru
 
 def authenticate(headers: dict[str, str]) -> None:
     """``x-goog-api-key`` (Gemini API, Vertex express) or a bearer token (Vertex); any non-empty value."""
-    if headers.get("x-goog-api-key", "").strip():
-        return
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return
-    raise ApiError(401, "Send x-goog-api-key or Authorization: Bearer (any non-empty value works with the emulator).")
+    require_credential(
+        headers, ("x-goog-api-key",), "Send x-goog-api-key or Authorization: Bearer (any non-empty value works with the emulator)."
+    )
 
 
 def google_error(error: ApiError, request_id: str) -> Response:
