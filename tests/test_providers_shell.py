@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from genai_prices import Usage, calc_price
 from IPython.core.interactiveshell import InteractiveShell
-from shells import loaded_shell, ok, rows
 
 import payi_notebook as pn
+from shells import loaded_shell, ok, rows
 
 pytestmark = pytest.mark.timeout(180)
 
