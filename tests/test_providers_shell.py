@@ -220,7 +220,9 @@ def test_automatic_function_calling_counts_every_round(shell: InteractiveShell, 
     assert df.input_tokens.iloc[1] > df.input_tokens.iloc[0]  # the second round resends the call and its result
     assert df.output_tokens.iloc[1] == r.usage_metadata.candidates_token_count + r.usage_metadata.thoughts_token_count
     assert pn.flush(20).failed == 0
-    assert len([e for e in sandbox_env.events() if e["resource"] == "google.gemini-2.5-flash"]) == 2
+    ids = set(rows().payi_request_id)
+    stored = [e for e in sandbox_env.events() if e["request_id"] in ids]
+    assert len(stored) == 2 and {e["resource"] for e in stored} == {"google.gemini-2.5-flash"}
 
 
 def test_stream_continuation_hops_are_summed_not_doubled(shell: InteractiveShell) -> None:
