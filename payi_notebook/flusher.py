@@ -58,7 +58,7 @@ from typing import Any, Protocol
 from . import wire
 from .client import AsyncPayiClient, PayiError, check_endpoint
 from .config import Settings
-from .events import UsageEvent
+from .events import UsageEvent, payi_cost
 from .pricing import price_units
 from .journal import LARGE_BYTES, JournalStatus, others, write_info
 from .secret import Secret
@@ -1030,9 +1030,9 @@ def _rebuild_call(event_id: str, call: dict[str, Any]) -> UsageEvent:
 def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """Ledger changes from an ``xproxy_result``: Pay-i's cost, request id and limit states."""
     changes: dict[str, Any] = {"xproxy_result": result}
-    total = ((result.get("cost") or {}).get("total") or {}).get("base")
-    if isinstance(total, (int, float)):
-        changes["payi_cost_usd"] = float(total)
+    total = payi_cost(result)
+    if total is not None:
+        changes["payi_cost_usd"] = total
     if rid := result.get("request_id") or request_id:
         changes["payi_request_id"] = rid
     limits = result.get("limits")
