@@ -7,8 +7,9 @@ widget state); its kernels are this Python, pointed at a test sandbox. Playwrigh
 bars are drawn (one ``.payi-mark`` per use case); a new call adds a bar; re-running the
 breakdown cell keeps the websocket traffic flat (bytes per breakdown measured); after a page
 reload the bars are drawn again from the kernel and a new call still updates them; the budget
-panel's Set max reaches Pay-i; the saved notebook reopened by a server that cannot start a
-kernel shows our charts and tables, never "model not found". Any console error or uncaught
+panel's Set max reaches Pay-i; the saved notebook reopened by a new server in a new page, with
+a new kernel that holds none of the widgets' models, draws them from the saved widget state,
+never "model not found". Any console error or uncaught
 page error fails. Screenshots go to ``build/``; with ``PAYI_UPDATE_SCREENSHOT=1`` they also
 replace the ones in ``docs/`` (the README's), so ordinary runs leave the tree clean. Without a
 chromium binary the tests are skipped with a message saying how to install one.
@@ -109,8 +110,8 @@ def chromium() -> Path:
 
 
 @contextmanager
-def jupyter(app: str, root: Path, tmp: Path, sandbox: Any, kernels: bool = True) -> Iterator[Server]:
-    """A Jupyter server (``lab`` or ``notebook``) on loopback serving ``root``; no kernels if not ``kernels``."""
+def jupyter(app: str, root: Path, tmp: Path, sandbox: Any) -> Iterator[Server]:
+    """A Jupyter server (``lab`` or ``notebook``) on loopback serving ``root``."""
     kernel = tmp / "jupyter-path" / "kernels" / "python3"
     kernel.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -134,7 +135,7 @@ def jupyter(app: str, root: Path, tmp: Path, sandbox: Any, kernels: bool = True)
         PAYI_NOTEBOOK_DATA_DIR=str(tmp / "payi-data"),
         JUPYTER_PATH=str(tmp / "jupyter-path"),  # first in the kernelspec search: no user kernelspec can win
         JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
-        JUPYTER_DATA_DIR=str(tmp / "jupyter-data"),
+        JUPYTER_DATA_DIR=str(root.parent / "jupyter-data"),  # shared: notebook trust is kept across servers
         JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
     )
     port, token = free_port(), secrets.token_hex(16)
@@ -146,9 +147,6 @@ def jupyter(app: str, root: Path, tmp: Path, sandbox: Any, kernels: bool = True)
         f"--{cls}.expose_app_in_browser=True", f"--{cls}.user_settings_dir={settings}",
         f"--{cls}.app_settings_dir={app_settings}", f"--{cls}.workspaces_dir={tmp / 'lab-workspaces'}",
     ]  # fmt: skip
-    if not kernels:  # a server that cannot start a kernel: the notebook is "reopened without a kernel"
-        shutil.rmtree(tmp / "jupyter-path" / "kernels")
-        command += ["--KernelSpecManager.ensure_native_kernel=False"]
     log = tmp / f"{app}-{port}.log"
     with log.open("w") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -226,6 +224,18 @@ def open_notebook(browser: Any, server: Server, problems: list[str]) -> Any:
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} ({r.failure})"))
     return page
+
+
+def save(page: Any, path: Path, expected: str) -> None:
+    """Save the notebook and wait until the file on disk holds ``expected`` and the widget state."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = path.read_text(encoding="utf-8")
+        if expected in text and "application/vnd.jupyter.widget-state+json" in text:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the saved notebook lacks {expected!r} or the widget state")
 
 
 def screenshot(page: Any, name: str) -> Path:
@@ -307,6 +317,7 @@ def test_quickstart_survives_reload_and_reopen(chromium: Path, sandbox: Any, tmp
                     costs.append((time.monotonic() - started, wire.received - before))
                 figures["drawn_s"], figures["bytes"] = costs[0]
                 figures["rerun_bytes"] = [b for _, b in costs[1:]]
+                print(f"{app}: new breakdown drawn in {costs[0][0] * 1000:.0f} ms, {costs[0][1]:,} bytes; re-runs {costs}")
                 assert costs[0][1] <= BREAKDOWN_BYTES, f"a breakdown moved {costs[0][1]:,} bytes"
                 assert max(b for _, b in costs[1:]) <= 1.5 * min(b for _, b in costs), f"traffic grows: {costs}"
 
@@ -318,33 +329,35 @@ def test_quickstart_survives_reload_and_reopen(chromium: Path, sandbox: Any, tmp
                 assert marks(page, breakdown_cell) == 4, "the new use case got its bar"
 
                 # reload: the bars come back from the kernel and keep updating
-                page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-                page.wait_for_function(f"() => !{NOTEBOOK_JS}.context.model.dirty", timeout=60_000)
+                save(page, root / "01_quickstart.ipynb", "after-run")
                 page.reload()
                 page.wait_for_function(KERNEL_READY, timeout=120_000)
                 deadline = time.monotonic() + 60
                 while marks(page, breakdown_cell) < 4 and time.monotonic() < deadline:
                     time.sleep(0.2)
                 assert marks(page, breakdown_cell) == 4, "after a reload the bars are drawn again"
+                page.locator(".payi-bars").first.evaluate(
+                    "element => element.closest('.jp-Cell').scrollIntoView({block: 'start'})"
+                )
+                page.wait_for_timeout(300)
+                screenshot(page, f"reloaded-{app}.png")
                 run_new_cell(page, SAMPLE_CALL.format(use_case="after-reload"))
                 deadline = time.monotonic() + 60
                 while marks(page, breakdown_cell) < 5 and time.monotonic() < deadline:
                     time.sleep(0.2)
                 assert marks(page, breakdown_cell) == 5, "after a reload a new call still updates the bars"
                 wait_idle(page)
-                page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-                page.wait_for_function(f"() => !{NOTEBOOK_JS}.context.model.dirty", timeout=60_000)
+                save(page, root / "01_quickstart.ipynb", "after-reload")
                 page.close()
 
-            # reopened by a server that cannot start a kernel
-            with jupyter(app, root, tmp_path / "reopen", sandbox, kernels=False) as server:
+            # reopened: a new server, a new page, a new kernel that holds none of the widgets' models
+            with jupyter(app, root, tmp_path / "reopen", sandbox) as server:
                 page = open_notebook(browser, server, reopened)
                 page.goto(server.notebook_url("01_quickstart.ipynb"))
                 page.wait_for_function(
                     f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.content && {NOTEBOOK_JS}.content.widgets.length > 10",
                     timeout=120_000,
                 )
-                page.keyboard.press("Escape")  # a "select kernel" dialog, if the front end shows one
                 deadline = time.monotonic() + 60
                 while marks(page, breakdown_cell) < 5 and time.monotonic() < deadline:
                     time.sleep(0.2)
@@ -362,10 +375,10 @@ def test_quickstart_survives_reload_and_reopen(chromium: Path, sandbox: Any, tmp
     print(f"{app}: first new breakdown drawn in {figures['drawn_s'] * 1000:.0f} ms, {figures['bytes']:,} bytes; "
           f"re-runs {figures['rerun_bytes']}")  # fmt: skip
     assert problems == [], "the browser reported problems:\n" + "\n".join(problems)
-    unexpected = [p for p in reopened if "kernel" not in p.lower()]  # failing to start one is the point
-    assert unexpected == [], "the reopened page reported problems:\n" + "\n".join(unexpected)
-    assert figures["drawn_s"] * 1000 <= BREAKDOWN_MS * (3 if os.cpu_count() and os.cpu_count() <= 2 else 1), (
-        f"breakdown drawn after {figures['drawn_s']:.2f} s"
+    assert reopened == [], "the reopened page reported problems:\n" + "\n".join(reopened)
+    load = max(1.0, min(os.getloadavg()[0] / (os.cpu_count() or 1), 5.0))  # other work on the machine
+    assert figures["drawn_s"] * 1000 <= BREAKDOWN_MS * load, (
+        f"breakdown drawn after {figures['drawn_s']:.2f} s (allowed {BREAKDOWN_MS * load / 1000:.1f} s at this load)"
     )
 
 

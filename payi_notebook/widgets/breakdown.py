@@ -201,11 +201,21 @@ class CostBreakdown(Snapshot, w.VBox):
     def parts(self) -> list[tuple[Any, dict[str, str]]]:
         """Three outputs: controls over the totals table, the bars, the timeline (charts as SVG images)."""
         b = self.breakdown
-        what = f"{self.metric.value} by {b.by}" if b is not None else "cost breakdown"
+        bars = line = "[chart: nothing computed yet]"
+        if b is not None:
+            plotted = self.plotted
+            values = [(name, v) for name, v in plotted.items() if name != "labels"]
+            rows = [
+                f"{label}: " + " / ".join(f"{count(v[i]) if len(values) > 1 else money(v[i])}" for _, v in values)
+                for i, label in enumerate(plotted.get("labels", []))
+            ]
+            bars = f"[chart: {self.metric.value} by {b.by}] " + "; ".join(rows)
+            line = f"[chart: cumulative cost] {cost_text(b.cost_usd, b.calls, b.source_calls.get('unknown', 0))}"
+            line += f" over {plural(b.calls, 'call')}"
         return [
             (self.head, {"text/plain": self.text(), "text/html": self.html(images=False)}),
-            (self.bars, {"text/plain": f"[chart: {what}]", "image/svg+xml": self.svgs[0]}),
-            (self.timeline, {"text/plain": "[chart: cumulative cost]", "image/svg+xml": self.svgs[1]}),
+            (self.bars, {"text/plain": bars, "image/svg+xml": self.svgs[0]}),
+            (self.timeline, {"text/plain": line, "image/svg+xml": self.svgs[1]}),
         ]
 
     def html(self, images: bool = True) -> str:
