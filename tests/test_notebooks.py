@@ -163,7 +163,7 @@ def test_quickstart(run_notebook: Callable[[str], Run]) -> None:
     assert "application/vnd.jupyter.widget-view+json" in mimetypes(run.cell("%payi breakdown"))
     state = run.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert len(state) > 10, "widget state is stored for the HTML export"
-    assert "5 sent" in run.cell("pn.flush()").outputs[0]["data"]["text/plain"]
+    assert "5 sent, 1 proxied" in run.cell("pn.flush()").outputs[0]["data"]["text/plain"]
 
     report = summary(run.events)  # what `make demo` prints, from these very events
     proxied = next(e for e in run.events if e["source"] == "proxy")

@@ -691,3 +691,36 @@ def test_nbconvert_without_widget_state_shows_the_snapshot(breakdown: CostBreakd
     assert "payi-breakdown-static" in page and "cost by model" in page
     assert page.count('src="data:image/svg+xml;base64,') == 2, "both charts, as images"
     assert "gpt-&lt;script&gt;alert(" in page and "<script>alert(" not in page
+
+
+def test_rerunning_a_cell_retires_the_views_it_showed(shell: InteractiveShell) -> None:
+    """The old breakdown stops following the ledger and closes its widgets: nothing is sent to views gone."""
+    led = get_session().ledger
+    subscribers = len(led._subscribers)  # type: ignore[attr-defined]
+    assert shell.run_cell("b1 = %payi breakdown\nb1", cell_id="cell-a").success
+    first = shell.user_ns["b1"]
+    assert first.head.comm is not None and len(led._subscribers) == subscribers + 1  # type: ignore[attr-defined]
+    assert shell.run_cell("b2 = %payi breakdown\nb2", cell_id="cell-a").success
+    assert first.head.comm is None and first.bars.comm is None and first._closed, "the replaced view is closed"
+    assert len(led._subscribers) == subscribers + 1, "no leaked ledger observer"  # type: ignore[attr-defined]
+    second = shell.user_ns["b2"]
+    assert shell.run_cell("b3 = %payi breakdown\nb3", cell_id="cell-b").success
+    assert second.head.comm is not None, "a view shown by another cell stays live"
+    for name in ("b2", "b3"):
+        shell.user_ns[name].close()
+
+
+def test_payi_df_is_money_first_and_the_ledger_keeps_every_column(shell: InteractiveShell) -> None:
+    from payi_notebook.ledger import COLUMNS
+
+    shell.run_cell(
+        "from openai import OpenAI\n"
+        "oa = OpenAI(base_url=PROVIDER_URL + '/v1', api_key='sk-test', max_retries=0)"
+    )
+    assert shell.run_cell("%%payi --user ana\noa.chat.completions.create(model='gpt-4o-mini', "
+                          "messages=[{'role': 'user', 'content': 'hi'}])").success  # fmt: skip
+    view = shell.run_cell("%payi df").result
+    assert list(view.columns[:3]) == ["cost ($)", "cost from", "model"]
+    assert view["model"].iloc[-1] == "gpt-4o-mini" and view["user"].iloc[-1] == "ana"
+    assert view["cost ($)"].iloc[-1] > 0 and view.index.name == "time"
+    assert list(pn.ledger().df.columns) == list(COLUMNS)
