@@ -147,6 +147,8 @@ def jupyter(app: str, root: Path, tmp: Path, sandbox: Any) -> Iterator[Server]:
         f"--{cls}.expose_app_in_browser=True", f"--{cls}.user_settings_dir={settings}",
         f"--{cls}.app_settings_dir={app_settings}", f"--{cls}.workspaces_dir={tmp / 'lab-workspaces'}",
     ]  # fmt: skip
+    if app == "notebook":  # Notebook 7 reads its settings through JupyterLab's handler when both are installed
+        command += [f"--LabApp.user_settings_dir={settings}", f"--LabApp.app_settings_dir={app_settings}"]
     log = tmp / f"{app}-{port}.log"
     with log.open("w") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
