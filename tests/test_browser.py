@@ -328,7 +328,9 @@ def test_quickstart_survives_reload_and_reopen(chromium: Path, sandbox: Any, tmp
                     costs.append((time.monotonic() - started, wire.received - before))
                 figures["drawn_s"], figures["bytes"] = costs[0]
                 figures["rerun_bytes"] = [b for _, b in costs[1:]]
-                print(f"{app}: new breakdown drawn in {costs[0][0] * 1000:.0f} ms, {costs[0][1]:,} bytes; re-runs {costs}")
+                print(
+                    f"{app}: new breakdown drawn in {costs[0][0] * 1000:.0f} ms, {costs[0][1]:,} bytes; re-runs {costs}"
+                )
                 assert costs[0][1] <= BREAKDOWN_BYTES, f"a breakdown moved {costs[0][1]:,} bytes"
                 assert max(b for _, b in costs[1:]) <= 1.5 * min(b for _, b in costs), f"traffic grows: {costs}"
 

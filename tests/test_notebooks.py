@@ -314,7 +314,9 @@ def picture(page: Path, out: Path) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
-            view = browser.new_context(java_script_enabled=False, offline=True, viewport={"width": 1000, "height": 1100})
+            view = browser.new_context(
+                java_script_enabled=False, offline=True, viewport={"width": 1000, "height": 1100}
+            )
             tab = view.new_page()
             tab.goto(page.as_uri())
             tab.locator("text=budgets").first.scroll_into_view_if_needed()

@@ -77,7 +77,11 @@ class ResultView:
         cost = (self.result or {}).get("cost")
         if not isinstance(cost, Mapping):
             return None
-        if isinstance(self.result, Mapping) and self.result.get("unknown_units") and payi_cost(dict(self.result)) is None:
+        if (
+            isinstance(self.result, Mapping)
+            and self.result.get("unknown_units")
+            and payi_cost(dict(self.result)) is None
+        ):
             return "unpriced: Pay-i has no price for these units (see unknown units)"
         parts = []
         for key in ("input", "output", "total"):
