@@ -223,9 +223,14 @@ def wait_idle(page: Any) -> None:
 def open_notebook(browser: Any, server: Server, problems: list[str]) -> Any:
     page = browser.new_page(viewport={"width": 1280, "height": 1500})
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("pageerror", lambda exc: None if known(exc) else problems.append(f"page error: {exc}\n{exc.stack}"))
     page.on("requestfailed", lambda r: failed(r, problems))
     return page
+
+
+def known(exc: Any) -> bool:
+    """Notebook 7.6's own keyboard-shortcut plugin failing on load; it does so for an empty notebook too."""
+    return "reading 'schema'" in str(exc) and "/static/notebook/notebook_core." in (exc.stack or "")
 
 
 def failed(request: Any, problems: list[str]) -> None:
