@@ -217,7 +217,7 @@ def wait_idle(page: Any) -> None:
     page.wait_for_function(
         f"() => {NOTEBOOK_JS}.sessionContext.session.kernel.status === 'idle'", timeout=120_000, polling=250
     )
-    page.wait_for_function(ALL_CELLS_RAN, timeout=120_000, polling=250)
+    page.wait_for_function(ALL_CELLS_RAN, timeout=240_000, polling=250)
 
 
 def open_notebook(browser: Any, server: Server, problems: list[str]) -> Any:
