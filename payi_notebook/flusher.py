@@ -58,7 +58,7 @@ from typing import Any, Protocol
 from . import wire
 from .client import AsyncPayiClient, PayiError, check_endpoint
 from .config import Settings
-from .events import UsageEvent
+from .events import UsageEvent, payi_cost
 from .pricing import price_units
 from .journal import LARGE_BYTES, JournalStatus, others, write_info
 from .secret import Secret
@@ -98,7 +98,10 @@ class _Job:
 
 @dataclass(frozen=True, repr=False)
 class FlushReport:
-    """What ``flush()`` saw: counts since the previous ``flush()`` and what is still open."""
+    """What ``flush()`` saw: counts since the previous ``flush()`` and what is still open.
+
+    ``sent`` counts telemetry events delivered; proxied calls are ``proxied`` (never sent twice).
+    """
 
     sent: int
     failed: int
@@ -110,6 +113,7 @@ class FlushReport:
     errors: tuple[str, ...] = ()
     remote_sent: int = 0  # of ``sent``, how many other processes (Dask workers) delivered
     remote_processes: int = 0
+    proxied: int = 0  # through the Pay-i proxy: Pay-i recorded them in flight
 
     def combined(self, other: FlushReport) -> FlushReport:
         """This report and another process's (its counts become ours, marked remote)."""
@@ -124,6 +128,7 @@ class FlushReport:
             errors=self.errors + other.errors,
             remote_sent=self.remote_sent + other.sent,
             remote_processes=self.remote_processes + other.remote_processes,
+            proxied=self.proxied + other.proxied,
         )
 
     def __str__(self) -> str:
@@ -131,6 +136,8 @@ class FlushReport:
         if self.remote_processes:
             plural = "s" if self.remote_processes != 1 else ""
             text += f" ({self.remote_sent} by {self.remote_processes} Dask worker{plural})"
+        if self.proxied:
+            text += f", {self.proxied} proxied (recorded by Pay-i in flight)"
         text += f", {self.failed} failed"
         if self.pending or self.in_flight:
             text += f", {self.pending + self.in_flight} still pending"
@@ -271,7 +278,8 @@ class Flusher:
         self._degraded = False
 
         self._sent = self._failed = self._retries = self._recovered = 0
-        self._reported = (0, 0)
+        self._reported = (0, 0, 0)
+        self._proxied = 0  # calls Pay-i saw in flight (proxy mode): counted, never sent again
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         self._unknown_models: dict[str, int] = {}
         self._last_error: str | None = None
@@ -449,6 +457,7 @@ class Flusher:
             with self._submit_lock:
                 self._incoming.append(job)
                 self._submitted += 1
+                self._proxied += not send
                 self._last_submit = now
                 if self._backlog_since is None:
                     self._backlog_since = now
@@ -546,14 +555,16 @@ class Flusher:
 
     def _report(self, elapsed: float, timed_out: bool) -> FlushReport:
         sent, failed = self._sent, self._failed
-        last_sent, last_failed = self._reported
-        self._reported = (sent, failed)
+        proxied = self._proxied
+        last_sent, last_failed, last_proxied = self._reported
+        self._reported = (sent, failed, proxied)
         with self._cv:
             errors = tuple(dict.fromkeys(self._errors))
             self._errors.clear()
         return FlushReport(
             sent=sent - last_sent,
             failed=failed - last_failed,
+            proxied=proxied - last_proxied,
             pending=len(self._incoming) + len(self._ready) + len(self._parked),
             in_flight=len(self._in_flight),
             awaiting_cost=len(self._lookups),
@@ -1030,9 +1041,9 @@ def _rebuild_call(event_id: str, call: dict[str, Any]) -> UsageEvent:
 def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """Ledger changes from an ``xproxy_result``: Pay-i's cost, request id and limit states."""
     changes: dict[str, Any] = {"xproxy_result": result}
-    total = ((result.get("cost") or {}).get("total") or {}).get("base")
-    if isinstance(total, (int, float)):
-        changes["payi_cost_usd"] = float(total)
+    total = payi_cost(result)
+    if total is not None:
+        changes["payi_cost_usd"] = total
     if rid := result.get("request_id") or request_id:
         changes["payi_request_id"] = rid
     limits = result.get("limits")

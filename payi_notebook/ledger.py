@@ -242,7 +242,8 @@ class Totals:
     rows with neither, and ``cost_usd`` is NaN only when there are rows and none is priced.
     ``cost_source`` is ``payi``/``estimate``/``unknown`` when all rows agree, else ``mixed``
     (``unknown`` for no rows). ``limit_states`` keeps, per limit id, the state on the latest
-    row that reported one; ``errors`` counts rows with an error message.
+    row that reported one; ``errors`` counts rows with an error message; ``unpriced_models``
+    names the models of the unpriced rows (the reason a badge gives).
     """
 
     calls: int = 0
@@ -257,6 +258,7 @@ class Totals:
     statuses: dict[str, int] = field(default_factory=dict)
     limit_states: dict[str, str] = field(default_factory=dict)
     errors: int = 0
+    unpriced_models: tuple[str, ...] = ()
 
 
 class _Subscription:
@@ -352,6 +354,7 @@ _SHAPE_TYPES = (
     ("worker", str, True),
     ("deployment", str, True),
 )
+_RESOURCE = [name for name, _, _ in _SHAPE_TYPES].index("resource")
 _CONTEXT_TEXT = ("use_case_name", "use_case_id", "use_case_step", "user_id", "account_name")
 
 
@@ -764,6 +767,7 @@ class Ledger:
             records = np.frombuffer(self._records, dtype=_RECORD_DTYPE)[rows]  # fancy indexing copies
             errors = sum(i in self._errors for i in rows)
             limit_table = self._limit_table[:]
+            shapes = self._shapes[:]
         payi, est = records["payi"], records["est"]
         has_payi = ~np.isnan(payi)
         has_est = ~has_payi & ~np.isnan(est)
@@ -789,6 +793,10 @@ class Ledger:
             statuses={status: int(count) for status, count in zip(STATUSES, statuses) if count},
             limit_states=states,
             errors=errors,
+            unpriced_models=tuple(sorted({
+                str(shapes[code][_RESOURCE]) for code in records["shape"][~has_payi & ~has_est].tolist()
+                if shapes[code][_RESOURCE] is not None
+            })),
         )
 
     @property

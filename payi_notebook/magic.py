@@ -18,7 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Dict, Enum, Float, Unicode, observe
 
-from . import tracking
+from . import refusals, tracking
 from .argline import LineError, split_line
 from .context import Context, ContextError, check_options, merge, parse_property
 from .naming import notebook_name
@@ -275,7 +275,9 @@ class PayiMagics(Magics):
         return self._status()
 
     def _cmd_df(self, rest: list[str]) -> Any:
-        return self.session.ledger.df
+        from .widgets.ledger_view import readable
+
+        return readable(self.session.ledger)
 
     def _cmd_flush(self, rest: list[str]) -> Any:
         if len(rest) > 1:
@@ -391,6 +393,7 @@ def load(shell: Any) -> PayiMagics:
         shell.input_transformers_cleanup.insert(0, transform_payi_cell)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.events.register("post_run_cell", magics.post_run_cell)
+    refusals.install(shell, session)
     _magics = magics
     try:
         session.start()
@@ -422,6 +425,7 @@ def unload(shell: Any) -> None:
     shell.magics_manager.magics["line"].pop("payi", None)
     shell.magics_manager.magics["cell"].pop("payi", None)
     magics._unmirror()
+    refusals.uninstall(shell)
     if magics._board is not None:
         magics._board.close()
     tracking.set_current(None)

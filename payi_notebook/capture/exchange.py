@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from ..context import Context
-from ..events import Status, UsageEvent, new_event_id
+from ..events import Status, UsageEvent, new_event_id, payi_cost
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .adapters import ApiAdapter, Observation, endpoint_for, read_error
@@ -326,9 +326,7 @@ def _proxy_outcome(event: UsageEvent, obs: Observation) -> None:
         blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
         event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
         return
-    cost = (result.get("cost") or {}).get("total") or {}
-    if isinstance(cost.get("base"), (int, float)):
-        event.payi_cost_usd = float(cost["base"])
+    event.payi_cost_usd = payi_cost(result)
     if event.status == "failed":
         code = (obs.xproxy_error or {}).get("code")
         status = f"HTTP {event.http_status}" if event.http_status else "no answer"

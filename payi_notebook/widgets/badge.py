@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ledger import Ledger, RowRef, Totals
-from .style import FONT, MUTED, NO_MATH, SOURCE_NAMES, STATUS_COLOURS, esc, money, plural, state_chip
+from .style import (
+    FONT,
+    MUTED,
+    NO_MATH,
+    SOURCE_NAMES,
+    STATUS_COLOURS,
+    esc,
+    money,
+    plural,
+    state_chip,
+    unpriced_reason,
+)
 
 COST_WAIT_S = 60.0  # after the last row settles, how long a badge waits for Pay-i costs (bulk lookups)
 
@@ -37,10 +48,18 @@ class Badge:
         cached = f" ({t.cache_read_tokens:,} cached)" if t.cache_read_tokens else ""
         return f"{t.input_tokens:,} in{cached} / {t.output_tokens:,} out tokens"
 
-    def _source(self) -> str:
-        """Whose cost this is: ``Pay-i``, ``estimated``, ``Pay-i + estimated``, plus unpriced calls."""
+    def _cost(self) -> str:
+        """The money, or ``unpriced`` when no call could be priced (never a bare $0)."""
         t = self.totals
-        unpriced = f", {t.unpriced} unpriced" if t.unpriced and not math.isnan(t.cost_usd) else ""
+        return "unpriced" if t.calls and (t.cost_source == "unknown" or math.isnan(t.cost_usd)) else money(t.cost_usd)
+
+    def _source(self) -> str:
+        """Whose cost this is (``Pay-i``, ``estimated``, ...), and why some calls have none."""
+        t = self.totals
+        reason = unpriced_reason(t.unpriced_models)
+        if t.calls and self._cost() == "unpriced":
+            return reason
+        unpriced = f", {t.unpriced} unpriced: {reason}" if t.unpriced else ""
         return SOURCE_NAMES.get(t.cost_source, t.cost_source) + unpriced
 
     def _statuses(self) -> list[tuple[str, str]]:
@@ -54,7 +73,7 @@ class Badge:
     def text(self) -> str:
         t = self.totals
         statuses = ", ".join(text for _, text in self._statuses())
-        parts = [plural(t.calls, "call"), self._tokens(), f"{money(t.cost_usd)} ({self._source()})", statuses]
+        parts = [plural(t.calls, "call"), self._tokens(), f"{self._cost()} ({self._source()})", statuses]
         line = f"{self.label} · " + " · ".join(p for p in parts if p)
         limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(t.limit_states.items()))
         line = f"{line} · limits {limits}" if limits else line
@@ -75,7 +94,7 @@ class Badge:
             f"<b>{esc(self.label)}</b>",
             esc(plural(t.calls, "call")),
             esc(self._tokens()),
-            f'<span title="{esc(cost_title)}"><b>{esc(money(t.cost_usd))}</b> '
+            f'<span title="{esc(cost_title)}"><b>{esc(self._cost())}</b> '
             f'<span style="color:{MUTED}">({esc(self._source())})</span></span>',
         ]
         if statuses:
