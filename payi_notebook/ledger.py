@@ -104,6 +104,15 @@ FRAME_COLUMNS: tuple[str, ...] = (*COLUMNS, LIMIT_ID)
 """What ``Ledger.frame`` builds: ``COLUMNS`` and ``limit_id`` (``limit_ids`` exploded, one row per limit id)."""
 
 
+_DF_VIEWS: list[Callable[[pd.DataFrame], pd.DataFrame]] = []
+
+
+def add_df_view(view: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+    """Pass every ``Ledger.df`` through ``view`` (it returns a new frame, never changes its argument)."""
+    if view not in _DF_VIEWS:
+        _DF_VIEWS.append(view)
+
+
 class UnknownColumnError(KeyError, ValueError):
     """A column name ``Ledger.frame`` does not know; the message lists the valid ones."""
 
@@ -804,7 +813,10 @@ class Ledger:
         change, and the next build makes fresh objects.
         """
         self.materialize()
-        return self._cached(COLUMNS)[1].copy(deep=False)  # copy-on-write: shares data until either side writes
+        frame = self._cached(COLUMNS)[1].copy(deep=False)  # copy-on-write: shares data until either side writes
+        for view in _DF_VIEWS:  # e.g. analytics' KPI scores and annotations, kept outside the storage
+            frame = view(frame)
+        return frame
 
     def frame(self, columns: Sequence[str]) -> pd.DataFrame:
         """Only ``columns`` of ``df``, in that order, with its names, dtypes, values and index.

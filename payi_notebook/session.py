@@ -30,8 +30,9 @@ from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
 from .events import UsageEvent
+from .analytics.use_cases import UseCases, explain_undefined
 from .files import private_dir
-from .flusher import Flusher, FlushReport
+from .flusher import USE_CASE_NOT_FOUND, Flusher, FlushReport
 from .journal import discard, find, others
 from .ledger import Ledger, RowRef
 from .limit_rules import MAX_LIMIT_TEXT
@@ -125,6 +126,7 @@ class Session:
                 spool_dir=spool,
                 endpoint_key=self.endpoint.key,
                 settings=self.settings,
+                create_use_cases=self.settings.create_use_cases,
             )
             self.flusher.start()
             self._announce_journal()
@@ -232,6 +234,8 @@ class Session:
         """Rebuild what capture reads from the settings (routes, mode, logging, proxy target)."""
         if self.endpoint is None:
             return
+        if self.flusher is not None:
+            self.flusher.create_use_cases = self.settings.create_use_cases
         config = CaptureConfig(
             routes=RouteTable(self.settings.providers, payi_base_url=self.endpoint.base_url),
             sink=self.sink,
@@ -357,15 +361,20 @@ class Session:
                 self.report("a cell listener failed", exc)
 
     def explain_refusals(self, events: list[UsageEvent]) -> list[str]:
-        """One line per limit that blocked calls (with its max and spend), or per proxy failure."""
+        """One line per limit that blocked calls (with its max and spend), per undefined use case, or per proxy failure."""
         lines: list[str] = []
         blocked: dict[str, int] = {}
+        undefined: set[str] = set()
         for event in events:
             if event.status == "blocked":
                 for limit_id in (event.xproxy_result or {}).get("blocked_limit_ids") or ["?"]:
                     blocked[limit_id] = blocked.get(limit_id, 0) + 1
+            elif event.error and USE_CASE_NOT_FOUND in event.error and event.context.use_case_name:
+                undefined.add(event.context.use_case_name)
             elif event.error:
                 lines.append(f"payi: {event.error}")
+        for name in sorted(undefined):
+            lines.append(explain_undefined(UseCases(self.payi_client), name, self.settings.create_use_cases))
         for limit_id, count in blocked.items():
             calls = f"{count} call" + ("s were" if count > 1 else " was")
             try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..client import LIMIT_TYPES, Plan, _Call, _segment, _single
 
+AUTO_DESCRIPTION = "Defined by payi_notebook when Pay-i first saw this use case name"
 KPI_TYPES = ("boolean", "number", "percentage", "likert5", "likert7", "likert10")
 
 
