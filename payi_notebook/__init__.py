@@ -24,7 +24,10 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from . import tracking, widgets  # widgets: lazy, ipywidgets/plotly load on first use of a widget
+from . import (  # widgets: lazy, ipywidgets/plotly load on first use of a widget
+    tracking,
+    widgets,
+)
 from .analytics import outcomes as _outcomes
 from .analytics.annotate import Annotator
 from .analytics.calls import AnalyticsError

@@ -23,6 +23,7 @@ from typing import Any
 import platformdirs
 
 from . import capture, tracking
+from .analytics.use_cases import UseCases, explain_undefined
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.exchange import Exchange
 from .capture.routes import DEFAULT_BASES
@@ -30,7 +31,6 @@ from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
 from .events import UsageEvent
-from .analytics.use_cases import UseCases, explain_undefined
 from .files import private_dir
 from .flusher import USE_CASE_NOT_FOUND, Flusher, FlushReport
 from .journal import discard, find, others

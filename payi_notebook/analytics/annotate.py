@@ -39,7 +39,9 @@ def find_row(df: pd.DataFrame, target: Any) -> pd.Series:
             raise AnalyticsError("annotate: that row has no event_id; pass a row of pn.ledger().df")
         target = event_id
     if not isinstance(target, str) or not target:
-        raise AnalyticsError(f"annotate: pass a row of pn.ledger().df or a row's event/request/response id, got {target!r}")
+        raise AnalyticsError(
+            f"annotate: pass a row of pn.ledger().df or a row's event/request/response id, got {target!r}"
+        )
     for column in LOOKUP_COLUMNS:
         hits = df.index[df[column] == target]
         if len(hits):
@@ -67,9 +69,13 @@ class Annotator:
             row = find_row(self._frame(), row["event_id"])
         status = row["status"]
         if status == "pending":
-            raise AnalyticsError("annotate: the call has not reached Pay-i yet (see %payi status); try again once it is sent")
+            raise AnalyticsError(
+                "annotate: the call has not reached Pay-i yet (see %payi status); try again once it is sent"
+            )
         if status == "failed":
-            raise AnalyticsError(f"annotate: Pay-i refused this call, so it holds no request to annotate ({row['error']})")
+            raise AnalyticsError(
+                f"annotate: Pay-i refused this call, so it holds no request to annotate ({row['error']})"
+            )
         request_id = row["payi_request_id"]
         if isinstance(request_id, str) and request_id:
             plan = routes.request_properties(request_id, changes)

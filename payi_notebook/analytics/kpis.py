@@ -45,7 +45,13 @@ class Kpi:
 
     @classmethod
     def from_api(cls, use_case: str, data: Mapping[str, Any]) -> Kpi:
-        return cls(use_case, data["name"], data.get("kpi_type") or "number", float(data.get("goal") or 0.0), data["description"])
+        return cls(
+            use_case,
+            data["name"],
+            data.get("kpi_type") or "number",
+            float(data.get("goal") or 0.0),
+            data["description"],
+        )
 
     def describe(self) -> str:
         return f"{self.use_case_name}/{self.name} ({self.kpi_type}, goal {self.goal:g}): {self.description}"
@@ -154,7 +160,9 @@ class Kpis:
 
     def get(self, use_case: str, name: str) -> Kpi:
         use_case, name = use_case_name(use_case), _kpi_name(name)
-        answer = call(self._client, f"get KPI {name!r} of {use_case!r}", lambda c: c.run(routes.kpi("GET", use_case, name)))
+        answer = call(
+            self._client, f"get KPI {name!r} of {use_case!r}", lambda c: c.run(routes.kpi("GET", use_case, name))
+        )
         return Kpi.from_api(use_case, answer)
 
     def update(self, use_case: str, name: str, *, description: str | None = None, goal: float | None = None) -> Kpi:
@@ -168,7 +176,9 @@ class Kpis:
 
     def delete(self, use_case: str, name: str) -> None:
         use_case, name = use_case_name(use_case), _kpi_name(name)
-        call(self._client, f"delete KPI {name!r} of {use_case!r}", lambda c: c.run(routes.kpi("DELETE", use_case, name)))
+        call(
+            self._client, f"delete KPI {name!r} of {use_case!r}", lambda c: c.run(routes.kpi("DELETE", use_case, name))
+        )
 
     # scores ----------------------------------------------------------------------------
 
@@ -185,7 +195,9 @@ class Kpis:
             raise AnalyticsError("pass both use_case_name= and use_case_id= (or neither, inside a tracked cell)")
         return (use_case_name(use_case_name_), use_case_id, name)
 
-    def score(self, name: str, value: float | bool, *, use_case_name: str | None = None, use_case_id: str | None = None) -> float:
+    def score(
+        self, name: str, value: float | bool, *, use_case_name: str | None = None, use_case_id: str | None = None
+    ) -> float:
         """Set KPI ``name`` of the current (or given) use case instance to ``value``; returns it."""
         key = self._key(name, use_case_name, use_case_id)
         value = _score(value)
@@ -223,7 +235,8 @@ class Kpis:
         rows = []
         for uc, uid in instances:
             try:
-                items = call(self._client, f"read the KPIs of {uc!r}", lambda c: c.run(routes.instance_kpis(uc, uid)))
+                plan = routes.instance_kpis(uc, uid)
+                items = call(self._client, f"read the KPIs of {uc!r}", lambda c, plan=plan: c.run(plan))
             except AnalyticsError as exc:
                 if exc.code in ("use_case_not_found", "use_case_instance_not_found"):
                     continue  # a use case nobody defined KPIs for

@@ -95,7 +95,9 @@ def instances(df: pd.DataFrame) -> pd.DataFrame:
     rows = df[df["use_case_name"].notna() & df["use_case_id"].notna()]
     if rows.empty:
         return pd.DataFrame(columns=[*INSTANCE_COLUMNS, *kpis])
-    grouped = rows.astype({"use_case_name": object, "use_case_id": object}).groupby(INSTANCE_KEYS, sort=False, observed=True)
+    grouped = rows.astype({"use_case_name": object, "use_case_id": object}).groupby(
+        INSTANCE_KEYS, sort=False, observed=True
+    )
     out = grouped.agg(
         use_case_version=("use_case_version", "max"),
         calls=("event_id", "size"),

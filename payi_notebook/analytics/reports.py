@@ -27,7 +27,9 @@ def iso_utc(name: str, value: Any) -> str | None:
     try:
         moment = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise AnalyticsError(f"{name}: {value!r} is not a date; use ISO 8601, e.g. '2026-01-31' or '2026-01-31T12:00Z'") from None
+        raise AnalyticsError(
+            f"{name}: {value!r} is not a date; use ISO 8601, e.g. '2026-01-31' or '2026-01-31T12:00Z'"
+        ) from None
     moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 

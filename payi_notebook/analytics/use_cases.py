@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..client import PayiError
 from . import routes
-from .routes import AUTO_DESCRIPTION
 from .calls import AnalyticsError, ClientFactory, call, use_case_name
+from .routes import AUTO_DESCRIPTION
 
 COLUMNS = ["name", "description", "version", "logging_enabled", "limit_max", "limit_type", "limit_threshold"]
 
@@ -85,7 +85,9 @@ class UseCases:
 
     def get(self, name: str) -> UseCase:
         name = use_case_name(name)
-        return UseCase.from_api(call(self._client, f"get use case {name!r}", lambda c: c.run(routes.use_case("GET", name))))
+        return UseCase.from_api(
+            call(self._client, f"get use case {name!r}", lambda c: c.run(routes.use_case("GET", name)))
+        )
 
     def create(
         self,
@@ -103,7 +105,7 @@ class UseCases:
             config = None if limit is None else routes.limit_config(limit, limit_type, threshold)
         except ValueError as exc:
             raise AnalyticsError(str(exc)) from None
-        plan = lambda c: c.run(routes.create_use_case(name, description or name, logging_enabled, config))  # noqa: E731
+        plan = lambda c: c.run(routes.create_use_case(name, description or name, logging_enabled, config))
         return UseCase.from_api(call(self._client, f"create use case {name!r}", plan))
 
     def update(self, name: str, description: str | None = None, logging_enabled: bool | None = None) -> UseCase:
@@ -124,7 +126,9 @@ class UseCases:
         """Start the next version of the use case; returns its number (pass it as ``--use-case-version``)."""
         name = use_case_name(name)
         answer = call(
-            self._client, f"increment the version of {name!r}", lambda c: c.run(routes.use_case("POST", name, "/increment_version"))
+            self._client,
+            f"increment the version of {name!r}",
+            lambda c: c.run(routes.use_case("POST", name, "/increment_version")),
         )
         return UseCase.from_api(answer).version
 
@@ -135,13 +139,17 @@ class UseCases:
             body = routes.limit_config(max, type, threshold)
         except ValueError as exc:
             raise AnalyticsError(str(exc)) from None
-        answer = call(self._client, f"set the limit of {name!r}", lambda c: c.run(routes.create_use_case_limit(name, body)))
+        answer = call(
+            self._client, f"set the limit of {name!r}", lambda c: c.run(routes.create_use_case_limit(name, body))
+        )
         return UseCase.from_api(answer)
 
     def remove_limit(self, name: str) -> UseCase:
         name = use_case_name(name)
         answer = call(
-            self._client, f"remove the limit of {name!r}", lambda c: c.run(routes.use_case("DELETE", name, "/limit_config"))
+            self._client,
+            f"remove the limit of {name!r}",
+            lambda c: c.run(routes.use_case("DELETE", name, "/limit_config")),
         )
         return UseCase.from_api(answer)
 

@@ -54,7 +54,8 @@ def _moment(name: str, text: str | None) -> datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise errors.bad_request(
-            errors.REQUEST_PROCESSING_ERROR, f"{name}: {text!r} must be an ISO 8601 date-time with a UTC offset, e.g. 2026-01-01T00:00:00Z"
+            errors.REQUEST_PROCESSING_ERROR,
+            f"{name}: {text!r} must be an ISO 8601 date-time with a UTC offset, e.g. 2026-01-01T00:00:00Z",
         )
     return moment
 
@@ -114,7 +115,9 @@ class RequestsApi:
     async def provider_properties(self, request: Request) -> JSONResponse:
         category, pid = request.path_params["category"], request.path_params["provider_response_id"]
         where = "category = ? AND provider_response_id = ?"
-        return await self._update(request, where, (category, pid), f"provider response {pid!r} in category {category!r}")
+        return await self._update(
+            request, where, (category, pid), f"provider response {pid!r} in category {category!r}"
+        )
 
     async def _update(self, request: Request, where: str, args: tuple[str, ...], what: str) -> JSONResponse:
         body = spec.parse_json(await request.body())
@@ -127,7 +130,9 @@ class RequestsApi:
             context = record.setdefault("context", {})
             merged = {**(context.get("properties") or {}), **body["properties"]}
             context["properties"] = {key: value for key, value in merged.items() if value is not None}
-            db.execute("UPDATE events SET record = ? WHERE seq = ?", (json.dumps(record, separators=(",", ":")), row[0]))
+            db.execute(
+                "UPDATE events SET record = ? WHERE seq = ?", (json.dumps(record, separators=(",", ":")), row[0])
+            )
         return JSONResponse({"request_id": str(uuid.uuid4())})
 
     async def report(self, request: Request) -> Response:
@@ -137,7 +142,9 @@ class RequestsApi:
         make = self.reports.get(report_id)
         if make is None:
             known = ", ".join(sorted(self.reports))
-            raise errors.PayiError(404, errors.NOT_FOUND, f"report {report_id!r} not found; the sandbox's reports are: {known}")
+            raise errors.PayiError(
+                404, errors.NOT_FOUND, f"report {report_id!r} not found; the sandbox's reports are: {known}"
+            )
         return make(start, end)
 
     def _requests_report(self, start: datetime | None, end: datetime | None) -> Response:

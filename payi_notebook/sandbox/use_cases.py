@@ -130,7 +130,14 @@ class Kpi:
 
 def _definition(row: sqlite3.Row | tuple[Any, ...]) -> Definition:
     seq, name, description, logging, limit, version = row
-    return Definition(seq, name, description, None if logging is None else bool(logging), json.loads(limit) if limit else None, version)
+    return Definition(
+        seq,
+        name,
+        description,
+        None if logging is None else bool(logging),
+        json.loads(limit) if limit else None,
+        version,
+    )
 
 
 def _kpi(row: sqlite3.Row | tuple[Any, ...]) -> Kpi:
@@ -158,7 +165,8 @@ class UseCases:
 
     def definition(self, db: sqlite3.Connection, name: str) -> Definition | None:
         row = db.execute(
-            "SELECT seq, name, description, logging_enabled, limit_config, version FROM use_cases WHERE name = ?", (name,)
+            "SELECT seq, name, description, logging_enabled, limit_config, version FROM use_cases WHERE name = ?",
+            (name,),
         ).fetchone()
         return _definition(row) if row else None
 
@@ -211,7 +219,12 @@ class UseCases:
         )
 
     def delete(self, db: sqlite3.Connection, name: str) -> None:
-        for table, column in (("use_cases", "name"), ("use_case_instances", "use_case_name"), ("kpis", "use_case_name"), ("kpi_scores", "use_case_name")):
+        for table, column in (
+            ("use_cases", "name"),
+            ("use_case_instances", "use_case_name"),
+            ("kpis", "use_case_name"),
+            ("kpi_scores", "use_case_name"),
+        ):
             db.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
 
     # instances -------------------------------------------------------------------------
@@ -274,7 +287,9 @@ class UseCases:
             > 0
         )
 
-    def set_instance_properties(self, db: sqlite3.Connection, name: str, use_case_id: str, props: dict[str, Any]) -> None:
+    def set_instance_properties(
+        self, db: sqlite3.Connection, name: str, use_case_id: str, props: dict[str, Any]
+    ) -> None:
         row = db.execute(
             "SELECT properties FROM use_case_instances WHERE use_case_name = ? AND use_case_id = ?", (name, use_case_id)
         ).fetchone()
@@ -373,7 +388,9 @@ class UseCases:
             (kpi.use_case_name, use_case_id, kpi.name, score, now, now),
         )
 
-    def scores(self, db: sqlite3.Connection, use_case_name: str, use_case_id: str | None = None) -> list[dict[str, Any]]:
+    def scores(
+        self, db: sqlite3.Connection, use_case_name: str, use_case_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """``KpiScoreResponse`` items (plus ``use_case_id``) for one instance, or for every instance of a use case."""
         sql = (
             "SELECT s.use_case_id, s.kpi_name, k.kpi_type, s.score, s.created, s.updated FROM kpi_scores s "
@@ -386,7 +403,13 @@ class UseCases:
         rows = db.execute(sql + " ORDER BY s.rowid", args).fetchall()
         out = []
         for uid, kpi_name, kpi_type, score, created, updated in rows:
-            item = {"use_case_id": uid, "kpi_name": kpi_name, "kpi_type": kpi_type, "score": score, "create_timestamp": created}
+            item = {
+                "use_case_id": uid,
+                "kpi_name": kpi_name,
+                "kpi_type": kpi_type,
+                "score": score,
+                "create_timestamp": created,
+            }
             if updated is not None:
                 item["update_timestamp"] = updated
             out.append(item)
@@ -410,5 +433,7 @@ def check_score(kpi: Kpi, value: Any) -> float:
             INVALID_SCORE, f"score: {value} is outside {low:g}..{high:g}, the range of {kpi.kpi_type} KPI {kpi.name!r}"
         )
     if kpi.kpi_type == "boolean" and value not in (0, 1):
-        raise errors.bad_request(INVALID_SCORE, f"score: {value} must be 0 or 1 (or true/false) for boolean KPI {kpi.name!r}")
+        raise errors.bad_request(
+            INVALID_SCORE, f"score: {value} must be 0 or 1 (or true/false) for boolean KPI {kpi.name!r}"
+        )
     return float(value)

@@ -17,7 +17,14 @@ from . import errors, spec
 from .attribution import USE_CASE_NAME
 from .limits_api import _decode_cursor, _encode_cursor, _query_bool, _query_count
 from .record import iso, utc_now
-from .use_cases import INSTANCE_NOT_FOUND, KPI_EXISTS, USE_CASE_EXISTS, Definition, Kpi, UseCases
+from .use_cases import (
+    INSTANCE_NOT_FOUND,
+    KPI_EXISTS,
+    USE_CASE_EXISTS,
+    Definition,
+    Kpi,
+    UseCases,
+)
 
 PREFIX = "/api/v1/use_cases"
 DEFINITION_REQUEST = "PayI.Calculator.Models.UseCaseDefinitionRequest"
@@ -35,7 +42,11 @@ def _page(items: list[Any], count: int, wire: Any) -> JSONResponse:
     more = len(items) > count
     items = items[:count]
     return JSONResponse(
-        {"request_id": _rid(), "cursor": _encode_cursor(items[-1].seq) if more else None, "items": [wire(i) for i in items]}
+        {
+            "request_id": _rid(),
+            "cursor": _encode_cursor(items[-1].seq) if more else None,
+            "items": [wire(i) for i in items],
+        }
     )
 
 
@@ -46,7 +57,9 @@ def _check_limit_config(config: dict[str, Any] | None) -> None:
         raise errors.bad_request(errors.INVALID_MAX_LIMIT, f"limit_config.max: {config['max']} must be above 0")
     threshold = config.get("threshold")
     if threshold is not None and not 0 < threshold <= 1:
-        raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, f"limit_config.threshold: {threshold} must be in (0, 1]")
+        raise errors.bad_request(
+            errors.REQUEST_PROCESSING_ERROR, f"limit_config.threshold: {threshold} must be in (0, 1]"
+        )
 
 
 class UseCasesApi:
@@ -104,7 +117,9 @@ class UseCasesApi:
         _check_limit_config(body.get("limit_config"))
         with self.store.transaction() as db:
             if self.use_cases.definition(db, name) is not None:
-                raise errors.bad_request(USE_CASE_EXISTS, f"use case {name!r} already exists; update it with PUT instead")
+                raise errors.bad_request(
+                    USE_CASE_EXISTS, f"use case {name!r} already exists; update it with PUT instead"
+                )
             definition = self.use_cases.insert(
                 db, Definition(0, name, body["description"], body.get("logging_enabled"), body.get("limit_config"), 1)
             )
@@ -182,7 +197,8 @@ class UseCasesApi:
             if self.use_cases.kpi(db, name, body["name"]) is not None:
                 raise errors.bad_request(KPI_EXISTS, f"KPI {body['name']!r} already exists for use case {name!r}")
             kpi = self.use_cases.insert_kpi(
-                db, Kpi(0, name, body["name"], body["description"], body["kpi_type"], body["goal"], iso(utc_now()), None)
+                db,
+                Kpi(0, name, body["name"], body["description"], body["kpi_type"], body["goal"], iso(utc_now()), None),
             )
         return JSONResponse(kpi.wire(_rid()))
 
@@ -244,7 +260,9 @@ class UseCasesApi:
         spec.validate_body(spec.PROPERTIES_REQUEST, body)
         with self.store.transaction() as db:
             instance = self._instance(db, request)
-            self.use_cases.set_instance_properties(db, instance["use_case_name"], instance["use_case_id"], body["properties"])
+            self.use_cases.set_instance_properties(
+                db, instance["use_case_name"], instance["use_case_id"], body["properties"]
+            )
         return JSONResponse(instance)
 
     async def instance_kpis(self, request: Request) -> JSONResponse:
