@@ -98,6 +98,7 @@ class _Job:
     single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
     lookups: int = 0
     born: float = 0.0  # wall-clock time of the call (the age of the oldest pending event)
+    use_case_retried: bool = False  # sent again after its use case was defined (only once)
 
 
 @dataclass(frozen=True, repr=False)
@@ -239,6 +240,7 @@ class Flusher:
         self.journal_cap = journal_cap  # past this many bytes of journal, status and badges say so
         self.create_use_cases = create_use_cases
         self._defined: set[str] = set()  # use case names we tried to define (once each)
+        self._defining: dict[str, list[_Job]] = {}  # name being defined → jobs to send again after
 
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -942,29 +944,36 @@ class Flusher:
         self._ready.extendleft(reversed(jobs))
 
     def _define_use_cases(self, jobs: list[_Job]) -> bool:
-        """Define the jobs' use cases at Pay-i (each name once per flusher), then send them again."""
-        names = {job.headers.get(_USE_CASE_HEADER) for job in jobs}
-        if not self.create_use_cases or None in names or names & self._defined:
+        """Define the jobs' use cases at Pay-i (each name once per flusher), then send each job once more."""
+        names = [job.headers.get(_USE_CASE_HEADER) for job in jobs]
+        if not self.create_use_cases or None in names or any(job.use_case_retried for job in jobs):
             return False
-        self._defined |= names  # type: ignore[arg-type]
-        self._requests += 1
-        task = asyncio.ensure_future(self._define(sorted(names), jobs))  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for job, name in zip(jobs, names):
+            job.use_case_retried = True
+            waiting = self._defining.get(name)  # type: ignore[arg-type]
+            if waiting is not None:
+                waiting.append(job)  # its definition is on the way
+            elif name in self._defined:
+                self._ready.appendleft(job)
+            else:
+                self._defining[name] = [job]  # type: ignore[index]
+                self._requests += 1
+                task = asyncio.ensure_future(self._define(name))  # type: ignore[arg-type]
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _define(self, names: list[str], jobs: list[_Job]) -> None:
+    async def _define(self, name: str) -> None:
         from .analytics import routes  # the flusher rarely needs it
 
         try:
-            for name in names:
-                try:
-                    await self._client.run(routes.create_use_case(name, routes.AUTO_DESCRIPTION))  # type: ignore[union-attr]
-                    log.info("payi_notebook: defined use case %r at Pay-i (it answered use_case_not_found)", name)
-                except PayiError as err:  # already there (a race): sending again is right; else it fails, saying why
-                    self._record_error(f"could not define use case {name!r}: {err}")
+            await self._client.run(routes.create_use_case(name, routes.AUTO_DESCRIPTION))  # type: ignore[union-attr]
+            log.info("payi_notebook: defined use case %r at Pay-i (it answered use_case_not_found)", name)
+        except PayiError as err:  # already there (a race): sending again is right; else they fail, saying why
+            self._record_error(f"could not define use case {name!r}: {err}")
         finally:
-            self._ready.extendleft(reversed(jobs))
+            self._defined.add(name)
+            self._ready.extendleft(reversed(self._defining.pop(name, [])))
             self._requests -= 1
             self._wake.set()
 
