@@ -158,6 +158,16 @@ class Kpis:
         )
         return Kpi.from_api(use_case, answer)
 
+    def ensure(self, use_case: str, name: str, *, type: str, goal: float, description: str | None = None) -> bool:
+        """Define the KPI unless the use case already has one of that name; True if this call defined it."""
+        try:
+            self.create(use_case, name, type=type, goal=goal, description=description)
+        except AnalyticsError as exc:
+            if exc.code == "kpi_already_exists":
+                return False
+            raise
+        return True
+
     def get(self, use_case: str, name: str) -> Kpi:
         use_case, name = use_case_name(use_case), _kpi_name(name)
         answer = call(
