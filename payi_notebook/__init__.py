@@ -201,7 +201,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _payi_client() -> PayiClient:
-    return instrument().payi_client()
+    return instrument().shared_client()
 
 
 def _current_instance() -> tuple[str | None, str | None]:
@@ -273,9 +273,12 @@ def outcomes(fetch: bool = False) -> pd.DataFrame:
     return _outcomes.instances(df)
 
 
-def _ledger_view(df: pd.DataFrame) -> pd.DataFrame:
+_view = _outcomes.View(_scores, _notes)
+
+
+def _ledger_view(df: pd.DataFrame, key: tuple[int, int, int]) -> pd.DataFrame:
     try:
-        return _outcomes.join(df, _scores, _notes)
+        return _view(df, key)
     except Exception as exc:  # the ledger still shows, without the join
         get_session().report("joining KPI scores and annotations to the ledger failed", exc)
         return df

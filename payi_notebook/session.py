@@ -92,6 +92,7 @@ class Session:
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
         self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
         self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
+        self._shared_client: tuple[Endpoint, PayiClient] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -188,6 +189,9 @@ class Session:
             if self.sandbox is not None:
                 self.sandbox.stop()
                 self.sandbox = None
+            if self._shared_client is not None:
+                self._shared_client[1].close()
+                self._shared_client = None
             self.endpoint = None
             self.limit_ids.clear()
 
@@ -424,6 +428,17 @@ class Session:
         self.start()
         assert self.endpoint is not None
         return PayiClient(self.endpoint.base_url, self.endpoint.api_key.reveal(), timeout=15.0)
+
+    def shared_client(self) -> PayiClient:
+        """One long-lived client for the current endpoint (analytics calls reuse its connections); never close it."""
+        self.start()
+        with self._lock:
+            shared = self._shared_client
+            if shared is None or shared[0] is not self.endpoint:
+                if shared is not None:
+                    shared[1].close()
+                self._shared_client = shared = (self.endpoint, self.payi_client())
+            return shared[1]
 
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""

@@ -18,6 +18,7 @@ from payi import NotFoundError, Payi
 from spec_recorder import SpecRecorder
 
 import payi_notebook.sandbox as sandbox_pkg
+from payi_notebook.analytics import routes
 from payi_notebook.analytics.calls import AnalyticsError
 from payi_notebook.analytics.kpis import Kpis, ScoreBook
 from payi_notebook.analytics.reports import Reports
@@ -37,8 +38,11 @@ def recorder() -> SpecRecorder:
 
 
 @pytest.fixture
-def ours(sandbox: sandbox_pkg.Sandbox, recorder: SpecRecorder) -> Any:
-    return lambda: recorder.client(sandbox.base_url, sandbox.api_key)
+def ours(sandbox: sandbox_pkg.Sandbox, recorder: SpecRecorder) -> Iterator[Any]:
+    """Our client factory, as ``pn`` has it: one long-lived client (spec-checked here)."""
+    client = recorder.client(sandbox.base_url, sandbox.api_key)
+    yield lambda: client
+    client.close()
 
 
 @pytest.fixture
@@ -57,12 +61,16 @@ def test_use_case_definitions_agree_with_the_sdk(ours: Any, sdk: Payi, recorder:
     name = _name()
     made = use_cases.create(name, "summaries for the weekly report", logging_enabled=False)
     seen = sdk.use_cases.definitions.retrieve(name)
-    assert (seen.name, seen.description, seen.type_version, seen.logging_enabled) == (
-        made.name,
-        made.description,
-        made.version,
-        made.logging_enabled,
-    ) == (name, "summaries for the weekly report", 1, False)
+    assert (
+        (seen.name, seen.description, seen.type_version, seen.logging_enabled)
+        == (
+            made.name,
+            made.description,
+            made.version,
+            made.logging_enabled,
+        )
+        == (name, "summaries for the weekly report", 1, False)
+    )
 
     other = _name()
     sdk.use_cases.definitions.create(name=other, description="made by the SDK")
@@ -190,14 +198,9 @@ def test_request_properties_by_request_id_and_by_provider_id_agree_with_the_sdk(
         properties={"prompt": "v1"},
     )
     client: PayiClient = ours()
-    try:
-        from payi_notebook.analytics import routes
-
-        assert client.run(routes.request_properties(ingested.request_id, {"verdict": "good"}))["request_id"]
-        sdk.requests.response_id.properties.update(pid, category="system.openai", properties={"reviewer": "ana"})
-        client.run(routes.provider_properties("system.openai", pid, {"prompt": None}))
-    finally:
-        client.close()
+    assert client.run(routes.request_properties(ingested.request_id, {"verdict": "good"}))["request_id"]
+    sdk.requests.response_id.properties.update(pid, category="system.openai", properties={"reviewer": "ana"})
+    client.run(routes.provider_properties("system.openai", pid, {"prompt": None}))
     (stored,) = [e for e in sandbox.events() if e["provider_response_id"] == pid]
     assert stored["context"]["properties"] == {"verdict": "good", "reviewer": "ana"}  # merged; None removed a key
     with pytest.raises(NotFoundError):
@@ -236,6 +239,8 @@ def test_report_is_a_dataframe_over_a_half_open_window(
         headers={"xProxy-api-key": sandbox.api_key},
     )
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/csv")
-    with pytest.raises(AnalyticsError, match="report 'nope' not found; the sandbox's reports are: kpi_scores, requests"):
+    with pytest.raises(
+        AnalyticsError, match="report 'nope' not found; the sandbox's reports are: kpi_scores, requests"
+    ):
         Reports(ours)("nope")
     assert ("GET", "/api/v1/reports/{report_id}") in recorder.routes()

@@ -163,7 +163,10 @@ def test_annotate_sets_properties_at_payi_and_in_the_ledger(
     assert rows.loc[first, "properties"] == {"prompt": "v1", "verdict": "good"}
     assert rows.loc[second, "properties"] == {"prompt": "v1"}
     by_request = {e["request_id"]: e for e in sandbox_env.events()}
-    assert by_request[rows.loc[first, "payi_request_id"]]["context"]["properties"] == {"prompt": "v1", "verdict": "good"}
+    assert by_request[rows.loc[first, "payi_request_id"]]["context"]["properties"] == {
+        "prompt": "v1",
+        "verdict": "good",
+    }
 
     # a row Pay-i knows only by its provider response id (as bulk-sent rows are, until their lookup)
     row = pn.ledger().df.query("event_id == @second").copy()

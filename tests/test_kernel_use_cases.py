@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kernels import kernel_env, notebook, run_notebook, text_of
 
 import payi_notebook.sandbox as sandbox_pkg
-from kernels import kernel_env, notebook, run_notebook, text_of
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -52,13 +52,17 @@ def strict_sandbox() -> Iterator[sandbox_pkg.Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def executed(strict_sandbox: sandbox_pkg.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
+def executed(
+    strict_sandbox: sandbox_pkg.Sandbox, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("kernel-use-cases")
     nb = run_notebook(notebook(CELLS), kernel_env(strict_sandbox, tmp / "data"), tmp, timeout=180)
     return nb, json.loads(text_of(nb.cells[-1]).strip().splitlines()[-1])
 
 
-def test_telemetry_calls_are_sent_after_the_definition_is_made(executed: tuple[Any, dict[str, Any]], strict_sandbox: sandbox_pkg.Sandbox) -> None:
+def test_telemetry_calls_are_sent_after_the_definition_is_made(
+    executed: tuple[Any, dict[str, Any]], strict_sandbox: sandbox_pkg.Sandbox
+) -> None:
     _, summary = executed
     telemetry = [r for r in summary["rows"] if r["use_case_name"] == "triage-telemetry"]
     assert [r["status"] for r in telemetry] == ["sent", "sent"]
@@ -66,7 +70,9 @@ def test_telemetry_calls_are_sent_after_the_definition_is_made(executed: tuple[A
     assert len(stored) == 2
 
 
-def test_a_refused_proxied_cell_defines_the_use_case_and_says_to_run_it_again(executed: tuple[Any, dict[str, Any]]) -> None:
+def test_a_refused_proxied_cell_defines_the_use_case_and_says_to_run_it_again(
+    executed: tuple[Any, dict[str, Any]],
+) -> None:
     nb, summary = executed
     first, again = text_of(nb.cells[3]), text_of(nb.cells[4])
     assert "refused 400" in first

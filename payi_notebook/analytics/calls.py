@@ -9,7 +9,7 @@ from ..client import PayiClient, PayiError
 from ..context import ContextError, check_use_case_name
 
 T = TypeVar("T")
-ClientFactory = Callable[[], PayiClient]
+ClientFactory = Callable[[], PayiClient]  # a shared client; callers never close it
 
 HINTS = {
     "use_case_not_found": "define it with pn.use_cases.create(name, description=...)",
@@ -31,18 +31,19 @@ class AnalyticsError(ValueError):
 
 
 def call(client: ClientFactory, what: str, fn: Callable[[PayiClient], T], hints: Mapping[str, str] = HINTS) -> T:
-    """``fn(client)`` with Pay-i's refusals and bad arguments raised as ``AnalyticsError``."""
-    payi = client()
+    """``fn(client())`` with Pay-i's refusals and bad arguments raised as ``AnalyticsError``.
+
+    ``client`` hands out a long-lived client (``Session.shared_client``): one round trip should
+    not pay for a new connection and TLS set-up.
+    """
     try:
-        return fn(payi)
+        return fn(client())
     except PayiError as exc:
         hint = hints.get(exc.code or "")
         detail = f" ({exc.code}; {hint})" if hint else f" ({exc.code})" if exc.code else ""
         raise AnalyticsError(f"could not {what}: {exc.message}{detail}", exc.code) from None
     except ValueError as exc:
         raise AnalyticsError(f"could not {what}: {exc}") from None
-    finally:
-        payi.close()
 
 
 def use_case_name(value: Any) -> str:

@@ -84,6 +84,10 @@ class ScoreBook:
     def get(self, key: Key) -> float | None:
         return self._scores.get(key)
 
+    def items(self) -> list[tuple[Key, float]]:
+        with self._guard:
+            return list(self._scores.items())
+
     def frame(self) -> pd.DataFrame:
         """One row per known score: ``use_case_name``, ``use_case_id``, ``kpi_name``, ``score``."""
         with self._guard:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .kpis import ScoreBook
@@ -36,12 +38,14 @@ class Notes:
     def __init__(self) -> None:
         self._props: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
+        self.version = 0
 
     def add(self, event_id: str, base: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
         """Merge ``changes`` into the row's properties (``base``: what the ledger holds); returns the result."""
         with self._lock:
             merged = {**base, **self._props.get(event_id, {}), **changes}
             self._props[event_id] = kept = {k: v for k, v in merged.items() if v is not None}
+            self.version += 1
             return dict(kept)
 
     def get(self, event_id: str) -> dict[str, str] | None:
@@ -55,28 +59,76 @@ class Notes:
             return dict(self._props)
 
 
-def kpi_columns(book: ScoreBook) -> pd.DataFrame:
-    """Scores pivoted to one row per (use_case_name, use_case_id) and one ``kpi_<name>`` column per KPI."""
-    scores = book.frame()
-    if scores.empty:
-        return pd.DataFrame(columns=INSTANCE_KEYS)
-    wide = scores.pivot_table(index=INSTANCE_KEYS, columns="kpi_name", values="score", aggfunc="last")
-    wide.columns = [f"{KPI_PREFIX}{name}" for name in wide.columns]
-    return wide.reset_index()
+def _instance_codes(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Each row's instance as a code into a list of distinct (use_case_name, use_case_id) pairs (-1: none).
+
+    Works on the categoricals' codes, so a million rows cost a few ms, not a Python loop over rows.
+    """
+    names, ids = pd.Categorical(df["use_case_name"]), pd.Categorical(df["use_case_id"])
+    name_codes, id_codes = names.codes.astype(np.int64), ids.codes.astype(np.int64)
+    width = len(ids.categories) + 1
+    combined = name_codes * width + id_codes
+    combined = np.where((name_codes < 0) | (id_codes < 0), -1, combined)
+    codes = np.full(len(combined), -1, dtype=np.int64)
+    valid = combined >= 0
+    found, distinct = pd.factorize(combined[valid], sort=False)  # hashing, in first-call order
+    codes[valid] = found
+    name_values = np.asarray(names.categories, dtype=object)[distinct // width]
+    id_values = np.asarray(ids.categories, dtype=object)[distinct % width]
+    return codes, list(zip(name_values.tolist(), id_values.tolist()))
 
 
-def join(df: pd.DataFrame, book: ScoreBook, notes: Notes) -> pd.DataFrame:
+def _kpi_arrays(book: ScoreBook, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """KPI name → score per instance (in ``pairs`` order, NaN where unscored), plus a trailing NaN for code -1."""
+    position = {pair: i for i, pair in enumerate(pairs)}
+    arrays: dict[str, np.ndarray] = {}
+    for (uc, uid, name), score in book.items():
+        at = position.get((uc, uid))
+        if at is None:
+            continue
+        if name not in arrays:
+            arrays[name] = np.full(len(pairs) + 1, np.nan)
+        arrays[name][at] = score
+    return arrays
+
+
+class View:
+    """``join`` as the ledger's df view, caching per ledger version: rows → instances, and the joined frame."""
+
+    def __init__(self, book: ScoreBook, notes: Notes) -> None:
+        self.book, self.notes = book, notes
+        self._codes: tuple[Any, tuple[np.ndarray, list[tuple[str, str]]]] | None = None
+        self._joined: tuple[Any, pd.DataFrame] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, df: pd.DataFrame, key: tuple[int, int, int]) -> pd.DataFrame:
+        if not self.book.version and not self.notes:
+            return df
+        state = (key, self.book.version, self.notes.version)
+        with self._lock:
+            if self._joined is not None and self._joined[0] == state:
+                return self._joined[1].copy(deep=False)
+            if self._codes is None or self._codes[0] != key:
+                self._codes = (key, _instance_codes(df))
+            joined = join(df, self.book, self.notes, self._codes[1])
+            self._joined = (state, joined)
+        return joined.copy(deep=False)
+
+
+def join(
+    df: pd.DataFrame,
+    book: ScoreBook,
+    notes: Notes,
+    instance_codes: tuple[np.ndarray, list[tuple[str, str]]] | None = None,
+) -> pd.DataFrame:
     """``df`` with the ``kpi_*`` columns and annotated properties (a new frame; ``df`` is unchanged)."""
     if book.version and not df.empty:
-        wide = kpi_columns(book)
-        if not wide.empty:
-            keys = pd.MultiIndex.from_frame(df[INSTANCE_KEYS].astype(object))
-            index = pd.MultiIndex.from_frame(wide[INSTANCE_KEYS].astype(object))
-            positions = index.get_indexer(keys)
+        codes, pairs = instance_codes or _instance_codes(df)
+        arrays = _kpi_arrays(book, pairs)
+        if arrays:
             df = df.copy(deep=False)
-            for column in wide.columns[len(INSTANCE_KEYS) :]:
-                values = wide[column].to_numpy()
-                df[column] = pd.Series(values[positions], index=df.index).where(positions >= 0)
+            for name in sorted(arrays):
+                df[f"{KPI_PREFIX}{name}"] = arrays[name][codes]  # code -1 reads the trailing NaN
     if notes and not df.empty:
         props = notes.snapshot()
         annotated = df["event_id"].isin(list(props))
@@ -92,12 +144,13 @@ def join(df: pd.DataFrame, book: ScoreBook, notes: Notes) -> pd.DataFrame:
 def instances(df: pd.DataFrame) -> pd.DataFrame:
     """One row per use case instance in ``df`` (a ledger frame after ``join``), in first-call order."""
     kpis = [c for c in df.columns if c.startswith(KPI_PREFIX)]
-    rows = df[df["use_case_name"].notna() & df["use_case_id"].notna()]
-    if rows.empty:
+    if df.empty:
         return pd.DataFrame(columns=[*INSTANCE_COLUMNS, *kpis])
-    grouped = rows.astype({"use_case_name": object, "use_case_id": object}).groupby(
-        INSTANCE_KEYS, sort=False, observed=True
-    )
+    codes, pairs = _instance_codes(df)
+    if not pairs:
+        return pd.DataFrame(columns=[*INSTANCE_COLUMNS, *kpis])
+    keep = codes >= 0
+    grouped = df.loc[keep].groupby(codes[keep], sort=False)
     out = grouped.agg(
         use_case_version=("use_case_version", "max"),
         calls=("event_id", "size"),
@@ -107,4 +160,6 @@ def instances(df: pd.DataFrame) -> pd.DataFrame:
         started=("timestamp", "min"),
         **{column: (column, "first") for column in kpis},
     )
-    return out.reset_index()
+    out.insert(0, "use_case_id", [pairs[code][1] for code in out.index])
+    out.insert(0, "use_case_name", [pairs[code][0] for code in out.index])
+    return out.reset_index(drop=True)
