@@ -15,9 +15,10 @@ Every score set or read is kept in a ``ScoreBook``, which ``outcomes`` joins to 
 
 from __future__ import annotations
 
+import builtins
 import html
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,13 +245,12 @@ class Kpis:
                 return float(item["score"])
         return None
 
-    def fetch(self, instances: list[tuple[str, str]]) -> pd.DataFrame:
+    def fetch(self, instances: Iterable[tuple[str, str]]) -> pd.DataFrame:
         """Read every KPI score Pay-i has for these (use case, instance id) pairs into the book; returns them."""
         rows = []
         for uc, uid in instances:
             try:
-                plan = routes.instance_kpis(uc, uid)
-                items = call(self._client, f"read the KPIs of {uc!r}", lambda c, plan=plan: c.run(plan))
+                items = self._instance_scores(uc, uid)
             except AnalyticsError as exc:
                 if exc.code in ("use_case_not_found", "use_case_instance_not_found"):
                     continue  # a use case nobody defined KPIs for
@@ -260,6 +260,9 @@ class Kpis:
                     self.book.set((uc, uid, item["kpi_name"]), float(item["score"]))
                     rows.append((uc, uid, item["kpi_name"], float(item["score"])))
         return pd.DataFrame(rows, columns=SCORE_COLUMNS).astype({"score": "float64"})
+
+    def _instance_scores(self, uc: str, uid: str) -> builtins.list[dict[str, Any]]:
+        return call(self._client, f"read the KPIs of {uc!r}", lambda c: c.run(routes.instance_kpis(uc, uid)))
 
     def scores(self) -> pd.DataFrame:
         """Every score this process set or read: ``use_case_name``, ``use_case_id``, ``kpi_name``, ``score``."""

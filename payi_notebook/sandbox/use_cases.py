@@ -177,7 +177,8 @@ class UseCases:
         return found
 
     def definitions(self, name: str | None, ascending: bool, after: int | None, count: int) -> list[Definition]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if name is not None:
             where.append("name = ?")
             args.append(name)
@@ -344,7 +345,8 @@ class UseCases:
         return found
 
     def kpis(self, use_case_name: str, name: str | None, ascending: bool, after: int | None, count: int) -> list[Kpi]:
-        where, args = ["use_case_name = ?"], [use_case_name]
+        where: list[str] = ["use_case_name = ?"]
+        args: list[Any] = [use_case_name]
         if name is not None:
             where.append("name = ?")
             args.append(name)
