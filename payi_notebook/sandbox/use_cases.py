@@ -177,22 +177,21 @@ class UseCases:
         return found
 
     def definitions(self, name: str | None, ascending: bool, after: int | None, count: int) -> list[Definition]:
-        where: list[str] = []
-        args: list[Any] = []
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
+        select = "SELECT seq, name, description, logging_enabled, limit_config, version FROM use_cases"
+        return [_definition(row) for row in self._page(select, {"name": name}, ascending, after, count)]
+
+    def _page(self, select: str, equal: dict[str, Any], ascending: bool, after: int | None, count: int) -> list[Any]:
+        """Up to ``count`` rows of ``select`` matching ``equal`` (None: any), in ``seq`` order from past ``after``."""
+        where = [f"{column} = ?" for column, value in equal.items() if value is not None]
+        args: list[Any] = [value for value in equal.values() if value is not None]
         if after is not None:
             where.append("seq > ?" if ascending else "seq < ?")
             args.append(after)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self.store.transaction() as db:
-            rows = db.execute(
-                "SELECT seq, name, description, logging_enabled, limit_config, version FROM use_cases "
-                f"{clause} ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT ?",
-                (*args, count),
+            return db.execute(
+                f"{select}{clause} ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT ?", (*args, count)
             ).fetchall()
-        return [_definition(row) for row in rows]
 
     def insert(self, db: sqlite3.Connection, definition: Definition) -> Definition:
         cursor = db.execute(
@@ -345,20 +344,8 @@ class UseCases:
         return found
 
     def kpis(self, use_case_name: str, name: str | None, ascending: bool, after: int | None, count: int) -> list[Kpi]:
-        where: list[str] = ["use_case_name = ?"]
-        args: list[Any] = [use_case_name]
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
-        if after is not None:
-            where.append("seq > ?" if ascending else "seq < ?")
-            args.append(after)
-        with self.store.transaction() as db:
-            rows = db.execute(
-                "SELECT seq, use_case_name, name, description, kpi_type, goal, created, updated FROM kpis "
-                f"WHERE {' AND '.join(where)} ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT ?",
-                (*args, count),
-            ).fetchall()
+        select = "SELECT seq, use_case_name, name, description, kpi_type, goal, created, updated FROM kpis"
+        rows = self._page(select, {"use_case_name": use_case_name, "name": name}, ascending, after, count)
         return [_kpi(row) for row in rows]
 
     def insert_kpi(self, db: sqlite3.Connection, kpi: Kpi) -> Kpi:
