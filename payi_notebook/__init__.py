@@ -22,18 +22,34 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import widgets  # lazy: ipywidgets/plotly load on first use of a widget
+import pandas as pd
+
+from . import (  # widgets: lazy, ipywidgets/plotly load on first use of a widget
+    tracking,
+    widgets,
+)
+from .analytics import outcomes as _outcomes
+from .analytics.annotate import Annotator
+from .analytics.calls import AnalyticsError
+from .analytics.kpis import Kpi, Kpis, ScoreBook
+from .analytics.reports import Reports
+from .analytics.use_cases import UseCase, UseCases
 from .capture import proxy_url
+from .client import PayiClient
 from .context import ContextError, derive
-from .ledger import Ledger
+from .ledger import Ledger, add_df_view
 from .limits import Limit, LimitError, Limits
 from .session import Session, get_session
 from .tracking import Track
 
 __all__ = [
+    "AnalyticsError",
     "ContextError",
+    "Kpi",
     "Limit",
     "LimitError",
+    "UseCase",
+    "annotate",
     "anthropic_url",
     "configure",
     "dask",
@@ -42,16 +58,21 @@ __all__ = [
     "ingest",
     "instrument",
     "journal",
+    "kpi",
+    "kpis",
     "last_result",
     "ledger",
     "limits",
     "load_ipython_extension",
     "openai_url",
+    "outcomes",
     "proxy",
     "proxy_headers",
+    "report",
     "status",
     "track",
     "unload_ipython_extension",
+    "use_cases",
     "widgets",
 ]
 
@@ -174,6 +195,96 @@ def __getattr__(name: str) -> Any:
 
         return import_module(".dask", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---- analytics: use cases, KPIs, properties after the fact, reports ----------------------
+
+
+def _payi_client() -> PayiClient:
+    return instrument().shared_client()
+
+
+def _current_instance() -> tuple[str | None, str | None]:
+    """The use case instance of the innermost tracked scope (the ``%%payi`` cell), if any."""
+    scope = tracking.current()
+    return (scope.context.use_case_name, scope.context.use_case_id) if scope is not None else (None, None)
+
+
+_scores = ScoreBook()
+_notes = _outcomes.Notes()
+
+use_cases = UseCases(_payi_client)
+"""Use case definitions: ``pn.use_cases.list()``, ``.create(name, description)``, ``.increment_version(name)``, ``.set_limit``..."""
+
+kpis = Kpis(_payi_client, _scores, _current_instance)
+"""KPI definitions and scores: ``pn.kpis.create(use_case, name, type="boolean", goal=0.8)``, ``.list(use_case)``..."""
+
+_annotator = Annotator(_payi_client, lambda: ledger().df, lambda timeout: flush(timeout), _notes)
+_reports = Reports(_payi_client)
+
+
+def kpi(
+    name: str,
+    score: float | bool | None = None,
+    *,
+    add: float | None = None,
+    use_case_name: str | None = None,
+    use_case_id: str | None = None,
+) -> float:
+    """Score the current use case instance (the tracked cell's) on KPI ``name``; returns the score now.
+
+    ``pn.kpi("accepted", 1)`` sets it; ``pn.kpi("turns", add=1)`` adds to it, and concurrent
+    additions from threads or tasks of this process all count. Outside a tracked cell pass
+    ``use_case_name=`` and ``use_case_id=``.
+    """
+    if (score is None) == (add is None):
+        raise AnalyticsError('pn.kpi(name, score) sets a score and pn.kpi(name, add=1) adds to it: give one of the two')
+    if add is not None:
+        return kpis.increment(name, add, use_case_name=use_case_name, use_case_id=use_case_id)
+    return kpis.score(name, score, use_case_name=use_case_name, use_case_id=use_case_id)  # type: ignore[arg-type]
+
+
+def annotate(target: Any, /, **properties: Any) -> dict[str, str]:
+    """Set request properties after the call ran, at Pay-i and in the ledger: ``pn.annotate(row, verdict="good")``.
+
+    ``target``: a row of ``pn.ledger().df`` or its ``event_id`` / ``payi_request_id`` /
+    ``provider_response_id``. ``None`` removes a property. Returns the row's properties now.
+    """
+    return _annotator(target, **properties)
+
+
+def report(report_id: str, start: Any = None, end: Any = None) -> pd.DataFrame:
+    """A saved Pay-i report for [``start``, ``end``) as a DataFrame (Pay-i's CSV report route)."""
+    return _reports(report_id, start, end)
+
+
+def outcomes(fetch: bool = False) -> pd.DataFrame:
+    """One row per use case instance in the ledger: version, calls, tokens, ``cost_usd`` and ``kpi_*`` scores.
+
+    ``fetch=True`` first reads the instances' scores from Pay-i (scores set elsewhere).
+    Cost per accepted answer by version: ``o = pn.outcomes(); s = o.groupby("use_case_version")
+    [["cost_usd", "kpi_accepted"]].sum(); s.cost_usd / s.kpi_accepted``.
+    """
+    df = ledger().df
+    if fetch:
+        pairs = df[["use_case_name", "use_case_id"]].dropna().drop_duplicates()
+        kpis.fetch([(str(n), str(i)) for n, i in pairs.itertuples(index=False)])
+        df = ledger().df
+    return _outcomes.instances(df)
+
+
+_view = _outcomes.View(_scores, _notes)
+
+
+def _ledger_view(df: pd.DataFrame, key: tuple[int, int, int]) -> pd.DataFrame:
+    try:
+        return _view(df, key)
+    except Exception as exc:  # the ledger still shows, without the join
+        get_session().report("joining KPI scores and annotations to the ledger failed", exc)
+        return df
+
+
+add_df_view(_ledger_view)
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -64,6 +64,9 @@ class Settings(HasTraits):
         help='Extra provider base URLs, e.g. {"openai": ["http://localhost:8000/v1"]} (OpenAI-compatible gateways).'
     )
     quiet = Bool(False, help="Hide the summary line under tracked cells.")
+    create_use_cases = Bool(
+        True, help="Define a use case at Pay-i when it answers use_case_not_found, then send its calls again."
+    )
     exit_timeout = Float(5.0, help="Seconds the interpreter waits at exit for pending events.")
 
     @validate("base_url")

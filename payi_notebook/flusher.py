@@ -26,7 +26,10 @@ daemon thread with its own asyncio loop (never the kernel's loop):
   stay ``pending`` (and in the spool) through an outage; ``status()`` shows the error. A
   rejected key (401/403) is treated the same way, since it says nothing about the event.
   Every retry reuses the event's ``provider_response_id``, so Pay-i de-duplicates. Any other
-  refusal marks the row ``failed`` with Pay-i's message.
+  refusal marks the row ``failed`` with Pay-i's message;
+- **undefined use cases**: a Pay-i that requires use case definitions answers
+  ``use_case_not_found``; with ``create_use_cases`` the flusher defines each such use case
+  once and sends its events again, else the rows fail saying how to define it.
 
 At interpreter exit the queue gets ``exit_timeout`` seconds to drain; what is left stays in
 the spool and is sent by the next flusher for the same endpoint.
@@ -72,6 +75,7 @@ _TICK = 0.05  # while draining, new events are picked up at least this often wit
 _QUIET = 0.1  # the foreground counts as busy while events arrived within this many seconds
 _MAX_DEFER = 1.0  # ... but no event waits longer than this for the foreground to pause
 _SLICE = 4  # events built and priced between two polls of the loop (each poll releases the GIL)
+USE_CASE_NOT_FOUND = "use_case_not_found"
 
 
 class LedgerLike(Protocol):
@@ -94,6 +98,7 @@ class _Job:
     single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
     lookups: int = 0
     born: float = 0.0  # wall-clock time of the call (the age of the oldest pending event)
+    use_case_retried: bool = False  # sent again after its use case was defined (only once)
 
 
 @dataclass(frozen=True, repr=False)
@@ -213,6 +218,7 @@ class Flusher:
         compact_bytes: int | None = None,
         rebuild: Callable[[str, dict[str, Any]], UsageEvent] | None = None,
         journal_cap: int = LARGE_BYTES,
+        create_use_cases: bool = True,
     ) -> None:
         if concurrency < 1 or bulk_size < 1 or bulk_threshold < 1:
             raise ValueError("concurrency, bulk_size and bulk_threshold must be at least 1")
@@ -239,6 +245,9 @@ class Flusher:
         self._compact_bytes = compact_bytes
         self._rebuild = rebuild or _rebuild_call  # raw captured calls recovered from a spool → events
         self.journal_cap = journal_cap  # past this many bytes of journal, status and badges say so
+        self.create_use_cases = create_use_cases
+        self._defined: set[str] = set()  # use case names we tried to define (once each)
+        self._defining: dict[str, list[_Job]] = {}  # name being defined → jobs to send again after
 
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -888,7 +897,10 @@ class Flusher:
                 return
             self._succeeded()
             for index, job in enumerate(batch):
-                if index in errors:
+                if index in errors and _undefined_use_case(errors[index]) and self.create_use_cases:
+                    job.single = True  # alone, its refusal defines the use case and sends it again
+                    self._ready.appendleft(job)
+                elif index in errors:
                     self._fail(job, _item_error(errors[index]))
                 else:
                     self._sent_one(job, None, None)
@@ -922,10 +934,12 @@ class Flusher:
             self._wake.set()
 
     def _refused(self, jobs: list[_Job], err: PayiError) -> None:
+        if err.code == USE_CASE_NOT_FOUND and self._define_use_cases(jobs):
+            return
         if not (err.retryable or err.status in _HOLD_STATUS):
             self._reachable()
             for job in jobs:
-                self._fail(job, str(err))
+                self._fail(job, str(err) + _use_case_hint(job, err))
             return
         if err.retry_after is not None:  # Pay-i said when: wait that long (a little jitter spreads clients)
             delay = min(err.retry_after, self.backoff_max) * random.uniform(1.0, 1.1)
@@ -939,6 +953,40 @@ class Flusher:
         self._record_error(str(err))
         self._retries += len(jobs)
         self._ready.extendleft(reversed(jobs))
+
+    def _define_use_cases(self, jobs: list[_Job]) -> bool:
+        """Define the jobs' use cases at Pay-i (each name once per flusher), then send each job once more."""
+        names = [job.headers.get(_USE_CASE_HEADER) for job in jobs]
+        if not self.create_use_cases or None in names or any(job.use_case_retried for job in jobs):
+            return False
+        for job, name in zip(jobs, names):
+            job.use_case_retried = True
+            waiting = self._defining.get(name)  # type: ignore[arg-type]
+            if waiting is not None:
+                waiting.append(job)  # its definition is on the way
+            elif name in self._defined:
+                self._ready.appendleft(job)
+            else:
+                self._defining[name] = [job]  # type: ignore[index]
+                self._requests += 1
+                task = asyncio.ensure_future(self._define(name))  # type: ignore[arg-type]
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _define(self, name: str) -> None:
+        from .analytics import routes  # the flusher rarely needs it
+
+        try:
+            await self._client.run(routes.create_use_case(name, routes.AUTO_DESCRIPTION))  # type: ignore[union-attr]
+            log.info("payi_notebook: defined use case %r at Pay-i (it answered use_case_not_found)", name)
+        except PayiError as err:  # already there (a race): sending again is right; else they fail, saying why
+            self._record_error(f"could not define use case {name!r}: {err}")
+        finally:
+            self._defined.add(name)
+            self._ready.extendleft(reversed(self._defining.pop(name, [])))
+            self._requests -= 1
+            self._wake.set()
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
@@ -1052,6 +1100,21 @@ def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str,
             lid: v["state"] for lid, v in limits.items() if isinstance(v, dict) and isinstance(v.get("state"), str)
         }
     return changes
+
+
+_USE_CASE_HEADER = "xProxy-UseCase-Name"
+
+
+def _undefined_use_case(error: dict[str, Any]) -> bool:
+    return (error.get("xproxy_error") or {}).get("code") == USE_CASE_NOT_FOUND
+
+
+def _use_case_hint(job: _Job, err: PayiError) -> str:
+    """How to fix a ``use_case_not_found`` refusal, in the row's error."""
+    name = job.headers.get(_USE_CASE_HEADER)
+    if err.code != USE_CASE_NOT_FOUND or not name:
+        return ""
+    return f" (define it with pn.use_cases.create({name!r}, description=...), then run the cell again)"
 
 
 def _item_error(error: dict[str, Any]) -> str:

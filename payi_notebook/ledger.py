@@ -105,6 +105,19 @@ FRAME_COLUMNS: tuple[str, ...] = (*COLUMNS, LIMIT_ID)
 """What ``Ledger.frame`` builds: ``COLUMNS`` and ``limit_id`` (``limit_ids`` exploded, one row per limit id)."""
 
 
+DfView = Callable[[pd.DataFrame, tuple[int, int, int]], pd.DataFrame]
+_DF_VIEWS: list[DfView] = []
+
+
+def add_df_view(view: DfView) -> None:
+    """Pass every ``Ledger.df`` through ``view(frame, key)``; it returns a new frame, never changes its argument.
+
+    ``key`` is the same for every access while the ledger is unchanged, so a view can cache its work.
+    """
+    if view not in _DF_VIEWS:
+        _DF_VIEWS.append(view)
+
+
 class UnknownColumnError(KeyError, ValueError):
     """A column name ``Ledger.frame`` does not know; the message lists the valid ones."""
 
@@ -817,7 +830,11 @@ class Ledger:
         change, and the next build makes fresh objects.
         """
         self.materialize()
-        return self._cached(COLUMNS)[1].copy(deep=False)  # copy-on-write: shares data until either side writes
+        version, cached = self._cached(COLUMNS)
+        frame = cached.copy(deep=False)  # copy-on-write: shares data until either side writes
+        for view in _DF_VIEWS:  # e.g. analytics' KPI scores and annotations, kept outside the storage
+            frame = view(frame, (id(self), self._generation, version))
+        return frame
 
     def frame(self, columns: Sequence[str]) -> pd.DataFrame:
         """Only ``columns`` of ``df``, in that order, with its names, dtypes, values and index.

@@ -26,7 +26,7 @@ from .session import Session, close_session, get_session
 from .tracking import TrackingScope
 
 CELL_PREFIX = "%%payi"
-SETTINGS = ("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
+SETTINGS = ("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout", "create_use_cases")
 NO_ARGUMENTS = frozenset({"status", "df", "result", "off", "reset", "limits", "sandbox", "budget"})
 SUBCOMMANDS = (
     "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget",
@@ -119,6 +119,7 @@ class PayiMagics(Magics):
     spool_dir = Unicode(None, allow_none=True, help="Directory of the durable send journal.").tag(config=True)
     providers = Dict(help="Extra provider base URLs, e.g. {'openai': ['http://localhost:8000/v1']}.").tag(config=True)
     exit_timeout = Float(5.0, help="Seconds to wait at exit for pending events.").tag(config=True)
+    create_use_cases = Bool(True, help="Define a use case when Pay-i answers use_case_not_found.").tag(config=True)
 
     def __init__(self, shell: Any, session: Session) -> None:
         super().__init__(shell)

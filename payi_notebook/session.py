@@ -23,6 +23,7 @@ from typing import Any
 import platformdirs
 
 from . import capture, tracking
+from .analytics.use_cases import UseCases, explain_undefined
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
@@ -31,7 +32,7 @@ from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
 from .events import UsageEvent
 from .files import private_dir
-from .flusher import Flusher, FlushReport
+from .flusher import USE_CASE_NOT_FOUND, Flusher, FlushReport
 from .journal import discard, find, others
 from .ledger import Ledger, RowRef
 from .limit_rules import MAX_LIMIT_TEXT
@@ -91,6 +92,7 @@ class Session:
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
         self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
         self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
+        self._shared_client: tuple[Endpoint, PayiClient] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class Session:
                 spool_dir=spool,
                 endpoint_key=self.endpoint.key,
                 settings=self.settings,
+                create_use_cases=self.settings.create_use_cases,
             )
             self.flusher.start()
             self._announce_journal()
@@ -186,6 +189,9 @@ class Session:
             if self.sandbox is not None:
                 self.sandbox.stop()
                 self.sandbox = None
+            if self._shared_client is not None:
+                self._shared_client[1].close()
+                self._shared_client = None
             self.endpoint = None
             self.limit_ids.clear()
 
@@ -233,6 +239,8 @@ class Session:
         """Rebuild what capture reads from the settings (routes, mode, logging, proxy target)."""
         if self.endpoint is None:
             return
+        if self.flusher is not None:
+            self.flusher.create_use_cases = self.settings.create_use_cases
         config = CaptureConfig(
             routes=RouteTable(self.settings.providers, payi_base_url=self.endpoint.base_url),
             sink=self.sink,
@@ -364,15 +372,20 @@ class Session:
                 self.report("a cell listener failed", exc)
 
     def explain_refusals(self, events: list[UsageEvent]) -> list[str]:
-        """One line per limit that blocked calls (with its max and spend), or per proxy failure."""
+        """One line per limit that blocked calls (with its max and spend), per undefined use case, or per proxy failure."""
         lines: list[str] = []
         blocked: dict[str, int] = {}
+        undefined: set[str] = set()
         for event in events:
             if event.status == "blocked":
                 for limit_id in (event.xproxy_result or {}).get("blocked_limit_ids") or ["?"]:
                     blocked[limit_id] = blocked.get(limit_id, 0) + 1
+            elif event.error and USE_CASE_NOT_FOUND in event.error and event.context.use_case_name:
+                undefined.add(event.context.use_case_name)
             elif event.error:
                 lines.append(f"payi: {event.error}")
+        for name in sorted(undefined):
+            lines.append(explain_undefined(UseCases(self.payi_client), name, self.settings.create_use_cases))
         for limit_id, count in blocked.items():
             calls = f"{count} call" + ("s were" if count > 1 else " was")
             try:
@@ -422,6 +435,17 @@ class Session:
         self.start()
         assert self.endpoint is not None
         return PayiClient(self.endpoint.base_url, self.endpoint.api_key.reveal(), timeout=15.0)
+
+    def shared_client(self) -> PayiClient:
+        """One long-lived client for the current endpoint (analytics calls reuse its connections); never close it."""
+        self.start()
+        with self._lock:
+            shared = self._shared_client
+            if shared is None or shared[0] is not self.endpoint:
+                if shared is not None:
+                    shared[1].close()
+                self._shared_client = shared = (self.endpoint, self.payi_client())
+            return shared[1]
 
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""

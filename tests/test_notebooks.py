@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask")
+NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask", "06_use_cases_kpis")
 PROBE_MARK = "PROBE:"
 PROBE = f"""
 import json as _json
@@ -61,6 +61,7 @@ class Run:
         self.events = sandbox.events()
         self.limits = {item["limit_id"]: item for item in _limits(sandbox)}
         self.rows = rows
+        self.sandbox = sandbox
         self.elapsed = elapsed
         self.workdir = workdir
 
@@ -271,6 +272,30 @@ def test_providers(run_notebook: Callable[[str], Run]) -> None:
     others = [c for c in run.nb.cells if c.cell_type == "code" and "generate_content_stream" not in c.source]
     assert all("Block limits cannot apply" not in text(c) for c in others)
     assert "3 turns" in text(run.cell("automatic_function_calling_history"))
+
+
+def test_use_cases_kpis(run_notebook: Callable[[str], Run]) -> None:
+    run = run_notebook("06_use_cases_kpis")
+    assert errors(run.nb) == []
+    rows = [r for r in run.rows if r["use_case_name"] == "ticket-reply"]
+    assert len(rows) == len(run.events) == 16 and {r["status"] for r in rows} == {"sent"}
+    table = run.cell("by_version = ").outputs[0]["data"]["text/plain"]
+    assert "cost_per_accepted" in table
+    # the table's numbers are the sandbox's: Pay-i's cost of each version's calls over its accepted replies
+    scores = httpx.get(
+        f"{run.sandbox.base_url}/api/v1/reports/kpi_scores", headers={"xProxy-api-key": run.sandbox.api_key}, timeout=10
+    ).text.splitlines()[1:]
+    accepted_by_instance = {line.split(",")[1]: float(line.split(",")[4]) for line in scores}
+    for version in (1, 2):
+        mine = [e for e in run.events if e["context"]["use_case_version"] == version]
+        cost = sum(e["cost"]["total"] for e in mine)
+        accepted = sum(accepted_by_instance[e["context"]["use_case_id"]] for e in mine)
+        assert 0 < accepted <= 8
+        assert f"{cost / accepted:.6f}" in table
+    assert "application/vnd.plotly.v1+json" in mimetypes(run.cell("px.bar("))
+    assert "'verdict': 'good'" in run.cell("pn.annotate(").outputs[0]["data"]["text/plain"]
+    assert run.events[-1]["context"]["properties"] == {"reviewer": "ana", "verdict": "good"}
+    assert "total_cost" in run.cell("pn.report(").outputs[0]["data"]["text/plain"]
 
 
 def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
