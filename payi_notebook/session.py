@@ -25,6 +25,7 @@ import platformdirs
 from . import capture, tracking
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.exchange import Exchange
+from .budgets.session import SessionBudgets
 from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
@@ -91,6 +92,7 @@ class Session:
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
         self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
         self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
+        self.budgets = SessionBudgets()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -239,6 +241,8 @@ class Session:
             default_mode=self.settings.mode,
             log_default=self.settings.log_prompt_and_response,
             proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key, always_base_uri=self.endpoint.kind == "sandbox"),
+            session_budget=self.budgets.apply(self.settings),
+            record_refusal=self.record_refusal,
         )
         capture.configure(config)
 
@@ -261,6 +265,10 @@ class Session:
             flusher.submit(call, ref, send=call.mode == "telemetry")
         for listener in self.call_listeners:
             listener(call, scope)
+
+    def record_refusal(self, event: UsageEvent, scope: TrackingScope) -> None:
+        """A call a budget refused before it was sent: a ledger row only (nothing goes to Pay-i)."""
+        scope.add(self.ledger.append(event))
 
     def report(self, what: str, exc: BaseException | None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""

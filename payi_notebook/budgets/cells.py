@@ -1,0 +1,57 @@
+"""Cell budgets: ``%%payi --budget USD`` and ``%%payi --estimate N``, and what is said after the cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import ContextError
+from .guard import CallCap
+from .reservation import LocalBudget
+
+CELL_LABEL = "cell budget"
+
+
+def check_estimate(value: Any) -> int | None:
+    """``--estimate N``: a positive number of calls to run before projecting."""
+    if value is None:
+        return None
+    try:
+        calls = int(str(value))
+    except ValueError:
+        raise ContextError(f"--estimate takes a number of calls like 3, got {value!r}") from None
+    if calls < 1:
+        raise ContextError(f"--estimate takes a positive number of calls, got {value!r}")
+    return calls
+
+
+def cell_budget(options: dict[str, Any]) -> Any:
+    """The cell's own ``Reserver`` from its options (a budget, an estimate cap, both or neither)."""
+    amount, calls = options.get("budget"), options.get("estimate")
+    if calls is not None:
+        return CallCap(calls, amount)
+    if amount is not None:
+        return LocalBudget(amount, CELL_LABEL)
+    return None
+
+
+def after_cell_lines(scope: Any) -> list[str]:
+    """One line on the cell's budget (refusals, what is left) or its estimate, for after the cell."""
+    budget = scope.budget
+    if budget is None:
+        return []
+    state = budget.state()
+    if isinstance(budget, CallCap):
+        return [budget.projection()]
+    if not state.refused:
+        return []
+    calls = f"{state.refused} call" + ("s were" if state.refused > 1 else " was")
+    return [
+        f"payi: {calls} refused by the {state.label} of ${state.budget:.4f} (${state.spent:.4f} spent by "
+        f"{state.calls} calls); nothing was sent for them. Raise --budget to run more."
+    ]
+
+
+def budget_lines(scope: Any) -> None:
+    """A session cell listener: print ``after_cell_lines`` under the cell."""
+    for line in after_cell_lines(scope):
+        print(line)
