@@ -23,9 +23,9 @@ from typing import Any
 import platformdirs
 
 from . import capture, tracking
+from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.exchange import Exchange
-from .budgets.session import SessionBudgets
 from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout

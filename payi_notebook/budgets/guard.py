@@ -14,13 +14,20 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from ..events import UsageEvent
 from .bounds import CallBound, actual_cost, request_bound
-from .reservation import BudgetExceeded, BudgetState, BudgetWarning, LocalBudget, Refusal, Reserver
+from .reservation import (
+    BudgetExceeded,
+    BudgetState,
+    BudgetWarning,
+    LocalBudget,
+    Refusal,
+    Reserver,
+)
 
 if TYPE_CHECKING:
     from ..capture.exchange import Exchange
