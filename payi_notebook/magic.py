@@ -21,7 +21,7 @@ from traitlets import Bool, Dict, Enum, Float, List, Unicode, observe
 from . import tracking
 from .argline import LineError, split_line
 from .budgets import check_budget
-from .budgets.cells import budget_lines, cell_budget, check_estimate
+from .budgets.cells import badge_extra, budget_lines, cell_budget, check_estimate, live_badge
 from .context import Context, ContextError, check_options, merge, parse_property
 from .naming import notebook_name
 from .session import Session, close_session, get_session
@@ -138,6 +138,7 @@ class PayiMagics(Magics):
         self._cell_scope: TrackingScope | None = None
         self._on_options: tuple[dict[str, Any], bool] | None = None
         self._board: Any = None
+        self._live: Any = None  # budgets.live.LiveSpend, once a cell has been tracked
         self._nested = 0  # cells run by the %%payi cell-magic fallback, inside the outer cell
         self._unmirror: Callable[[], None] = lambda: None
 
@@ -201,6 +202,8 @@ class PayiMagics(Magics):
         tracking.set_current(scope)
         if parent is None:
             self._cell_scope = scope
+            if not scope.quiet:
+                self._live_spend().start(scope)
         return scope
 
     def words(self, line: str) -> list[str]:
@@ -227,19 +230,32 @@ class PayiMagics(Magics):
         tracking.set_current(None)
         if scope is None:
             return
+        handle = self._live.stop(scope) if self._live is not None else None
         try:
-            self.session.after_cell(scope, self._show if not scope.quiet else None)
+            self.session.after_cell(scope, (lambda refs: self._show(refs, scope, handle)) if not scope.quiet else None)
         except Exception as exc:  # display problems never break the cell
             self.session.report("showing the cell summary failed", exc)
 
-    def _show(self, refs: list[Any]) -> None:
+    def _show(self, refs: list[Any], scope: TrackingScope | None = None, handle: Any = None) -> None:
+        """The cell's badge: in place of its live one (``handle``) when it had one."""
         if self._board is None:
             from .widgets.badge import BadgeBoard
 
             self._board = BadgeBoard(
                 self.session.ledger, lambda badge: display(badge, display_id=True), note=self.session.journal_warning
             )
-        self._board.show(refs)
+        extra = badge_extra(scope, self.session.budgets.session) if scope is not None else None
+        self._board.show(refs, extra=extra, handle=handle)
+
+    def _live_spend(self) -> Any:
+        if self._live is None:
+            from .budgets.live import LiveSpend
+
+            self._live = LiveSpend(
+                lambda scope, elapsed: live_badge(self.session.ledger, scope, self.session.budgets.session, elapsed),
+                lambda badge: display(badge, display_id=True),
+            )
+        return self._live
 
     def _announce(self) -> None:
         message, self.session.announcement = self.session.announcement, None

@@ -165,9 +165,14 @@ def request_bound(provider: str, operation: str, body: Any, raw: bytes) -> CallB
         output_tokens, output_source = _output_bound(body, model, window)
     if input_tokens is None or output_tokens is None:
         return _unbounded(model, f"{model!r} has no known context window and the call sets no {OUTPUT_CAPS[1]}")
-    input_rate = table.input if b"cache_control" in raw else table.fresh_input
-    usd = (input_tokens * input_rate + output_tokens * table.output) * (1 + 1e-9)
+    usd = bound_usd(table, input_tokens, output_tokens, caching=b"cache_control" in raw)
     return CallBound(model, input_tokens, output_tokens, input_source, output_source, usd)
+
+
+def bound_usd(table: Rates, input_tokens: int, output_tokens: int, caching: bool) -> float:
+    """The most ``input_tokens`` in and ``output_tokens`` out can cost (cache writes when ``caching``)."""
+    input_rate = table.input if caching else table.fresh_input
+    return (input_tokens * input_rate + output_tokens * table.output) * (1 + 1e-9)
 
 
 def _output_bound(body: dict[str, Any], model: str, window: int | None) -> tuple[int | None, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..context import ContextError
@@ -55,3 +56,24 @@ def budget_lines(scope: Any) -> None:
     """A session cell listener: print ``after_cell_lines`` under the cell."""
     for line in after_cell_lines(scope):
         print(line)
+
+
+def badge_extra(scope: Any, session_budget: Any) -> Callable[[], Any] | None:
+    """What a cell's badge says of its budget (the cell's own, else the session's), re-read when it refreshes."""
+    budget = scope.budget if scope.budget is not None else session_budget
+    if budget is None:
+        return None
+    from .live import BudgetLine
+
+    return lambda: BudgetLine(budget.state())
+
+
+def live_badge(ledger: Any, scope: Any, session_budget: Any, elapsed: float) -> Any:
+    """The running cell's badge: its totals so far, its budget (or its spend rate)."""
+    from ..widgets.badge import Badge
+    from .live import BudgetLine
+
+    totals = ledger.totals(list(scope.refs))
+    budget = scope.budget if scope.budget is not None else session_budget
+    extra = BudgetLine(budget.state() if budget is not None else None, totals.cost_usd, elapsed)
+    return Badge(totals, label="payi (running)", extra=extra)

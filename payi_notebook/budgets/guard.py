@@ -203,9 +203,6 @@ def settle(x: Exchange) -> None:
 
 def _warn(reserver: Reserver, threshold: float) -> None:
     state = reserver.state()
-    warnings.warn(
-        BudgetWarning(
-            f"payi: {state.label} {threshold:.0%} used: ${state.spent:.4f} of ${state.budget or 0:.4f} spent"
-        ),
-        stacklevel=2,
-    )
+    message = f"payi: {state.label} {threshold:.0%} used: ${state.spent:.4f} of ${state.budget or 0:.4f} spent"
+    # no user frame to point at (the call is deep in an SDK): one line, filterable by category or module
+    warnings.warn_explicit(BudgetWarning(message), BudgetWarning, "payi_notebook", 0, module="payi_notebook")

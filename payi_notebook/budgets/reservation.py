@@ -81,6 +81,8 @@ class BudgetState:
     calls: int
     refused: int
     crossed: tuple[float, ...]  # thresholds passed so far
+    thresholds: tuple[float, ...]
+    bounds: float  # every admitted call's bound, summed (what an item may need: see pn.progress)
     started: float  # time.monotonic() of the first reservation (0 before)
     updated: float  # time.monotonic() of the last settle
 
@@ -128,6 +130,7 @@ class LocalBudget:
         self._calls = 0
         self._refused = 0
         self._crossed: list[float] = []
+        self._bounds = 0.0
         self._started = 0.0
         self._updated = 0.0
 
@@ -139,6 +142,7 @@ class LocalBudget:
                 return Refusal(self.label, limit, self._spent, self._reserved, bound)
             self._held[key] = bound
             self._reserved += bound
+            self._bounds += bound
             self._calls += 1
             if not self._started:
                 self._started = time.monotonic()
@@ -165,7 +169,7 @@ class LocalBudget:
         with self._lock:
             return BudgetState(
                 self.label, self.budget, self._spent, self._reserved, self._calls, self._refused,
-                tuple(self._crossed), self._started, self._updated,
+                tuple(self._crossed), self.thresholds, self._bounds, self._started, self._updated,
             )  # fmt: skip
 
     def __repr__(self) -> str:
