@@ -152,6 +152,7 @@ def request_bound(provider: str, operation: str, body: Any, raw: bytes) -> CallB
         return _unbounded(model, f"hosted tools ({', '.join(hosted)}) bill per use and may run several turns")
     window = table.context_window
     images, opaque = _parts(body) if any(hint in raw for hint in _PART_HINTS) else (0, False)
+    input_tokens: int | None
     if opaque:
         input_tokens, input_source = window, "context window (the request has a file, document or audio part)"
     else:
@@ -159,12 +160,15 @@ def request_bound(provider: str, operation: str, body: Any, raw: bytes) -> CallB
         input_source = "request size in bytes" + (f" + {images} image(s)" if images else "")
         if window is not None and window < input_tokens:
             input_tokens, input_source = window, "context window"
+    output_tokens: int | None
     if operation == "embeddings":
         output_tokens, output_source = 0, "embeddings have no output"
     else:
         output_tokens, output_source = _output_bound(body, model, window)
-    if input_tokens is None or output_tokens is None:
-        return _unbounded(model, f"{model!r} has no known context window and the call sets no {OUTPUT_CAPS[1]}")
+    if input_tokens is None:
+        return _unbounded(model, f"{model!r} has no known context window to bound its file or audio input")
+    if output_tokens is None:
+        return _unbounded(model, f"{model!r} has no known output limit or context window and the call sets no max_tokens")
     usd = bound_usd(table, input_tokens, output_tokens, caching=b"cache_control" in raw)
     return CallBound(model, input_tokens, output_tokens, input_source, output_source, usd)
 
@@ -176,7 +180,8 @@ def bound_usd(table: Rates, input_tokens: int, output_tokens: int, caching: bool
 
 
 def _output_bound(body: dict[str, Any], model: str, window: int | None) -> tuple[int | None, str]:
-    choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 1 else 1
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     times = f" × n={choices}" if choices > 1 else ""
     for key in OUTPUT_CAPS:
         cap = body.get(key)

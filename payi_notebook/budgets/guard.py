@@ -20,14 +20,7 @@ import orjson
 
 from ..events import UsageEvent
 from .bounds import CallBound, actual_cost, request_bound
-from .reservation import (
-    BudgetExceeded,
-    BudgetState,
-    BudgetWarning,
-    LocalBudget,
-    Refusal,
-    Reserver,
-)
+from .reservation import BudgetExceeded, BudgetState, BudgetWarning, LocalBudget, Refusal, Reserver
 
 if TYPE_CHECKING:
     from ..capture.exchange import Exchange
