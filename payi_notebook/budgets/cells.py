@@ -2,14 +2,73 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..context import ContextError
-from .guard import CallCap
-from .reservation import LocalBudget
+from .reservation import BudgetState, LocalBudget, Refusal
 
 CELL_LABEL = "cell budget"
+
+
+class EstimateDone(BaseException):
+    """``%%payi --estimate N``: the cell was stopped before its call N+1, as asked."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        super().__init__(
+            f"payi: --estimate stopped the cell before call {calls + 1}; the projection is below. "
+            "Remove --estimate to run the cell in full."
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+class CallCap:
+    """A ``Reserver`` that lets ``calls`` calls through, then stops the cell (``--estimate``).
+
+    It meters (and, given ``budget``, limits) those calls like a cell budget, and keeps their
+    bounds so the projection can say what a call may cost at most. Its ``reserve`` raises
+    ``EstimateDone`` (rather than refusing) at call N+1: the cell is stopped, not the call refused.
+    """
+
+    def __init__(self, calls: int, budget: float | None = None) -> None:
+        self.calls = calls
+        self.meter = LocalBudget(budget, CELL_LABEL)
+        self.label = self.meter.label
+        self.highs: list[float] = []
+        self._lock = threading.Lock()
+
+    def reserve(self, key: str, bound: float) -> Refusal | None:
+        with self._lock:
+            if len(self.highs) >= self.calls:
+                raise EstimateDone(self.calls)
+            refusal = self.meter.reserve(key, bound)
+            if refusal is None:
+                self.highs.append(bound)
+            return refusal
+
+    def settle(self, key: str, cost: float) -> Sequence[float]:
+        return self.meter.settle(key, cost)
+
+    def state(self) -> BudgetState:
+        return self.meter.state()
+
+    def projection(self) -> str:
+        """What the calls so far say about the cell's cost."""
+        state = self.meter.state()
+        done = len(self.highs)
+        if not done:
+            return "payi: --estimate: the cell made no calls, so there is nothing to project."
+        per = state.spent / done
+        high = max(self.highs)
+        scale = ", ".join(f"{n:,} calls ≈ ${per * n:.4f}" for n in (100, 1_000, 10_000))
+        return (
+            f"payi: estimate from the first {done} call(s): ${state.spent:.4f} spent, ${per:.6f} per call "
+            f"(a call may cost up to ${high:.6f}); {scale}."
+        )
 
 
 def check_estimate(value: Any) -> int | None:
