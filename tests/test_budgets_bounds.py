@@ -137,3 +137,18 @@ def test_budget_exceeded_carries_the_numbers_and_one_line() -> None:
     assert (exc.budget, exc.spent, exc.reserved, exc.bound) == (0.5, pytest.approx(0.2), 0.0, 0.35)
     assert exc._render_traceback_() == [str(exc)] and "cell budget of $0.5000" in str(exc)
     assert not isinstance(exc, Exception)  # SDKs must not wrap and retry it
+
+
+def test_session_budget_and_thresholds_settings_are_validated() -> None:
+    from traitlets import TraitError
+
+    from payi_notebook.config import Settings
+
+    settings = Settings()
+    settings.session_budget = 5
+    settings.budget_thresholds = [0.95, 0.5]
+    assert settings.session_budget == 5.0 and settings.budget_thresholds == [0.5, 0.95]
+    with pytest.raises(TraitError, match="session_budget must be a positive amount"):
+        settings.session_budget = -1
+    with pytest.raises(TraitError, match="fractions in"):
+        settings.budget_thresholds = [1.5]
