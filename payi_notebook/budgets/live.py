@@ -18,6 +18,7 @@ from ..widgets.style import ERROR, MUTED, OK, TEXT, TRACK, esc
 from .reservation import BudgetState
 
 INTERVAL = 0.5
+SHARE = 20  # the ticker spends at most 1/SHARE of its time rendering (cells with many thousand calls)
 WARN = "#bf8700"
 
 
@@ -107,9 +108,10 @@ class LiveSpend:
             return handle
 
     def _run(self) -> None:
+        pause = INTERVAL
         while True:
             self._wake.wait()
-            time.sleep(INTERVAL)
+            time.sleep(pause)
             with self._lock:
                 scope, started, handle, shown = self._scope, self._started, self._handle, self._shown
             if scope is None:
@@ -118,8 +120,10 @@ class LiveSpend:
             if not scope.refs and not (scope.budget is not None and scope.budget.state().calls):
                 continue
             try:
-                badge = self._render(scope, time.monotonic() - started)
+                began = time.monotonic()
+                badge = self._render(scope, began - started)
                 text = repr(badge)
+                pause = max(INTERVAL, SHARE * (time.monotonic() - began))  # a big cell's totals cost: back off
                 if text == shown:
                     continue
                 with self._lock:
