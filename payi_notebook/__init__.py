@@ -34,6 +34,7 @@ from .analytics.calls import AnalyticsError
 from .analytics.kpis import Kpi, Kpis, ScoreBook
 from .analytics.reports import Reports
 from .analytics.use_cases import UseCase, UseCases
+from .budgets import BudgetExceeded, BudgetWarning
 from .capture import proxy_url
 from .client import PayiClient
 from .context import ContextError, derive
@@ -44,6 +45,8 @@ from .tracking import Track
 
 __all__ = [
     "AnalyticsError",
+    "BudgetExceeded",
+    "BudgetWarning",
     "ContextError",
     "Kpi",
     "Limit",
@@ -54,6 +57,7 @@ __all__ = [
     "configure",
     "dask",
     "emulator_url",
+    "estimate",
     "flush",
     "ingest",
     "instrument",
@@ -66,6 +70,7 @@ __all__ = [
     "load_ipython_extension",
     "openai_url",
     "outcomes",
+    "progress",
     "proxy",
     "proxy_headers",
     "report",
@@ -97,12 +102,27 @@ def track(**options: Any) -> Track:
 
     Options: use_case_name, use_case_id, use_case_version, use_case_step, user_id,
     account_name, limit_ids, properties, use_case_properties, proxy (True/False),
-    log_prompt_and_response, quiet. Invalid values raise ``ContextError`` here, before any call.
+    log_prompt_and_response, quiet, budget (USD; a call that could pass it raises
+    ``BudgetExceeded`` before it is sent). Invalid values raise ``ContextError`` here, before any call.
     """
     session = instrument()
     if options.get("limit_ids") is not None:
         options["limit_ids"] = session.resolve_limit_ids(options["limit_ids"])
     return Track(session.root_context, **options)
+
+
+def estimate(model: str, messages: Any = None, max_tokens: int | None = None, n: int = 1, **request: Any) -> Any:
+    """Low and high USD of ``n`` calls like this one, before making any (a one-row DataFrame)."""
+    from .budgets.estimate import estimate as _estimate
+
+    return _estimate(model, messages, max_tokens, n, **request)
+
+
+def progress(iterable: Any, total: int | None = None, budget: float | None = None, **options: Any) -> Any:
+    """A tqdm bar over ``iterable`` with spend so far, per item and projected; stops at ``budget`` USD."""
+    from .budgets.progress import progress as _progress
+
+    return _progress(iterable, total=total, budget=budget, **options)
 
 
 def _mode_decorator(proxy: bool, fn: F | None, options: dict[str, Any]) -> Any:
@@ -131,7 +151,8 @@ def last_result(wait: float = 2.0) -> dict[str, Any] | None:
 
 
 def configure(**settings: Any) -> None:
-    """Change settings: api_key, base_url, mode, log_prompt_and_response, providers, spool_dir, quiet, exit_timeout."""
+    """Change settings: api_key, base_url, mode, log_prompt_and_response, providers, spool_dir, quiet, exit_timeout,
+    session_budget (USD), budget_thresholds."""
     get_session().configure(**settings)
 
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 from .context import Context
 from .units import TokenCounts, Units
 
-Status = Literal["pending", "sent", "failed", "proxied", "blocked"]
+Status = Literal["pending", "sent", "failed", "proxied", "blocked", "refused_budget"]
 Mode = Literal["telemetry", "proxy"]
-STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "proxied", "blocked")
+STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "proxied", "blocked", "refused_budget")
 
 
 _ID_PREFIX = os.urandom(8).hex()

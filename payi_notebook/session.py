@@ -24,6 +24,7 @@ import platformdirs
 
 from . import capture, tracking
 from .analytics.use_cases import UseCases, explain_undefined
+from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
@@ -93,6 +94,7 @@ class Session:
         self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
         self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
         self._shared_client: tuple[Endpoint, PayiClient] | None = None
+        self.budgets = SessionBudgets()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -248,6 +250,8 @@ class Session:
             default_mode=self.settings.mode,
             log_default=self.settings.log_prompt_and_response,
             proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key, always_base_uri=self.endpoint.kind == "sandbox"),
+            session_budget=self.budgets.apply(self.settings),
+            record_refusal=self.record_refusal,
         )
         capture.configure(config)
 
@@ -272,6 +276,10 @@ class Session:
             flusher.submit(call, ref, send=call.mode == "telemetry")
         for listener in self.call_listeners:
             listener(call, scope)
+
+    def record_refusal(self, event: UsageEvent, scope: TrackingScope) -> None:
+        """A call a budget refused before it was sent: a ledger row only (nothing goes to Pay-i)."""
+        scope.add(self.ledger.append(event))
 
     def report(self, what: str, exc: BaseException | None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""

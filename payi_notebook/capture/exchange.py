@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from ..budgets.guard import admit
+from ..budgets.guard import settle as settle_budget
 from ..context import Context
 from ..events import Status, UsageEvent, new_event_id, payi_cost
 from ..tracking import TrackingScope
@@ -45,6 +47,8 @@ class CaptureConfig:
     default_mode: str = "telemetry"
     log_default: bool = True
     proxy: ProxyTarget | None = None
+    session_budget: Any = None  # a budgets.Reserver for every tracked call, or None
+    record_refusal: Callable[[UsageEvent, TrackingScope], None] | None = None
 
 
 EMPTY_UNITS = {"text": {"input": 0, "output": 0}}
@@ -81,6 +85,7 @@ class Exchange:
         "event_id",
         "lazy",
         "unguarded",
+        "hold",
         "_done",
         "_event",
         "_lock",
@@ -141,6 +146,9 @@ class Exchange:
         elif self.mode == "proxy":
             rewrite_to_proxy(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
         self.timestamp = time.time()
+        self.hold = None
+        if scope.budgets or config.session_budget is not None:  # the only budget work when none applies
+            self.hold = admit(self, raw)  # raises BudgetExceeded (recorded) before anything is sent
         self.start = time.perf_counter()
 
     def report(self, what: str, exc: BaseException | None) -> None:
@@ -202,6 +210,8 @@ class Exchange:
                 return
             self._done = True
         self.end = time.perf_counter()
+        if self.hold is not None:
+            settle_budget(self)
         # deferred: plain JSON calls, except telemetry ones whose prompts must stay off the disk journal
         self.lazy = not self.streaming and (self.mode == "proxy" or bool(self.log))
         if not self.lazy:

@@ -38,10 +38,11 @@ class Badge:
     ``(estimated)``, delivery state counts and one chip per limit in its state's colour.
     """
 
-    def __init__(self, totals: Totals, label: str = "payi", note: str | None = None) -> None:
+    def __init__(self, totals: Totals, label: str = "payi", note: str | None = None, extra: Any = None) -> None:
         self.totals = totals
         self.label = label
         self.note = note  # degraded durability (journal off or disk full), shown after the line
+        self.extra = extra  # more to say (the budget line): an object with ``text()`` and ``html()``
 
     def _tokens(self) -> str:
         t = self.totals
@@ -77,6 +78,8 @@ class Badge:
         line = f"{self.label} · " + " · ".join(p for p in parts if p)
         limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(t.limit_states.items()))
         line = f"{line} · limits {limits}" if limits else line
+        extra = self.extra.text() if self.extra is not None else ""
+        line = f"{line} · {extra}" if extra else line
         return f"{line} · ⚠ {self.note}" if self.note else line
 
     def html(self) -> str:
@@ -99,6 +102,8 @@ class Badge:
         ]
         if statuses:
             parts.append(statuses)
+        if self.extra is not None and (extra := self.extra.html()):
+            parts.append(extra)
         return (
             f'<div class="payi-badge {NO_MATH}" '
             f'style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
@@ -130,11 +135,17 @@ class BadgeBoard:
         self._timer: threading.Timer | None = None
         self._unsubscribe = ledger.subscribe(self._changed)
 
-    def show(self, refs: Sequence[RowRef]) -> Badge:
-        """Display a badge for these rows now; keep it live while any row is not final."""
-        badge = Badge(self._ledger.totals(refs), note=self._note())
-        handle = self._display(badge)
-        live = _Live(list(refs), handle, badge.text())
+    def show(self, refs: Sequence[RowRef], extra: Callable[[], Any] | None = None, handle: Any = None) -> Badge:
+        """Display a badge for these rows now (or update ``handle``); keep it live while any row is not final.
+
+        ``extra()`` gives what else the badge says (a ``Badge`` extra), re-read on each refresh.
+        """
+        badge = Badge(self._ledger.totals(refs), note=self._note(), extra=extra() if extra is not None else None)
+        if handle is not None:
+            handle.update(badge)
+        else:
+            handle = self._display(badge)
+        live = _Live(list(refs), handle, badge.text(), extra)
         if handle is not None and not live.final(badge.totals):
             with self._lock:
                 self._live.append(live)
@@ -155,7 +166,7 @@ class BadgeBoard:
             live, self._live = self._live, []
         keep = []
         for item in live:
-            badge = Badge(self._ledger.totals(item.refs), note=self._note())
+            badge = Badge(self._ledger.totals(item.refs), note=self._note(), extra=item.extra() if item.extra is not None else None)
             text = badge.text()
             if text != item.shown:
                 try:
@@ -183,6 +194,7 @@ class _Live:
     refs: list[RowRef]
     handle: Any
     shown: str
+    extra: Callable[[], Any] | None = None
     settled_at: float | None = None
 
     def final(self, totals: Totals) -> bool:
