@@ -129,7 +129,7 @@ class Session:
             self.flusher.start()
             self._announce_journal()
             capture.install()
-            tracking.install_executor_propagation()
+            tracking.install_propagation()
             self.apply_settings()
             if not self._atexit:
                 atexit.register(self.stop)
@@ -179,7 +179,7 @@ class Session:
         with self._lock:
             capture.configure(None)
             capture.uninstall()
-            tracking.uninstall_executor_propagation()
+            tracking.uninstall_propagation()
             if self.flusher is not None:
                 self.flusher.stop(self.settings.exit_timeout if timeout is None else timeout)
                 self.flusher = None

@@ -1,0 +1,84 @@
+"""Which calls get a tracked cell's context, in a real IPython shell with the real SDKs against
+the emulator and the sandbox: calls from plain threads and other executors started in the cell,
+calls through a client the user aimed at the Pay-i proxy, and streams that never sent usage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import payi_notebook as pn
+from shells import loaded_shell, ok, rows
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def shell(sandbox_env: Any) -> Iterator[InteractiveShell]:
+    yield from loaded_shell(
+        sandbox_env,
+        "import threading, asyncio\n"
+        "from openai import OpenAI, AsyncOpenAI\n"
+        "from anthropic import Anthropic\n"
+        "oa = OpenAI(base_url=PROVIDER_URL + '/v1', api_key='sk-test-SECRET', max_retries=0)\n"
+        "an = Anthropic(base_url=PROVIDER_URL, api_key='sk-ant-SECRET', max_retries=0)\n"
+        "MSG = [{'role': 'user', 'content': 'Summarise the quarterly report in two lines.'}]\n"
+        "def chat():\n"
+        "    return oa.chat.completions.create(model='gpt-4o-mini', messages=MSG).id\n",
+    )
+
+
+def test_plain_threads_started_in_a_cell_keep_its_context(shell: InteractiveShell) -> None:
+    ok(
+        shell,
+        "%%payi --use-case threads --user tia\n"
+        "ids = []\n"
+        "workers = [threading.Thread(target=lambda: ids.extend(chat() for _ in range(2))) for _ in range(8)]\n"
+        "for w in workers: w.start()\n"
+        "for w in workers: w.join()\n"
+        "class Worker(threading.Thread):\n"
+        "    def run(self):\n"
+        "        ids.append(chat())\n"
+        "sub = Worker(); sub.start(); sub.join()\n",
+    )
+    df = rows()
+    assert len(shell.user_ns["ids"]) == 17
+    assert sorted(df.provider_response_id) == sorted(shell.user_ns["ids"]), "every thread's call is a row"
+    assert set(df.use_case_name) == {"threads"} and set(df.user_id) == {"tia"}
+    assert set(df.execution_count) == {shell.execution_count - 1}
+
+
+def test_executors_and_anyio_threads_keep_the_cell_context(shell: InteractiveShell) -> None:
+    ok(
+        shell,
+        "%%payi --use-case offload\n"
+        "import anyio.to_thread\n"
+        "loop = asyncio.get_running_loop()\n"
+        "a = await loop.run_in_executor(None, chat)\n"
+        "b = await asyncio.to_thread(chat)\n"
+        "c = await anyio.to_thread.run_sync(chat)\n",
+    )
+    df = rows()
+    assert sorted(df.provider_response_id) == sorted(shell.user_ns[k] for k in "abc")
+    assert set(df.use_case_name) == {"offload"}
+
+
+def test_threads_started_outside_a_cell_and_pool_workers_stay_untracked(shell: InteractiveShell) -> None:
+    ok(
+        shell,
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "pool = ThreadPoolExecutor(1)\n"
+        "outside = threading.Thread(target=chat); outside.start(); outside.join()\n",
+    )
+    ok(shell, "%%payi --use-case once\nfirst = pool.submit(chat).result()\n")  # the worker thread starts here
+    ok(
+        shell,
+        "later = pool.submit(chat).result()\n",  # the same worker, now outside any tracked cell
+    )
+    df = rows()
+    assert list(df.provider_response_id) == [shell.user_ns["first"]], "only the tracked submit is a row"
+    shell.user_ns["pool"].shutdown()
+
