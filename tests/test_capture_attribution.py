@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -82,3 +83,52 @@ def test_threads_started_outside_a_cell_and_pool_workers_stay_untracked(shell: I
     assert list(df.provider_response_id) == [shell.user_ns["first"]], "only the tracked submit is a row"
     shell.user_ns["pool"].shutdown()
 
+
+
+def test_a_client_aimed_at_the_proxy_by_hand_gets_the_cells_context(shell: InteractiveShell, sandbox_env: Any) -> None:
+    own_limit = pn.limits.create("own-limit", 100.0).limit_id
+    shell.user_ns["OWN_LIMIT"] = own_limit
+    ok(
+        shell,
+        "import payi_notebook as pn\n"
+        "base = {'xProxy-Provider-BaseUri': PROVIDER_URL}\n"
+        "plain = OpenAI(base_url=pn.openai_url(), api_key='sk-test-SECRET', max_retries=0,\n"
+        "               default_headers={**pn.proxy_headers(), **base})\n"
+        "mine = OpenAI(base_url=pn.openai_url(), api_key='sk-test-SECRET', max_retries=0,\n"
+        "              default_headers={**pn.proxy_headers(user_id='own', limit_ids=[OWN_LIMIT]), **base})\n"
+        "def via(client, **kw):\n"
+        "    return client.chat.completions.create(model='gpt-4o-mini', messages=MSG, **kw).id\n",
+    )
+    ok(
+        shell,
+        "%%payi --use-case manual --user ana --account acme --prop team=ml\n"
+        "a = via(plain)\n"
+        "b = via(mine)\n"
+        "c = via(plain, extra_headers={'xProxy-UseCase-Name': 'other', 'xProxy-Account-Name': ''})\n",
+    )
+    pn.flush(15)
+    ns = shell.user_ns
+    df = rows().set_index("provider_response_id")
+    assert set(df["mode"]) == {"proxy"} and set(df.status) == {"proxied"} and len(df) == 3
+    expected = {
+        ns["a"]: ("manual", "ana", "acme", [], {"team": "ml"}),
+        ns["b"]: ("manual", "own", "acme", [own_limit], {"team": "ml"}),  # the client's own headers win
+        ns["c"]: ("other", "ana", None, [], {"team": "ml"}),  # per call too; an empty header clears
+    }
+    at_payi = {e["provider_response_id"]: e for e in sandbox_env.events() if e["provider_response_id"] in expected}
+    assert len(at_payi) == 3 and {e["source"] for e in at_payi.values()} == {"proxy"}
+    for rid, (use_case, user, account, limits, props) in expected.items():
+        row = df.loc[rid]
+        assert tuple(_value(row[c]) for c in ("use_case_name", "user_id", "account_name")) == (use_case, user, account)
+        assert list(row.limit_ids) == limits and row.properties == props
+        sent = at_payi[rid]["context"]
+        assert (sent.get("use_case_name"), sent.get("user_id"), sent.get("account_name")) == (use_case, user, account)
+        assert sent.get("limit_ids", []) == limits and sent.get("properties") == props
+    assert at_payi[ns["a"]]["context"]["use_case_id"] == df.loc[ns["a"]].use_case_id
+    assert _value(df.loc[ns["c"]].use_case_id) is None, "a use case named by the caller does not take the cell's id"
+    assert at_payi[ns["c"]]["context"].get("use_case_id") != df.loc[ns["a"]].use_case_id
+
+
+def _value(cell: Any) -> Any:
+    """A ledger cell with pandas' missing markers as None."""
+    return None if not isinstance(cell, (list, dict)) and pd.isna(cell) else cell

@@ -29,7 +29,7 @@ from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .apis import ADAPTERS, ApiAdapter, Observation, read_error
-from .proxying import ProxyTarget, context_from_headers, rewrite_to_proxy
+from .proxying import ProxyTarget, apply_context, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
 from .sse import SSEEvent
@@ -129,9 +129,9 @@ class Exchange:
         if content is not None:
             _replace_body(request, content)
         if route.proxied:
-            self.context = context_from_headers(request.headers, scope.context)
+            self.context = apply_context(request.headers, self.context)
         elif self.mode == "proxy":
-            rewrite_to_proxy(request, route, config.proxy, self.context)  # type: ignore[arg-type]
+            self.context = rewrite_to_proxy(request, route, config.proxy, self.context)  # type: ignore[arg-type]
         self.timestamp = time.time()
         self.start = time.perf_counter()
 
