@@ -53,6 +53,7 @@ class UsageEvent:
     status: Status = "pending"
     error: str | None = None
     partial: bool = False  # a stream closed before its usage arrived in full
+    input_estimated: bool = False  # its input tokens are estimated from the request (no usage came)
     context: Context = Context()
     execution_count: int | None = None
     cell_id: str | None = None

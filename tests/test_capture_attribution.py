@@ -132,3 +132,44 @@ def test_a_client_aimed_at_the_proxy_by_hand_gets_the_cells_context(shell: Inter
 def _value(cell: Any) -> Any:
     """A ledger cell with pandas' missing markers as None."""
     return None if not isinstance(cell, (list, dict)) and pd.isna(cell) else cell
+
+
+LONG_MSG = [
+    {"role": "system", "content": "You are a careful analyst. " * 20},
+    {"role": "user", "content": "Summarise the quarterly report in two lines, with the main risk first. " * 10},
+]
+
+
+def test_openai_streams_without_usage_get_an_estimated_input(shell: InteractiveShell) -> None:
+    shell.user_ns["LONG"] = LONG_MSG
+    ok(
+        shell,
+        "%%payi --use-case cut\n"
+        "import gc, openai\n"
+        "full = oa.chat.completions.create(model='gpt-4o-mini', messages=LONG)\n"
+        "s = oa.chat.completions.create(model='gpt-4o-mini', messages=LONG, stream=True)\n"
+        "next(iter(s)); s.close()\n"  # closed early
+        "s = oa.chat.completions.create(model='gpt-4o-mini', messages=LONG, stream=True)\n"
+        "next(iter(s)); del s; gc.collect()\n"  # abandoned
+        "try:\n"
+        "    list(oa.chat.completions.create(model='gpt-4o-mini', messages=LONG, stream=True,\n"
+        "                                    extra_headers={'X-Emulator-Fault': 'cut=3'}))\n"
+        "except openai.APIConnectionError:\n"
+        "    pass\n"  # cut by the server
+        "events = oa.responses.create(model='gpt-4o-mini', input=LONG[1]['content'], instructions=LONG[0]['content'], stream=True)\n"
+        "next(iter(events)); events.close()\n"
+        "n = an.messages.create(model='claude-haiku-4-5', max_tokens=200, messages=LONG[1:], stream=True)\n"
+        "next(iter(n)); next(iter(n)); n.close()\n",  # Anthropic knew its input from message_start
+    )
+    df = rows()
+    exact = shell.user_ns["full"].usage.prompt_tokens
+    assert len(df) == 6 and not df.iloc[0].partial and not df.iloc[0].input_tokens_estimated
+    for row in df.iloc[1:5].itertuples():
+        assert row.partial and row.input_tokens_estimated, row
+        assert exact / 2 <= row.input_tokens <= exact * 2, (row.input_tokens, exact)
+        assert "input tokens estimated" in row.error and row.est_cost_usd > 0
+        assert row.units["text"]["input"] == row.input_tokens
+    anthropic = df.iloc[5]
+    assert anthropic.partial and anthropic.input_tokens > 0 and not anthropic.input_tokens_estimated
+    report = pn.flush(15)
+    assert report.failed == 0 and report.pending == 0

@@ -29,6 +29,7 @@ from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .apis import ADAPTERS, ApiAdapter, Observation, read_error
+from .estimate import estimate_input_tokens
 from .proxying import ProxyTarget, apply_context, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
@@ -265,11 +266,19 @@ def build_event(x: Any) -> UsageEvent:
     ok = status is not None and status < 400
     partial = x.streaming and ok and not obs.complete
     usage = obs.usage
+    estimated = False
     if partial:
         usage = _partial_usage(provider, usage, obs.deltas)
     units = units_for(provider, usage) if usage else dict(EMPTY_UNITS)
+    if partial and not token_counts(units).input:  # the prompt's usage never came: estimate it
+        tokens = estimate_input_tokens(_loads(x.request_body) if x.request_body else None)
+        if tokens:
+            usage, estimated = _with_input(provider, usage, tokens), True
+            units = units_for(provider, usage)
     if partial and obs.error is None:
         obs.error = "stream ended before its final usage; counts are partial"
+    if estimated:
+        obs.error = f"{obs.error}; input tokens estimated from the request"
     log = x.log
     scope = x.scope
     event = UsageEvent(
@@ -289,6 +298,7 @@ def build_event(x: Any) -> UsageEvent:
         status=_status(x.mode, obs),
         error=obs.error,
         partial=partial,
+        input_estimated=estimated,
         context=x.context,
         execution_count=scope.execution_count if scope is not None else None,
         cell_id=scope.cell_id if scope is not None else None,
@@ -413,6 +423,14 @@ def _partial_usage(provider: str, usage: dict[str, Any] | None, deltas: int) -> 
     if usage:
         return usage
     return {"prompt_tokens": 0, "completion_tokens": deltas} if deltas else None
+
+
+def _with_input(provider: str, usage: dict[str, Any] | None, tokens: int) -> dict[str, Any]:
+    """``usage`` with ``tokens`` prompt tokens, in the provider's own field for them."""
+    merged = dict(usage or {})
+    responses_style = provider == "anthropic" or "input_tokens" in merged or "output_tokens" in merged
+    merged["input_tokens" if responses_style else "prompt_tokens"] = tokens
+    return merged
 
 
 def _raw(request: Any) -> bytes | None:
