@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from . import widgets  # lazy: ipywidgets/plotly load on first use of a widget
 from .capture import proxy_url
+from .children import ChildState, child_init, child_state
 from .context import Context, ContextError, derive
 from .ledger import Ledger
 from .limits import Limit, LimitError, Limits
@@ -31,10 +32,13 @@ from .session import Session, get_session
 from .tracking import Track
 
 __all__ = [
+    "ChildState",
     "ContextError",
     "Limit",
     "LimitError",
     "anthropic_url",
+    "child_init",
+    "child_state",
     "configure",
     "dask",
     "emulator_url",

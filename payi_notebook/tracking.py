@@ -189,7 +189,7 @@ def _inherits_scope(thread: threading.Thread) -> bool:
 
 
 def _start_with_scope(self: threading.Thread) -> None:
-    if _current.get() is not None and _inherits_scope(self):
+    if _current.get() is not None and _inherits_scope(self):  # an ambient scope needs no copying
         self.run = functools.partial(contextvars.copy_context().run, self.run)  # type: ignore[method-assign]
     _original_start(self)
 

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -371,7 +370,7 @@ class _Replay:
         self.start, self.end = 0.0, float(record.get("latency_ms") or 0.0) / 1000.0
         self.first_byte_at = None
         self.status_code = record.get("http_status")
-        self.context = _context_from(record.get("context") or {})
+        self.context = Context.from_json(record.get("context") or {})
         self.log = self.context.log_prompt_and_response is not False
         self.scope = None
         self.headers = [tuple(pair) for pair in record["headers"]] if record.get("headers") else None
@@ -390,24 +389,9 @@ def _context_json(context: Context) -> bytes:
     global _context_cache
     cached, encoded = _context_cache
     if cached is not context:
-        encoded = orjson.dumps({**context.as_dict(), "log_prompt_and_response": context.log_prompt_and_response})
+        encoded = orjson.dumps(context.to_json())
         _context_cache = (context, encoded)
     return encoded
-
-
-def _context_from(data: dict[str, Any]) -> Context:
-    return Context(
-        use_case_name=data.get("use_case_name"),
-        use_case_id=data.get("use_case_id"),
-        use_case_version=data.get("use_case_version"),
-        use_case_step=data.get("use_case_step"),
-        user_id=data.get("user_id"),
-        account_name=data.get("account_name"),
-        limit_ids=tuple(data.get("limit_ids") or ()),
-        properties=MappingProxyType(dict(data.get("properties") or {})),
-        use_case_properties=MappingProxyType(dict(data.get("use_case_properties") or {})),
-        log_prompt_and_response=data.get("log_prompt_and_response"),
-    )
 
 
 def _bytes(text: str | None) -> bytes | None:
