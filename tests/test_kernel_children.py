@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 import children_work
 import payi_notebook as pn
-from kernels import Kernel, kernel_env
+from kernels import Kernel, flush_all, kernel_env, recover
 from payi_notebook import sandbox as sandbox_mod
 
 pytestmark = pytest.mark.timeout(400)
@@ -42,6 +44,18 @@ SETUP = (
 )
 
 
+@contextmanager
+def kernel_on_sandbox(tmp_path: Path) -> Iterator[tuple[Any, Kernel]]:
+    """A fresh sandbox and a kernel aimed at it, with ``SETUP`` run."""
+    with sandbox_mod.start(db=str(tmp_path / "payi.db")) as sb:
+        kernel = Kernel(kernel_env(sb, tmp_path / "data"), tmp_path)
+        try:
+            kernel.execute(SETUP)
+            yield sb, kernel
+        finally:
+            kernel.shutdown()
+
+
 def last_json(output: str) -> Any:
     return json.loads(output.strip().splitlines()[-1])
 
@@ -59,39 +73,33 @@ def assert_once_with(sb: Any, ids: list[str], **context: str) -> None:
 
 
 def test_forked_pool_workers_deliver_their_calls_once_with_the_cells_context(tmp_path: Path) -> None:
-    with sandbox_mod.start(db=str(tmp_path / "payi.db")) as sb:
-        kernel = Kernel(kernel_env(sb, tmp_path / "data"), tmp_path)
-        try:
-            kernel.execute(SETUP)
-            out = kernel.execute(
-                "%%payi --quiet --use-case forked --user kid\n"
-                "mine = calls(3)\n"
-                "pool = mp.get_context('fork').Pool(2)\n"  # closed and joined: the workers drain as they exit
-                "joined = pool.map(children_work.chat, [(URL, 2)] * 4)\n"
-                "pool.close(); pool.join()\n"
-                "mine += calls(3)\n"
-                "print(json.dumps([mine, kid_ids(joined), kid_pids(joined), pn.status().delivery.recovered]))"
-            )
-            mine, joined, pids, recovered = last_json(out)
-            assert os.getpid() not in pids and len(pids) >= 1
-            assert recovered == 0, "orderly workers sent their own calls: nothing was left for the parent"
-            out = kernel.execute(
-                "%%payi --quiet --use-case forked --user kid\n"
-                "with mp.get_context('fork').Pool(2) as pool:\n"  # terminated: SIGTERM, no exit handlers
-                "    ended = pool.map(children_work.chat, [(URL, 2)] * 4)\n"
-                "pid = os.fork()\n"
-                "if pid == 0:\n"
-                "    children_work.chat((URL, 2)); os._exit(0)\n"  # a bare fork leaving by os._exit
-                "os.waitpid(pid, 0)\n"
-                "print(json.dumps([kid_ids(ended), len(pn.ledger())]))"
-            )
-            ended, rows = last_json(out)
-            report = kernel.execute("print(pn.flush(60))")
-            assert "0 failed" in report and "pending" not in report, report
-            spool = kernel.execute("print(json.dumps(os.listdir(pn.get_session().flusher.spool_dir)))")
-            assert len([f for f in last_json(spool) if f.endswith(".jsonl")]) == 1, "children's journals were taken over"
-        finally:
-            kernel.shutdown()
+    with kernel_on_sandbox(tmp_path) as (sb, kernel):
+        out = kernel.execute(
+            "%%payi --quiet --use-case forked --user kid\n"
+            "mine = calls(3)\n"
+            "pool = mp.get_context('fork').Pool(2)\n"  # closed and joined: the workers drain as they exit
+            "joined = pool.map(children_work.chat, [(URL, 2)] * 4)\n"
+            "pool.close(); pool.join()\n"
+            "mine += calls(3)\n"
+            "print(json.dumps([mine, kid_ids(joined), kid_pids(joined), pn.status().delivery.recovered]))"
+        )
+        mine, joined, pids, recovered = last_json(out)
+        assert os.getpid() not in pids and len(pids) >= 1
+        assert recovered == 0, "orderly workers sent their own calls: nothing was left for the parent"
+        out = kernel.execute(
+            "%%payi --quiet --use-case forked --user kid\n"
+            "with mp.get_context('fork').Pool(2) as pool:\n"  # terminated: SIGTERM, no exit handlers
+            "    ended = pool.map(children_work.chat, [(URL, 2)] * 4)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    children_work.chat((URL, 2)); os._exit(0)\n"  # a bare fork leaving by os._exit
+            "os.waitpid(pid, 0)\n"
+            "print(json.dumps([kid_ids(ended), len(pn.ledger())]))"
+        )
+        ended, rows = last_json(out)
+        flush_all(kernel)
+        spool = kernel.execute("print(json.dumps(os.listdir(pn.get_session().flusher.spool_dir)))")
+        assert len([f for f in last_json(spool) if f.endswith(".jsonl")]) == 1, "children's journals were taken over"
         assert rows == 6, "the parent's ledger holds its own calls"
         assert_once_with(sb, mine + joined + ended, use_case_name="forked", user_id="kid")
         bare = [e for e in sb.events() if e["context"].get("use_case_name") == "forked"]
@@ -120,41 +128,30 @@ def test_a_killed_parent_loses_none_of_its_calls_to_forked_children(tmp_path: Pa
             first.kill()
         assert received(sb, mine + kids) == []
         sb.clear_faults()
-        second = Kernel(env, tmp_path)
-        try:
-            report = second.execute("%load_ext payi_notebook\nimport payi_notebook as pn\nprint(pn.flush(60))")
-            assert "0 failed" in report and "pending" not in report, report
-        finally:
-            second.shutdown()
+        recover(env, tmp_path)
         assert len(mine) == 30 and len(kids) == 12
         assert_once_with(sb, mine, use_case_name="forked", user_id="kid")
         assert_once_with(sb, kids, use_case_name="forked", user_id="kid")
 
 
 def test_spawn_and_forkserver_children_are_tracked_with_one_initializer(tmp_path: Path) -> None:
-    with sandbox_mod.start(db=str(tmp_path / "payi.db")) as sb:
-        kernel = Kernel(kernel_env(sb, tmp_path / "data"), tmp_path)
-        try:
-            kernel.execute(SETUP)
-            out = kernel.execute(
-                "%%payi --quiet --use-case spawned --user sp\n"
-                "got = {}\n"
-                "for method in ('spawn', 'forkserver', 'fork'):\n"
-                "    with ProcessPoolExecutor(2, mp_context=mp.get_context(method),\n"
-                "                             initializer=pn.child_init, initargs=(pn.child_state(),)) as ex:\n"
-                "        got[method] = kid_ids(ex.map(children_work.chat, [(URL, 2)] * 2))\n"
-                "with mp.get_context('spawn').Pool(2, initializer=pn.child_init, initargs=(pn.child_state(),)) as pool:\n"
-                "    got['spawn pool'] = kid_ids(pool.map(children_work.chat, [(URL, 2)] * 2))\n"
-                "with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as ex:\n"
-                "    got['untracked'] = kid_ids(ex.map(children_work.chat, [(URL, 1)]))\n"
-                "print(json.dumps(got))",
-                timeout=240,
-            )
-            got = last_json(out)
-            report = kernel.execute("print(pn.flush(60))")
-            assert "0 failed" in report and "pending" not in report, report
-        finally:
-            kernel.shutdown()
+    with kernel_on_sandbox(tmp_path) as (sb, kernel):
+        out = kernel.execute(
+            "%%payi --quiet --use-case spawned --user sp\n"
+            "got = {}\n"
+            "for method in ('spawn', 'forkserver', 'fork'):\n"
+            "    with ProcessPoolExecutor(2, mp_context=mp.get_context(method),\n"
+            "                             initializer=pn.child_init, initargs=(pn.child_state(),)) as ex:\n"
+            "        got[method] = kid_ids(ex.map(children_work.chat, [(URL, 2)] * 2))\n"
+            "with mp.get_context('spawn').Pool(2, initializer=pn.child_init, initargs=(pn.child_state(),)) as pool:\n"
+            "    got['spawn pool'] = kid_ids(pool.map(children_work.chat, [(URL, 2)] * 2))\n"
+            "with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as ex:\n"
+            "    got['untracked'] = kid_ids(ex.map(children_work.chat, [(URL, 1)]))\n"
+            "print(json.dumps(got))",
+            timeout=240,
+        )
+        got = last_json(out)
+        flush_all(kernel)
         for method in ("spawn", "forkserver", "fork", "spawn pool"):
             assert len(got[method]) == 4, method
             assert_once_with(sb, got[method], use_case_name="spawned", user_id="sp")
