@@ -197,6 +197,7 @@ class Session:
         """
         self._lock = threading.RLock()
         self.children = False
+        self.call_listeners, self.flush_participants = [], []  # the parent's (its Dask workers, say)
         if self.flusher is None:
             return
         _inherited.append((self.flusher, self.ledger, self.sandbox))
