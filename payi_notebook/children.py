@@ -25,9 +25,27 @@ from typing import Any
 
 from . import tracking
 from .context import Context
-from .flusher import _Hidden
+from .secret import Secret
 from .session import Endpoint, drain_at_process_exit, get_session
 from .tracking import TrackingScope
+
+
+class KeyInTransit:
+    """The Pay-i key on its way to a child that cannot read it from its environment.
+
+    Unlike a ``Secret`` it pickles (that is its one job); like one, no repr, ``str`` or
+    ``vars()`` shows it. The child turns it back into a ``Secret`` at once.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "KeyInTransit(***)"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True, repr=False)
@@ -47,7 +65,7 @@ class ChildState:
     execution_count: int | None
     cell_id: str | None
     parent_pid: int
-    api_key: _Hidden | None = None  # None: the child reads PAYI_API_KEY from its environment
+    api_key: KeyInTransit | None = None  # None: the child reads PAYI_API_KEY from its environment
 
     def __repr__(self) -> str:
         scope = "no scope" if self.context is None else f"use_case_name={self.context.get('use_case_name')!r}"
@@ -73,7 +91,7 @@ def child_state() -> ChildState:
     assert endpoint is not None
     session.children = True  # their journals are looked for after each cell
     scope = tracking.current()
-    in_env = os.environ.get("PAYI_API_KEY", "").strip() == endpoint.api_key
+    in_env = endpoint.api_key == os.environ.get("PAYI_API_KEY", "").strip()
     settings = session.settings
     return ChildState(
         base_url=endpoint.base_url,
@@ -89,7 +107,7 @@ def child_state() -> ChildState:
         execution_count=scope.execution_count if scope is not None else None,
         cell_id=scope.cell_id if scope is not None else None,
         parent_pid=os.getpid(),
-        api_key=None if in_env else _Hidden(endpoint.api_key),
+        api_key=None if in_env else KeyInTransit(endpoint.api_key.reveal()),
     )
 
 
@@ -120,7 +138,7 @@ def child_init(state: ChildState) -> None:
             settings.spool_dir = state.spool_dir
             settings.exit_timeout = state.exit_timeout
         session.set_root_context(Context.from_json(state.root))
-        session.start(Endpoint(state.endpoint_kind, state.base_url, key, state.endpoint_key))
+        session.start(Endpoint(state.endpoint_kind, state.base_url, Secret(key), state.endpoint_key))
         mp = sys.modules.get("multiprocessing")
         if mp is not None and mp.parent_process() is not None:  # it leaves by os._exit, skipping atexit
             drain_at_process_exit(session)
