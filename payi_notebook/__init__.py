@@ -36,8 +36,9 @@ from .analytics.reports import Reports
 from .analytics.use_cases import UseCase, UseCases
 from .budgets import BudgetExceeded, BudgetWarning
 from .capture import proxy_url
+from .children import ChildState, child_init, child_state
 from .client import PayiClient
-from .context import ContextError, derive
+from .context import Context, ContextError, derive
 from .ledger import Ledger, add_df_view
 from .limits import Limit, LimitError, Limits
 from .session import Session, get_session
@@ -47,6 +48,7 @@ __all__ = [
     "AnalyticsError",
     "BudgetExceeded",
     "BudgetWarning",
+    "ChildState",
     "ContextError",
     "Kpi",
     "Limit",
@@ -54,6 +56,8 @@ __all__ = [
     "UseCase",
     "annotate",
     "anthropic_url",
+    "child_init",
+    "child_state",
     "configure",
     "dask",
     "emulator_url",
@@ -190,17 +194,18 @@ def emulator_url() -> str | None:
 
 
 def proxy_headers(**context: Any) -> dict[str, str]:
-    """Headers for a client you point at the Pay-i proxy yourself: the Pay-i key plus the context.
+    """Headers for a client you point at the Pay-i proxy yourself: the Pay-i key plus the context you give.
 
     ``OpenAI(base_url=pn.openai_url(), default_headers=pn.proxy_headers(limit_ids=["team-q4"]))``.
-    Options as for ``pn.track``. Such calls, made in a tracked scope, are recorded from their
-    ``xproxy_result`` and never ingested.
+    Options as for ``pn.track``. A call through such a client in a tracked scope also carries
+    the scope's context (these headers win where both say something), is recorded from its
+    ``xproxy_result`` and is never ingested; outside a scope it sends just these headers.
     """
     session = instrument()
     assert session.endpoint is not None
     if context.get("limit_ids") is not None:
         context["limit_ids"] = session.resolve_limit_ids(context["limit_ids"])
-    headers = derive(session.root_context(), **context).proxy_headers()
+    headers = derive(Context(), **context).proxy_headers()
     headers["xProxy-api-key"] = session.endpoint.api_key.reveal()
     return headers
 

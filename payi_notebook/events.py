@@ -24,6 +24,16 @@ _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
 
 
+def _new_id_prefix() -> None:
+    """A forked child draws its own prefix: its counter would otherwise repeat the parent's ids."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def new_event_id() -> str:
     """A unique 32-hex-digit id (also the spool key): a random per-process prefix and a counter.
 
@@ -53,6 +63,7 @@ class UsageEvent:
     status: Status = "pending"
     error: str | None = None
     partial: bool = False  # a stream closed before its usage arrived in full
+    input_estimated: bool = False  # its input tokens are estimated from the request (no usage came)
     context: Context = Context()
     execution_count: int | None = None
     cell_id: str | None = None

@@ -219,6 +219,7 @@ class Flusher:
         rebuild: Callable[[str, dict[str, Any]], UsageEvent] | None = None,
         journal_cap: int = LARGE_BYTES,
         create_use_cases: bool = True,
+        adopt: bool = True,
     ) -> None:
         if concurrency < 1 or bulk_size < 1 or bulk_threshold < 1:
             raise ValueError("concurrency, bulk_size and bulk_threshold must be at least 1")
@@ -248,6 +249,7 @@ class Flusher:
         self.create_use_cases = create_use_cases
         self._defined: set[str] = set()  # use case names we tried to define (once each)
         self._defining: dict[str, list[_Job]] = {}  # name being defined → jobs to send again after
+        self._adopt_at_start = adopt  # take over ended processes' journals (a child leaves that to its parent)
 
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -337,7 +339,7 @@ class Flusher:
         self._spool = spool
         mine = {job.event_id: job for job in self._parked}
         self._parked = []
-        records = self._adopt(spool, mine)
+        records = self._adopt(spool, mine) if self._adopt_at_start else []
         adopted = {record.event_id for record in records}
         for job in mine.values():
             if job.journalled and job.event_id not in adopted:
@@ -399,6 +401,34 @@ class Flusher:
             taken = self._adopt(self._spool, source=directory)
         self._wake_loop()
         return len(taken)
+
+    def adopt_orphans(self) -> int:
+        """Take over the unsent events of journals whose process has ended; returns how many.
+
+        A child process that ended without draining (a pool worker stopped with ``os._exit`` or
+        SIGTERM) leaves its journal behind; its parent sends what is in it, exactly once.
+        """
+        with self._state:
+            spool = self._spool
+            if spool is None or self._thread is None:
+                return 0
+            taken = self._adopt(spool)
+        if taken:
+            self._wake_loop()
+        return len(taken)
+
+    def release_after_fork(self) -> None:
+        """In a forked child: drop this (the parent's) flusher, leaving its journal and queue alone.
+
+        Its thread did not survive the fork and its locks may be held; the journal file, its lock
+        and the events in it stay the parent's, which sends them.
+        """
+        atexit.unregister(self._at_exit)
+        if self._spool is not None:
+            self._spool.release_after_fork()
+        self._spool = None
+        self._thread = None
+        self._exited = True
 
     def _recovered_job(self, record: SpoolRecord) -> _Job:
         if record.call is None:

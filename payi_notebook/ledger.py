@@ -92,6 +92,7 @@ COLUMNS: tuple[str, ...] = (
     "status",
     "error",
     "partial",
+    "input_tokens_estimated",
     "use_case_version",
     "provider_uri",
     "xproxy_json",
@@ -165,7 +166,7 @@ _FIXED_CATEGORIES = {"status": STATUSES, "cost_source": COST_SOURCES}
 _INT_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 _NULLABLE_INT_COLUMNS = ("execution_count", "http_status", "use_case_version")
 _FLOAT_COLUMNS = ("est_cost_usd", "payi_cost_usd", "cost_usd", "latency_ms", "ttft_ms")
-_BOOL_COLUMNS = ("streaming", "partial")
+_BOOL_COLUMNS = ("streaming", "partial", "input_tokens_estimated")
 
 # One row's record: field, struct code. Little-endian, unpadded, so numpy reads it in place.
 _FIELDS = (
@@ -187,7 +188,7 @@ _FIELDS = (
     ("ttft", "d"),
     ("http", "h"),  # -1 = unknown
     ("status", "b"),  # index into STATUSES
-    ("flags", "B"),  # _PARTIAL | _NO_UNITS
+    ("flags", "B"),  # _PARTIAL | _NO_UNITS | _ESTIMATED
 )
 _RECORD = struct.Struct("<" + "".join(code for _, code in _FIELDS))
 _RECORD_DTYPE = np.dtype([(name, "V16" if code == "16s" else "<" + code) for name, code in _FIELDS])
@@ -206,6 +207,7 @@ _HEX_SLICE = 1 << 18  # octets rendered per step in _event_ids
 _HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint16)  # octet -> its 2 hex digits
 _PARTIAL = 1
 _NO_UNITS = 2
+_ESTIMATED = 4  # input tokens estimated from the request
 _new_tuple = tuple.__new__
 _ANTHROPIC_LAYOUT = frozenset({"anthropic", "azure_anthropic"})  # providers whose units follow Anthropic's layout
 
@@ -556,7 +558,7 @@ class Ledger:
             status = _STATUS_CODES[event.status]
             inp, out, read, write, reasoning = event.tokens
             units = event.units
-            flags = _PARTIAL if event.partial else 0
+            flags = (_PARTIAL if event.partial else 0) | (_ESTIMATED if event.input_estimated else 0)
             own_units = None
             if not units:
                 flags |= _NO_UNITS
@@ -945,6 +947,7 @@ _COLUMN_FIELDS: dict[str, tuple[str, ...]] = {  # the record fields each column 
     "status": ("status",),
     "error": (),
     "partial": ("flags",),
+    "input_tokens_estimated": ("flags",),
 }
 assert set(_COLUMN_FIELDS) == set(FRAME_COLUMNS)
 
@@ -1294,6 +1297,9 @@ class _Columns:
 
     def partial(self) -> np.ndarray:
         return (self.f["flags"] & _PARTIAL).astype(bool)
+
+    def input_tokens_estimated(self) -> np.ndarray:
+        return (self.f["flags"] & _ESTIMATED).astype(bool)
 
     def limit_id(self) -> tuple[np.ndarray, pd.Categorical]:
         """``limit_ids`` exploded: the row of each (row, limit id) pair and the limit ids.

@@ -1,8 +1,9 @@
 """Tracking scopes: which calls are captured, and with what context.
 
 A scope is held in a ``ContextVar``, so it follows the work: asyncio tasks copy it, and
-``install_executor_propagation`` makes ``concurrent.futures`` thread pools copy it too.
-Outside any scope, capture lets requests pass untouched.
+``install_propagation`` makes ``concurrent.futures`` thread pools (per task) and plain
+threads (when started) copy it too. Outside any scope, capture lets requests
+pass untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.thread import _worker as _pool_worker
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -185,6 +187,7 @@ def _budget_factory(budget: Any) -> Callable[[], Any]:
 
 
 _original_submit = ThreadPoolExecutor.submit
+_original_start = threading.Thread.start
 _propagation_lock = threading.Lock()
 
 
@@ -195,12 +198,33 @@ def _submit_with_scope(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *arg
     return _original_submit(self, ctx.run, fn, *args, **kwargs)
 
 
-def install_executor_propagation() -> None:
-    """Make ``ThreadPoolExecutor.submit`` carry the submitter's scope into the worker thread."""
+def _inherits_scope(thread: threading.Thread) -> bool:
+    """Whether a thread started in a scope runs in it: the user's threads do; pool workers and ours do not.
+
+    A pool worker outlives the task that started it (each task carries its own context, see
+    ``_submit_with_scope``), and our own threads (flusher, sandbox) must never be captured.
+    """
+    target = getattr(thread, "_target", None) or type(thread).run
+    if target is _pool_worker:
+        return False
+    module = getattr(target, "__module__", None) or ""
+    return not (module == __package__ or module.startswith(f"{__package__}."))
+
+
+def _start_with_scope(self: threading.Thread) -> None:
+    if _current.get() is not None and _inherits_scope(self):  # an ambient scope needs no copying
+        self.run = functools.partial(contextvars.copy_context().run, self.run)  # type: ignore[method-assign]
+    _original_start(self)
+
+
+def install_propagation() -> None:
+    """Carry the current scope into thread-pool tasks (at submit) and new threads (at ``start()``)."""
     with _propagation_lock:
         ThreadPoolExecutor.submit = _submit_with_scope  # type: ignore[method-assign]
+        threading.Thread.start = _start_with_scope  # type: ignore[method-assign]
 
 
-def uninstall_executor_propagation() -> None:
+def uninstall_propagation() -> None:
     with _propagation_lock:
         ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+        threading.Thread.start = _original_start  # type: ignore[method-assign]

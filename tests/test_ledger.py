@@ -60,6 +60,7 @@ DTYPES = {
     "limit_states": "object",
     "error": "str",
     "partial": "bool",
+    "input_tokens_estimated": "bool",
     "use_case_version": "Int64",
     "xproxy_json": "str",
     **dict.fromkeys(

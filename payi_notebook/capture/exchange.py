@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -31,7 +30,8 @@ from ..events import Status, UsageEvent, new_event_id, payi_cost
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .adapters import ApiAdapter, Observation, endpoint_for, read_error
-from .proxying import ProxyTarget, context_from_headers, proxyable, rewrite_to_proxy
+from .estimate import estimate_input_tokens
+from .proxying import ProxyTarget, apply_context, proxyable, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
 from .sse import SSEEvent
@@ -142,9 +142,9 @@ class Exchange:
         if content is not None:
             _replace_body(request, content)
         if route.proxied:
-            self.context = context_from_headers(request.headers, scope.context)
+            self.context = apply_context(request.headers, self.context)
         elif self.mode == "proxy":
-            rewrite_to_proxy(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
+            self.context = rewrite_to_proxy(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
         self.timestamp = time.time()
         self.hold = None
         if scope.budgets or config.session_budget is not None:  # the only budget work when none applies
@@ -286,12 +286,20 @@ def build_event(x: Any) -> UsageEvent:
     partial = x.streaming and ok and not obs.complete
     usage = obs.usage
     wire = x.adapter.wire
+    estimated = False
     if partial:
         usage = _partial_usage(wire, usage, obs.deltas)
     resource = x.adapter.resource(model, obs.model)
     units = units_for(wire, usage, resource) if usage else dict(EMPTY_UNITS)
+    if partial and not token_counts(units).input:  # the prompt's usage never came: estimate it
+        tokens = estimate_input_tokens(_loads(x.request_body) if x.request_body else None)
+        if tokens:
+            usage, estimated = _with_input(wire, usage, tokens), True
+            units = units_for(wire, usage, resource)
     if partial and obs.error is None:
         obs.error = "stream ended before its final usage; counts are partial"
+    if estimated:
+        obs.error = f"{obs.error}; input tokens estimated from the request"
     log = x.log
     scope = x.scope
     event = UsageEvent(
@@ -312,6 +320,7 @@ def build_event(x: Any) -> UsageEvent:
         status=_status(x.mode, obs),
         error=obs.error,
         partial=partial,
+        input_estimated=estimated,
         context=x.context,
         execution_count=scope.execution_count if scope is not None else None,
         cell_id=scope.cell_id if scope is not None else None,
@@ -384,7 +393,7 @@ class _Replay:
         self.start, self.end = 0.0, float(record.get("latency_ms") or 0.0) / 1000.0
         self.first_byte_at = None
         self.status_code = record.get("http_status")
-        self.context = _context_from(record.get("context") or {})
+        self.context = Context.from_json(record.get("context") or {})
         self.log = self.context.log_prompt_and_response is not False
         self.scope = None
         self.headers = [tuple(pair) for pair in record["headers"]] if record.get("headers") else None
@@ -403,7 +412,7 @@ def _context_json(context: Context) -> bytes:
     global _context_cache
     cached, encoded = _context_cache
     if cached is not context:
-        encoded = orjson.dumps({**context.as_dict(), "log_prompt_and_response": context.log_prompt_and_response})
+        encoded = orjson.dumps(context.to_json())
         _context_cache = (context, encoded)
     return encoded
 
@@ -421,21 +430,6 @@ def _without_limits(context: Context) -> Context:
     return unlimited
 
 
-def _context_from(data: dict[str, Any]) -> Context:
-    return Context(
-        use_case_name=data.get("use_case_name"),
-        use_case_id=data.get("use_case_id"),
-        use_case_version=data.get("use_case_version"),
-        use_case_step=data.get("use_case_step"),
-        user_id=data.get("user_id"),
-        account_name=data.get("account_name"),
-        limit_ids=tuple(data.get("limit_ids") or ()),
-        properties=MappingProxyType(dict(data.get("properties") or {})),
-        use_case_properties=MappingProxyType(dict(data.get("use_case_properties") or {})),
-        log_prompt_and_response=data.get("log_prompt_and_response"),
-    )
-
-
 def _bytes(text: str | None) -> bytes | None:
     return text.encode() if text else None
 
@@ -451,6 +445,17 @@ def _partial_usage(wire: str, usage: dict[str, Any] | None, deltas: int) -> dict
     if usage:
         return usage
     return {"prompt_tokens": 0, "completion_tokens": deltas} if deltas else None
+
+
+def _with_input(wire: str, usage: dict[str, Any] | None, tokens: int) -> dict[str, Any]:
+    """``usage`` with ``tokens`` prompt tokens, in the wire format's own field for them."""
+    merged = dict(usage or {})
+    if wire == "google":
+        merged["promptTokenCount"] = tokens
+        return merged
+    responses_style = wire == "anthropic" or "input_tokens" in merged or "output_tokens" in merged
+    merged["input_tokens" if responses_style else "prompt_tokens"] = tokens
+    return merged
 
 
 def _raw(request: Any) -> bytes | None:
