@@ -89,7 +89,7 @@ class Session:
         self._atexit = False
         self._root_name: Any = _UNSET
         self.cell_listeners: list[Callable[[TrackingScope], None]] = []  # e.g. a budget panel refreshing
-        self.call_listeners: list[Callable[[Exchange, TrackingScope], None]] = []  # e.g. a Dask worker's forwarder
+        self.call_listeners: list[Callable[[Callable[[], UsageEvent], TrackingScope], None]] = []  # a Dask worker's forwarder
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
         self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
         self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
@@ -321,11 +321,13 @@ class Session:
         if flusher is not None:
             flusher.submit(call, ref, send=call.mode == "telemetry")
         for listener in self.call_listeners:
-            listener(call, scope)
+            listener(call.event, scope)
 
     def record_refusal(self, event: UsageEvent, scope: TrackingScope) -> None:
         """A call a budget refused before it was sent: a ledger row only (nothing goes to Pay-i)."""
         scope.add(self.ledger.append(event))
+        for listener in self.call_listeners:
+            listener(lambda: event, scope)
 
     def report(self, what: str, exc: BaseException | None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""

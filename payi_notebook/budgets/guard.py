@@ -91,7 +91,7 @@ def _refused_event(x: Exchange, bound: CallBound, message: str) -> UsageEvent:
     scope = x.scope
     event = UsageEvent(
         provider=x.route.provider,
-        category=x.adapter.category,
+        category=x.route.spec.category,
         operation=x.route.operation,
         resource=bound.model or x.model,
         mode=x.mode,  # type: ignore[arg-type]
