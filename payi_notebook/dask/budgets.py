@@ -77,8 +77,9 @@ class ClusterBudget:
         return tuple(self._call("payi_budget_settle", id=self.id, key=key, cost=cost))
 
     def state(self) -> BudgetState:
-        fields = self._call("payi_budget_state", id=self.id)
-        return BudgetState(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        fields: dict[str, Any] = self._call("payi_budget_state", id=self.id)
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        return BudgetState(**values)
 
     def __repr__(self) -> str:
         return f"ClusterBudget({self.label}, id={self.id})"

@@ -11,16 +11,16 @@ nothing outside a scope is tagged. Workers send their rows back on one event-log
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import weakref
+from dataclasses import replace
 from typing import Any
 
 import dask
 
 from .. import tracking
+from ..children import child_state
 from ..context import Context
 from ..flusher import FlushReport
 from ..ledger import RowRef
@@ -30,7 +30,7 @@ from .budgets import PLUGIN_NAME as BUDGETS_PLUGIN
 from .budgets import Moved, PayiBudgets, share
 from .payload import ANNOTATION, TOPIC, event_from_row, scope_payload
 from .plugin import PLUGIN_NAME, PayiWorkerPlugin
-from .worker import WorkerConfig, flush_worker
+from .worker import flush_worker
 
 log = logging.getLogger("payi_notebook.dask")
 
@@ -51,23 +51,13 @@ class Instrumented:
         self.moved: Moved = weakref.WeakKeyDictionary()  # the scopes' budgets now kept by the scheduler
 
     def install(self) -> None:
-        endpoint = self.session.endpoint
-        assert endpoint is not None
-        settings = self.session.settings
-        env_key = os.environ.get("PAYI_API_KEY", "").strip()
-        config = WorkerConfig(
-            base_url=endpoint.base_url,
-            api_key=None if endpoint.api_key == env_key else endpoint.api_key.reveal(),  # a Secret does not pickle
-            providers={k: list(v) for k, v in settings.providers.items()},
-            mode=settings.mode,
-            log_prompt_and_response=settings.log_prompt_and_response,
-            notebook_pid=os.getpid(),
-            notebook_host=socket.gethostname(),
-        )
+        # where events go and how to capture, for a worker to start like a child process (no
+        # fixed scope: each task brings its own in its annotation)
+        state = replace(child_state(), context=None, execution_count=None, cell_id=None)
         self.client.register_plugin(PayiBudgets(), name=BUDGETS_PLUGIN)
         self.client.subscribe_topic(TOPIC, self._on_rows)
         self.client._graph_to_futures = self._submit
-        self.client.register_plugin(PayiWorkerPlugin(config), name=PLUGIN_NAME)
+        self.client.register_plugin(PayiWorkerPlugin(state), name=PLUGIN_NAME)
         self.session.flush_participants.append(self.flush)
 
     def uninstall(self) -> None:

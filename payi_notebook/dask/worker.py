@@ -16,10 +16,10 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import tracking
+from ..children import ChildState
 from ..tracking import TrackingScope
 from .payload import ANNOTATION, TOPIC, row_message, scope_from_payload
 
@@ -27,23 +27,6 @@ log = logging.getLogger("payi_notebook.dask")
 
 FORWARD_INTERVAL_S = 0.2  # how often rows go back to the notebook (the issue asks for ~1 s)
 _SCOPES_KEPT = 256
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """The notebook session's endpoint and capture settings, as workers need them.
-
-    ``api_key`` travels only when the worker cannot read ``PAYI_API_KEY`` itself (the local
-    sandbox's key, or a key set with ``pn.configure``); it never appears in a repr.
-    """
-
-    base_url: str
-    api_key: str | None = field(repr=False)
-    providers: dict[str, list[str]]
-    mode: str
-    log_prompt_and_response: bool
-    notebook_pid: int
-    notebook_host: str
 
 
 class _Forwarder:
@@ -156,38 +139,28 @@ def token_of(scope: TrackingScope) -> str | None:
     return _resolver.tokens.get(scope.root)
 
 
-def setup_worker(worker: Any, config: WorkerConfig) -> None:
-    """Start capture in a worker (idempotent per process); called from ``PayiWorkerPlugin.setup``."""
+def setup_worker(worker: Any, state: ChildState) -> None:
+    """Start capture in a worker (idempotent per process); called from ``PayiWorkerPlugin.setup``.
+
+    The endpoint is set up by ``child_init``, the engine-neutral child setup; the scope of each
+    call is then the running task's, not one fixed scope.
+    """
+    from ..children import child_init
     from ..session import get_session
 
-    tracking.set_ambient(_resolver)
-    if os.getpid() == config.notebook_pid and _same_host(config.notebook_host):
-        return  # a worker thread in the notebook's own process: its session captures already
     session = get_session()
-    if not session.started:
-        changes: dict[str, Any] = {
-            "base_url": config.base_url,
-            "providers": config.providers,
-            "mode": config.mode,
-            "log_prompt_and_response": config.log_prompt_and_response,
-        }
-        key = os.environ.get("PAYI_API_KEY", "").strip() or config.api_key
-        if not key:
-            raise RuntimeError(
-                f"payi_notebook: worker {worker.address} has no Pay-i key: set PAYI_API_KEY in the workers' "
-                "environment (the notebook's key came from its environment and is not sent to the cluster)"
-            )
-        changes["api_key"] = key
-        with session.settings.hold_trait_notifications():
-            for name, value in changes.items():
-                setattr(session.settings, name, value)
-        session.start()
+    if os.getpid() == state.parent_pid and session.started:
+        tracking.set_ambient(_resolver)
+        return  # a worker thread in the notebook's own process: its session captures already
+    child_init(state)
+    tracking.set_ambient(_resolver)
     forwarder = _Forwarder(worker)
     worker._payi_forwarder = forwarder  # one per worker: teardown stops it
     session.call_listeners.append(lambda make_event, scope: forwarder.row(make_event, token_of(scope)))
     flusher = session.flusher
     if flusher is not None:
         flusher.on_update = forwarder.update
+        flusher.adopt_orphans()  # a worker that died on this machine: its replacement sends what it left
 
 
 def teardown_worker(worker: Any) -> None:
@@ -219,9 +192,3 @@ def flush_worker(timeout: float, dask_worker: Any = None) -> dict[str, int]:
     report = session.flusher.flush(timeout)
     dask_worker._payi_forwarder.send()
     return {"sent": report.sent, "failed": report.failed, "pending": report.pending + report.in_flight}
-
-
-def _same_host(host: str) -> bool:
-    import socket
-
-    return socket.gethostname() == host
