@@ -18,7 +18,7 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, TraitError, TraitType,
 from .secret import Secret
 
 PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
-PROVIDERS = ("openai", "anthropic")
+PROVIDERS = ("openai", "anthropic", "bedrock")
 
 
 def check_base_url(url: str, what: str = "base_url") -> str:

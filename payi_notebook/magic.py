@@ -322,7 +322,7 @@ class PayiMagics(Magics):
         if rest == ["list"] or not rest:
             return self.session.provider_table()
         if rest[0] != "add" or len(rest) != 3:
-            raise UsageError("usage: %payi provider add openai|anthropic BASE_URL  (or %payi provider list)")
+            raise UsageError("usage: %payi provider add openai|anthropic|bedrock BASE_URL  (or %payi provider list)")
         try:
             self.session.add_provider(rest[1], rest[2])
         except ValueError as exc:

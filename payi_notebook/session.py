@@ -223,7 +223,7 @@ class Session:
         """Make calls to the emulator recognisable, like calls to the real provider hosts."""
         providers = {k: list(v) for k, v in self.settings.providers.items()}
         url = provider_url.rstrip("/")
-        for provider, base in (("openai", f"{url}/v1"), ("anthropic", url)):
+        for provider, base in (("openai", f"{url}/v1"), ("anthropic", url), ("bedrock", url)):
             if base not in providers.setdefault(provider, []):
                 providers[provider].append(base)
         self.settings.providers = providers

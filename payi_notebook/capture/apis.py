@@ -66,6 +66,11 @@ class ApiAdapter:
     operation: str = ""
     category: str = ""
     streams: bool = True
+    always_streams: bool = False  # the operation itself streams (Bedrock's), whatever the body says
+    proxyable: bool = True  # Pay-i has a proxy route for it
+
+    def read_headers(self, obs: Observation, headers: Any) -> None:
+        """The response headers (a mapping, or pairs read back from the journal)."""
 
     def prepare(self, body: dict[str, Any]) -> bool:
         """Adjust the outgoing body in place; True when it was changed (and events may be hidden)."""

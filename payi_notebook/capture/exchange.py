@@ -28,7 +28,9 @@ from ..context import Context
 from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
+from . import bedrock
 from .apis import ADAPTERS, ApiAdapter, Observation, read_error
+from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .proxying import ProxyTarget, context_from_headers, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
@@ -85,7 +87,15 @@ class Exchange:
         "_lock",
     )
 
-    def __init__(self, config: CaptureConfig, scope: TrackingScope, route: Route, request: Any) -> None:
+    def __init__(
+        self,
+        config: CaptureConfig,
+        scope: TrackingScope,
+        route: Route,
+        request: Any,
+        rewrite: Callable[[Any, Route, ProxyTarget, Context], None] = rewrite_to_proxy,
+    ) -> None:
+        """``rewrite`` re-addresses the request to Pay-i's proxy (the HTTP library's request type)."""
         self.config = config
         self.scope = scope
         self.route = route
@@ -104,6 +114,9 @@ class Exchange:
         self._lock = threading.Lock()
 
         proxy_wanted = self.context.proxy if self.context.proxy is not None else config.default_mode == "proxy"
+        if proxy_wanted and not route.proxied and not self.adapter.proxyable:
+            proxy_wanted = False
+            config.report(f"Pay-i has no proxy route for {route.base} ({route.operation}); the call went direct, as telemetry", None)
         self.mode = "proxy" if route.proxied or proxy_wanted else "telemetry"
         self.log = self.context.log_prompt_and_response
         if self.log is None:
@@ -121,6 +134,10 @@ class Exchange:
                 self.hiding = self.adapter.prepare(body)
                 content = orjson.dumps(body) if self.hiding else None
         self.request_body = content if content is not None else raw
+        if route.model is not None:
+            self.model = route.model
+        if self.adapter.always_streams:
+            self.streaming = True
         if self.log and self.streaming:
             self.obs.chunks = []
 
@@ -131,7 +148,7 @@ class Exchange:
         if route.proxied:
             self.context = context_from_headers(request.headers, scope.context)
         elif self.mode == "proxy":
-            rewrite_to_proxy(request, route, config.proxy, self.context)  # type: ignore[arg-type]
+            rewrite(request, route, config.proxy, self.context)  # type: ignore[arg-type]
         self.timestamp = time.time()
         self.start = time.perf_counter()
 
@@ -148,10 +165,10 @@ class Exchange:
             self.finish_body(response._content, eof=True)
             return response
         content_type = response.headers.get("content-type", "")
-        sse = "text/event-stream" in content_type
+        framing = "sse" if "text/event-stream" in content_type else "eventstream" if EVENTSTREAM in content_type else None
         encoding = response.headers.get("content-encoding")
         cls = stream_classes[1] if is_async else stream_classes[0]
-        response.stream = cls(response.stream, self, sse, encoding.strip().lower() if encoding else None)
+        response.stream = cls(response.stream, self, framing, encoding.strip().lower() if encoding else None)
         return response
 
     def observe_event(self, event: SSEEvent, now: float) -> bool:
@@ -250,6 +267,8 @@ def build_event(x: Any) -> UsageEvent:
     """
     obs: Observation = x.obs
     status = x.status_code
+    if x.headers is not None:
+        x.adapter.read_headers(obs, x.headers)
     if x.body:
         data = _loads(x.body)
         if status is not None and status >= 400:
@@ -406,6 +425,8 @@ def _bytes(text: str | None) -> bytes | None:
 
 def _partial_usage(provider: str, usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
     """Usage for a stream that stopped early: what arrived, else one token per content event."""
+    if provider == bedrock.PROVIDER:
+        return bedrock.partial_usage(usage, deltas)
     if provider == "anthropic":
         merged = dict(usage or {})
         merged["output_tokens"] = max(int(merged.get("output_tokens") or 0), deltas)
@@ -418,6 +439,9 @@ def _partial_usage(provider: str, usage: dict[str, Any] | None, deltas: int) -> 
 def _raw(request: Any) -> bytes | None:
     try:
         return request.content
+    except AttributeError:  # botocore's prepared request
+        body = getattr(request, "body", None)
+        return body if isinstance(body, bytes) else None
     except Exception:  # a streaming request body we must not consume
         return None
 

@@ -127,6 +127,10 @@ def install() -> list[str]:
                 _installed[(cls, "send")] = original
                 cls.send = factory(original, streams)
             hooked.append(lib.__name__)
+    from . import botocore_hook  # boto3 sends through botocore/urllib3, not httpx
+
+    if botocore_hook.install():
+        hooked.append("botocore")
     return hooked
 
 
@@ -136,8 +140,14 @@ def uninstall() -> None:
         for (cls, attr), original in _installed.items():
             setattr(cls, attr, original)
         _installed.clear()
+    from . import botocore_hook
+
+    botocore_hook.uninstall()
 
 
 def hooked_libraries() -> tuple[str, ...]:
     """Names of the hooked HTTP libraries (for ``%payi status``)."""
-    return tuple(sorted({cls.__module__.split(".")[0] for cls, _ in _installed}))
+    from . import botocore_hook
+
+    names = {cls.__module__.split(".")[0] for cls, _ in _installed} | ({"botocore"} if botocore_hook.installed() else set())
+    return tuple(sorted(names))

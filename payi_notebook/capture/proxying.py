@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..context import Context
 from ..secret import Secret
+from . import bedrock_routes
 from .routes import DEFAULT_BASES, OPERATIONS, PROXY_PREFIX, Route
 
 _CONTEXT_HEADERS = (
@@ -77,24 +79,35 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     The SDK builds a fresh request for every attempt, so nothing else sees the change, and
     nothing is copied on the caller's hot path.
     """
-    url = _proxy_url(type(request.url), target.base_url, route.provider, _operation_path(route))
-    if request.url.query:
-        url = url.copy_with(query=request.url.query)
-    headers = request.headers
+    if route.provider == bedrock_routes.PROVIDER:  # the model id is in the path, encoded as it was signed
+        path = request.url.raw_path.decode("ascii")
+        url = type(request.url)(target.base_url.rstrip("/") + bedrock_routes.proxy_path(path, urlsplit(route.base).path))
+    else:
+        url = _proxy_url(type(request.url), target.base_url, route.provider, _operation_path(route))
+        if request.url.query:
+            url = url.copy_with(query=request.url.query)
+    request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
+    add_proxy_headers(request.headers, route, target, context)
+    request.headers["host"] = url.netloc.decode("ascii")
+
+
+def add_proxy_headers(headers: Any, route: Route, target: ProxyTarget, context: Context) -> None:
+    """Pay-i's key, the provider base URI and the context's ``xProxy-*`` headers, on a request
+    already re-addressed to the proxy (httpx headers, or botocore's, where setting appends)."""
     additions = [(name, value) for name, value in _headers_for(context).items() if name not in headers]
     emptied = [name for name, value in headers.items() if not value and name.lower().startswith("xproxy-")]
     base_uri = "xproxy-provider-baseuri" not in headers and (
-        target.always_base_uri or route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES[route.provider]
+        target.always_base_uri or route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES.get(route.provider)
     )
-    request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
     for name in emptied:
         del headers[name]
     for name, value in additions:
         headers[name] = value
+    if "xproxy-api-key" in headers:
+        del headers["xproxy-api-key"]
     headers["xProxy-api-key"] = target.api_key.reveal()
     if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
-    headers["host"] = url.netloc.decode("ascii")
 
 
 def context_from_headers(headers: Any, fallback: Context) -> Context:

@@ -16,6 +16,8 @@ _SKIPPED = frozenset({"transfer-encoding", "connection", "keep-alive"})
 def is_secret(name: str) -> bool:
     """Whether a header may carry a credential (by exact name or by a telling word in it)."""
     lowered = name.lower()
+    if lowered.endswith("-token-count"):  # Bedrock's usage counts (x-amzn-bedrock-input-token-count)
+        return False
     return lowered in SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS)
 
 

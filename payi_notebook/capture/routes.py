@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from . import bedrock_routes as bedrock
+
 DEFAULT_BASES: dict[str, tuple[str, ...]] = {
     "openai": ("https://api.openai.com/v1",),
     "anthropic": ("https://api.anthropic.com",),
@@ -23,7 +25,11 @@ OPERATIONS: dict[str, dict[str, str]] = {
 }
 
 # Pay-i proxy prefix per provider, and the provider path that follows it.
-PROXY_PREFIX: dict[str, str] = {"openai": "/api/v1/proxy/openai/v1", "anthropic": "/api/v1/proxy/anthropic"}
+PROXY_PREFIX: dict[str, str] = {
+    "openai": "/api/v1/proxy/openai/v1",
+    "anthropic": "/api/v1/proxy/anthropic",
+    bedrock.PROVIDER: bedrock.PROXY_PREFIX,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class Route:
     operation: str
     proxied: bool  # the URL already points at a Pay-i proxy route
     base: str  # scheme://host[:port][/prefix] the caller aimed at (what Pay-i calls the provider base URI)
+    model: str | None = None  # the model id in the path (Bedrock), as given
 
 
 def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
@@ -65,11 +72,16 @@ class RouteTable:
         """The provider route of a request URL, or None for anything else."""
         entries = self._by_origin.get(_origin(scheme, host, port))
         if not entries:
-            return None
+            return bedrock_route(scheme, host, port, path) if bedrock.is_bedrock_host(host) else None
         for prefix, provider, proxied in entries:
             if not path.startswith(prefix):
                 continue
             rest = path[len(prefix) :]
+            if provider == bedrock.PROVIDER:
+                route = bedrock_route(scheme, host, port, rest, prefix, proxied)
+                if route is not None:
+                    return route
+                continue
             operation = OPERATIONS[provider].get(rest)
             if operation is None and provider == "openai" and rest.startswith("/v1/"):
                 operation = OPERATIONS[provider].get(rest[3:])  # a gateway base given without /v1
@@ -82,3 +94,15 @@ class RouteTable:
                 provider_base = provider_base.removesuffix("/v1")
             return Route(provider, operation, proxied, provider_base)
         return None
+
+
+def bedrock_route(
+    scheme: str, host: str, port: int | None, path: str, prefix: str = "", proxied: bool = False
+) -> Route | None:
+    """A Bedrock API route on any host (public hosts, a configured base, a boto3 client's endpoint)."""
+    found = bedrock.operation(path)
+    if found is None:
+        return None
+    operation, model = found
+    base = f"{scheme}://{host}" + (f":{port}" if port else "") + prefix
+    return Route(bedrock.PROVIDER, operation, proxied, base, model)

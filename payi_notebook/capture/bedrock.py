@@ -1,0 +1,285 @@
+"""AWS Bedrock: which requests are Bedrock calls, and what capture reads from each operation.
+
+One route shape serves boto3 (through botocore) and ``anthropic.AnthropicBedrock`` (through
+httpx2): ``/model/{modelId}/converse|converse-stream|invoke|invoke-with-response-stream`` on
+``bedrock-runtime.<region>.amazonaws.com`` (any host for a boto3 ``bedrock-runtime`` client:
+VPC endpoints, the emulator). ``AnthropicBedrockMantle`` and ``openai.BedrockOpenAI`` speak
+the Anthropic and OpenAI wire formats on Bedrock hosts; their adapters are those formats'
+own, billed as Bedrock. Pay-i's proxy has routes for the four model operations only.
+
+Usage, per operation: Converse's ``usage``; ConverseStream's ``metadata`` event; InvokeModel's
+model-native body (Anthropic, Nova, Llama, OpenAI-OSS) or, without reading the caller's body,
+the ``x-amzn-bedrock-*-token-count`` response headers; InvokeModelWithResponseStream's
+``amazon-bedrock-invocationMetrics`` in its last chunk (for Anthropic models, the Messages
+events themselves, which carry the cache-write split). The response id is the request id
+(``x-amzn-requestid``), as Pay-i's SDK reports it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .apis import ADAPTERS as REGISTRY
+from .apis import (
+    AnthropicMessages,
+    ApiAdapter,
+    Observation,
+    OpenAIChat,
+    OpenAIResponses,
+)
+from .bedrock_routes import CATEGORY, PROVIDER
+from .sse import SSEEvent
+
+_HEADER_UNITS = (
+    ("x-amzn-bedrock-input-token-count", "inputTokens"),
+    ("x-amzn-bedrock-output-token-count", "outputTokens"),
+    ("x-amzn-bedrock-cache-read-input-token-count", "cacheReadInputTokens"),
+    ("x-amzn-bedrock-cache-write-input-token-count", "cacheWriteInputTokens"),
+)
+_METRICS = "amazon-bedrock-invocationMetrics"
+_METRIC_UNITS = (
+    ("inputTokenCount", "inputTokens"),
+    ("outputTokenCount", "outputTokens"),
+    ("cacheReadInputTokenCount", "cacheReadInputTokens"),
+    ("cacheWriteInputTokenCount", "cacheWriteInputTokens"),
+)
+
+
+def header(headers: Any, name: str) -> str | None:
+    """One response header from an httpx/botocore mapping or a journalled list of pairs."""
+    if headers is None:
+        return None
+    if hasattr(headers, "get"):
+        return headers.get(name)
+    return next((value for key, value in headers if key.lower() == name), None)
+
+
+def usage_from_headers(headers: Any) -> dict[str, int] | None:
+    """InvokeModel's token counts from its response headers (Bedrock sends them for every model)."""
+    usage: dict[str, int] = {}
+    for name, key in _HEADER_UNITS:
+        value = header(headers, name)
+        if value is not None and value.strip().isdigit():
+            usage[key] = int(value)
+    return usage if "inputTokens" in usage or "outputTokens" in usage else None
+
+
+def usage_from_metrics(metrics: Any) -> dict[str, int] | None:
+    if not isinstance(metrics, Mapping):
+        return None
+    return {
+        key: int(metrics[name])
+        for name, key in _METRIC_UNITS
+        if isinstance(metrics.get(name), int)
+    }
+
+
+def invoke_usage(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The usage in an InvokeModel body, by model family, in a shape ``units_for`` knows."""
+    usage = body.get("usage")
+    if isinstance(usage, Mapping):
+        if "inputTokens" in usage or "outputTokens" in usage:  # Amazon Nova
+            return {
+                "inputTokens": usage.get("inputTokens"),
+                "outputTokens": usage.get("outputTokens"),
+                "cacheReadInputTokens": usage.get("cacheReadInputTokenCount")
+                or usage.get("cacheReadInputTokens"),
+                "cacheWriteInputTokens": usage.get("cacheWriteInputTokenCount")
+                or usage.get("cacheWriteInputTokens"),
+            }
+        return dict(
+            usage
+        )  # Anthropic (input_tokens, cache_*) or OpenAI-OSS (prompt_tokens, ...)
+    if "prompt_token_count" in body or "generation_token_count" in body:  # Meta Llama
+        return {
+            "inputTokens": body.get("prompt_token_count"),
+            "outputTokens": body.get("generation_token_count"),
+        }
+    return None
+
+
+class _BedrockAdapter(ApiAdapter):
+    provider, category = PROVIDER, CATEGORY
+
+    def read_headers(self, obs: Observation, headers: Any) -> None:
+        obs.response_id = obs.response_id or header(headers, "x-amzn-requestid")
+
+    def _delta(self, obs: Observation, now: float) -> None:
+        obs.deltas += 1
+        if obs.first_delta_at is None:
+            obs.first_delta_at = now
+
+
+def _error(obs: Observation, event: SSEEvent) -> None:
+    """An exception message inside the stream (``error:throttlingException`` ...)."""
+    payload = _loads(event.data)
+    message = payload.get("message") if isinstance(payload, dict) else None
+    obs.error = f"{(event.event or 'error:')[6:]}: {message or event.data}"
+
+
+def _loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+class Converse(_BedrockAdapter):
+    operation, streams = "converse", False
+
+    def read_json(self, obs: Observation, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        if isinstance(data.get("usage"), dict):
+            obs.usage = data["usage"]
+            obs.complete = True
+        if isinstance(data.get("xproxy_result"), dict):
+            obs.xproxy_result = data["xproxy_result"]
+
+
+class ConverseStream(_BedrockAdapter):
+    operation, always_streams = "converse-stream", True
+
+    def read_event(
+        self, obs: Observation, event: SSEEvent, hiding: bool, now: float
+    ) -> bool:
+        name = event.event
+        if name == "contentBlockDelta":
+            self._delta(obs, now)
+        elif name == "metadata":
+            payload = _loads(event.data)
+            if isinstance(payload, dict):
+                if isinstance(payload.get("usage"), dict):
+                    obs.usage = payload["usage"]
+                    obs.complete = True
+                self._proxy_result(obs, event.data, payload)
+        elif name and name.startswith("error:"):
+            _error(obs, event)
+        return True
+
+
+class Invoke(Converse):
+    operation = "invoke"
+
+    def read_headers(self, obs: Observation, headers: Any) -> None:
+        super().read_headers(obs, headers)
+        if obs.usage is None and (usage := usage_from_headers(headers)) is not None:
+            obs.usage = usage
+            obs.complete = True
+
+    def read_json(self, obs: Observation, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        usage = invoke_usage(data)
+        if (
+            usage is not None
+        ):  # the body's counts carry the cache-write split the headers lack
+            obs.usage = usage
+            obs.complete = True
+        obs.model = obs.model or (
+            data.get("model") if isinstance(data.get("model"), str) else None
+        )
+        if isinstance(data.get("xproxy_result"), dict):
+            obs.xproxy_result = data["xproxy_result"]
+
+
+class InvokeStream(_BedrockAdapter):
+    """Chunks of model-native JSON, base64 in ``chunk.bytes``; the last has the invocation metrics."""
+
+    operation, always_streams = "invoke-with-response-stream", True
+
+    def read_event(
+        self, obs: Observation, event: SSEEvent, hiding: bool, now: float
+    ) -> bool:
+        name = event.event
+        if name and name.startswith("error:"):
+            _error(obs, event)
+            return True
+        if name != "chunk":
+            return True
+        wrapper = _loads(event.data)
+        encoded = wrapper.get("bytes") if isinstance(wrapper, dict) else None
+        if not isinstance(encoded, str):
+            return True
+        inner = base64.b64decode(encoded)
+        if b'"content_block_delta"' in inner or not (
+            b"usage" in inner or _METRICS.encode() in inner or b"xproxy_result" in inner
+        ):
+            self._delta(obs, now)  # a content chunk (any family): nothing to read in it
+            return True
+        chunk = _loads(inner)
+        if not isinstance(chunk, dict):
+            return True
+        kind = chunk.get("type")
+        if kind == "message_start" and isinstance(
+            chunk.get("message"), dict
+        ):  # Anthropic
+            message = chunk["message"]
+            obs.model = obs.model or message.get("model")
+            if isinstance(message.get("usage"), dict):
+                obs.usage = dict(message["usage"])
+        elif kind == "message_delta" and isinstance(chunk.get("usage"), dict):
+            merged = dict(obs.usage or {})
+            merged.update({k: v for k, v in chunk["usage"].items() if v is not None})
+            obs.usage = merged
+        metrics = usage_from_metrics(chunk.get(_METRICS))
+        if metrics:
+            anthropic = obs.usage is not None and "output_tokens" in obs.usage
+            if not anthropic:
+                obs.usage = metrics
+            obs.complete = True
+        if isinstance(chunk.get("xproxy_result"), dict):
+            obs.xproxy_result = chunk["xproxy_result"]
+        return True
+
+
+class _NotProxied:
+    """Pay-i's proxy has no route for this Bedrock endpoint: in proxy mode it goes as telemetry."""
+
+    proxyable = False
+    provider, category = PROVIDER, CATEGORY
+
+
+class MantleMessages(_NotProxied, AnthropicMessages):  # type: ignore[misc]
+    operation = "messages"
+
+
+class MantleChat(_NotProxied, OpenAIChat):  # type: ignore[misc]
+    operation = "chat"
+
+
+class MantleResponses(_NotProxied, OpenAIResponses):  # type: ignore[misc]
+    operation = "responses"
+
+
+ADAPTERS: dict[tuple[str, str], type[ApiAdapter]] = {
+    (PROVIDER, cls.operation): cls
+    for cls in (
+        Converse,
+        ConverseStream,
+        Invoke,
+        InvokeStream,
+        MantleMessages,
+        MantleChat,
+        MantleResponses,
+    )
+}
+REGISTRY.update(ADAPTERS)  # capture looks adapters up by (provider, operation)
+
+
+def partial_usage(usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
+    """A cut stream's usage: what arrived, with at least one output token per content event."""
+    if usage and "output_tokens" in usage:
+        return {
+            **usage,
+            "output_tokens": max(int(usage.get("output_tokens") or 0), deltas),
+        }
+    if usage and "prompt_tokens" in usage:
+        return usage
+    merged = dict(usage or {"inputTokens": 0})
+    merged["outputTokens"] = max(int(merged.get("outputTokens") or 0), deltas)
+    return merged if deltas or usage else None

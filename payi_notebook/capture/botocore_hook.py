@@ -1,0 +1,162 @@
+"""The hook on botocore's HTTP send, for boto3 Bedrock clients (which do not use httpx).
+
+``botocore.endpoint.Endpoint._send`` is patched on the class, so every client is covered,
+including ones created before ``%load_ext`` (Pay-i's SDK wraps client creation and misses
+those). It runs once per HTTP attempt, after signing: the proxy rewrite happens there, so
+the SigV4 signature (computed for the provider's host and path) passes through Pay-i
+untouched. Outside a tracking scope it costs one context-variable read.
+
+Plain JSON answers (Converse, errors) have been read by botocore inside ``send``; streaming
+ones (ConverseStream, InvokeModel*) get a tee around the raw urllib3 response, which the
+caller's ``EventStream``/``StreamingBody`` reads through unchanged. InvokeModel with its
+token-count headers is recorded at once, without touching the caller's body.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import tracking
+from ..context import Context
+from . import bedrock, bedrock_routes, hooks
+from .eventstream import CONTENT_TYPE as EVENTSTREAM
+from .exchange import Exchange
+from .proxying import ProxyTarget, add_proxy_headers
+from .routes import Route, bedrock_route
+from .streams import _Reader
+
+_current = tracking._current
+_installed: dict[type, Callable[..., Any]] = {}
+_lock = threading.Lock()
+
+
+def rewrite_prepared(request: Any, route: Route, target: ProxyTarget, context: Context) -> None:
+    """Re-address a signed ``AWSPreparedRequest`` to Pay-i's Bedrock proxy route, in place."""
+    parts = urlsplit(request.url)
+    path = bedrock_routes.proxy_path(parts.path, urlsplit(route.base).path)
+    request.url = target.base_url.rstrip("/") + path + (f"?{parts.query}" if parts.query else "")
+    add_proxy_headers(request.headers, route, target, context)
+
+
+class RawTee(_Reader):
+    """Wraps the urllib3 response botocore streams from: bytes pass on as read, a copy is read."""
+
+    def __init__(self, inner: Any, exchange: Exchange, framing: str | None) -> None:
+        super().__init__(inner, exchange, framing, None)
+        self._filter = False  # never hold bytes back: a short read() would look like the end
+
+    def stream(self, amt: int = 2**16, decode_content: bool | None = None) -> Iterator[bytes]:
+        for chunk in self._inner.stream(amt, decode_content=decode_content):
+            self._take(chunk)
+            yield chunk
+            self.catch_up()
+        self._finish(eof=True)
+
+    def read(self, amt: int | None = None, *args: Any, **kwargs: Any) -> bytes:
+        chunk = self._inner.read(amt, *args, **kwargs)
+        if chunk:
+            self._take(chunk)
+            self.catch_up()
+        if not chunk or amt is None:
+            self._finish(eof=True)
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._inner.readinto(buffer)
+        if count:
+            self._take(bytes(memoryview(buffer)[:count]))
+            self.catch_up()
+        else:
+            self._finish(eof=True)
+        return count
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._finish(eof=False)
+
+    def __getattr__(self, name: str) -> Any:  # _fp, release_conn, closed, ... as urllib3 has them
+        return getattr(self._inner, name)
+
+
+def _route(endpoint: Any, request: Any, config: Any) -> Route | None:
+    parts = urlsplit(request.url)
+    host, port = parts.hostname or "", parts.port
+    route = config.routes.match(parts.scheme, host, port, parts.path)
+    if route is None and getattr(endpoint, "_endpoint_prefix", None) == "bedrock-runtime":
+        route = bedrock_route(parts.scheme, host, port, parts.path)  # a custom endpoint_url (VPC, emulator)
+    return route
+
+
+def _hook(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _send(self: Any, request: Any) -> Any:
+        scope = _current.get()
+        config = hooks._config
+        if scope is None or config is None:
+            return original(self, request)
+        try:
+            route = _route(self, request, config)
+            exchange = Exchange(config, scope, route, request, rewrite_prepared) if route is not None else None
+        except Exception as exc:
+            config.report("preparing capture failed; the call was sent uncaptured", exc)
+            exchange = None
+        if exchange is None:
+            return original(self, request)
+        try:
+            response = original(self, request)
+        except BaseException as exc:
+            exchange.fail(exc)
+            raise
+        try:
+            _on_response(exchange, request, response)
+        except Exception as exc:
+            config.report("reading the response failed", exc)
+        return response
+
+    _send.__payi_original__ = original  # type: ignore[attr-defined]
+    return _send
+
+
+def _on_response(exchange: Exchange, request: Any, response: Any) -> None:
+    headers = response.headers
+    exchange.status_code = response.status_code
+    exchange.headers = list(headers.items())
+    if not request.stream_output:  # botocore read the body inside send
+        exchange.finish_body(response.content, eof=True)
+        return
+    if response.status_code >= 300:  # botocore reads an error body whole at once anyway
+        exchange.finish_body(response.content, eof=True)
+        return
+    if exchange.route.operation == "invoke" and exchange.mode == "telemetry" and bedrock.usage_from_headers(headers):
+        exchange.finish_body(None, eof=True)  # counted from the headers; the caller's body stays theirs
+        return
+    framing = "eventstream" if EVENTSTREAM in headers.get("content-type", "") else None
+    response.raw = RawTee(response.raw, exchange, framing)
+
+
+def install() -> bool:
+    """Hook botocore's send if botocore is importable; True when hooked."""
+    try:
+        from botocore.endpoint import Endpoint
+    except ImportError:
+        return False
+    with _lock:
+        if Endpoint not in _installed:
+            _installed[Endpoint] = Endpoint._send
+            Endpoint._send = _hook(Endpoint._send)
+    return True
+
+
+def uninstall() -> None:
+    with _lock:
+        for cls, original in _installed.items():
+            cls._send = original
+        _installed.clear()
+
+
+def installed() -> bool:
+    return bool(_installed)
