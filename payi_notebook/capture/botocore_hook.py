@@ -49,14 +49,27 @@ class RawTee(_Reader):
         self._filter = False  # never hold bytes back: a short read() would look like the end
 
     def stream(self, amt: int = 2**16, decode_content: bool | None = None) -> Iterator[bytes]:
-        for chunk in self._inner.stream(amt, decode_content=decode_content):
-            self._take(chunk)
-            yield chunk
-            self.catch_up()
+        try:
+            for chunk in self._inner.stream(amt, decode_content=decode_content):
+                self._take(chunk)
+                yield chunk
+                self.catch_up()
+        except Exception as exc:
+            self._broken(exc)
+            raise
         self._finish(eof=True)
 
+    def _broken(self, exc: BaseException) -> None:
+        """The connection broke mid-body (a cut stream): recorded now, with what arrived."""
+        self._exchange.obs.error = self._exchange.obs.error or f"{type(exc).__name__}: {exc}"
+        self._finish(eof=False)
+
     def read(self, amt: int | None = None, *args: Any, **kwargs: Any) -> bytes:
-        chunk = self._inner.read(amt, *args, **kwargs)
+        try:
+            chunk = self._inner.read(amt, *args, **kwargs)
+        except Exception as exc:
+            self._broken(exc)
+            raise
         if chunk:
             self._take(chunk)
             self.catch_up()
