@@ -112,7 +112,10 @@ def add_proxy_headers(headers: Any, route: Route, target: ProxyTarget, context: 
 
 def context_from_headers(headers: Any, fallback: Context) -> Context:
     """Attribution of a call the user aimed at the proxy by hand: their headers, else the scope's."""
-    get = headers.get
+    def get(name: str) -> Any:
+        value = headers.get(name)
+        return value.decode("latin-1") if isinstance(value, bytes) else value  # botocore encodes its headers
+
     if not any(get(name) for name in _CONTEXT_HEADERS):
         return fallback
     version = get("xproxy-usecase-version")

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import attribution, errors, spec
+from .bedrock_proxy import BedrockProxy
 from .faults import Faults, parse_fault
 from .limits_api import LimitsApi
 from .proxy import Proxy
@@ -297,7 +298,12 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(store: Store, recorder: Recorder, api_key: str, faults: Faults, proxy: Proxy) -> ASGIApp:
     """The sandbox's ASGI app (Pay-i API, proxy routes, /sandbox/v1) behind the auth gate."""
-    routes = [*Service(store, recorder, faults).routes(), *LimitsApi(store).routes(), *proxy.routes()]
+    routes = [
+        *Service(store, recorder, faults).routes(),
+        *LimitsApi(store).routes(),
+        *proxy.routes(),
+        *BedrockProxy(proxy).routes(),
+    ]
     app = Starlette(
         routes=routes,
         exception_handlers={errors.PayiError: _payi_error, HTTPException: _http_error, Exception: _unexpected},
