@@ -65,7 +65,11 @@ def test_converse_with_cache_tokens_is_captured_priced_and_ingested_once(
     assert len(df) == 2
     for row, reply in zip(df.itertuples(), (first, second)):
         usage = reply["usage"]
-        assert (row.provider, row.category, row.operation) == ("bedrock", "system.aws.bedrock", "converse")
+        assert (row.provider, row.category, row.operation) == (
+            "bedrock",
+            "system.aws.bedrock",
+            "converse",
+        )
         assert row.resource == HAIKU, "the model id as given (an inference profile)"
         assert row.provider_response_id == reply["ResponseMetadata"]["RequestId"]
         cached = usage.get("cacheReadInputTokens", 0) + usage.get("cacheWriteInputTokens", 0)
@@ -97,9 +101,7 @@ def test_converse_with_cache_tokens_is_captured_priced_and_ingested_once(
 def test_converse_stream_reads_the_metadata_event(shell: InteractiveShell) -> None:
     ok(
         shell,
-        "%%payi\n"
-        f"resp = rt.converse_stream(modelId={NOVA_ARN!r}, messages=MSG)\n"
-        "events = list(resp['stream'])\n",
+        f"%%payi\nresp = rt.converse_stream(modelId={NOVA_ARN!r}, messages=MSG)\nevents = list(resp['stream'])\n",
     )
     meta = shell.user_ns["events"][-1]["metadata"]
     row = rows().iloc[0]
@@ -108,7 +110,9 @@ def test_converse_stream_reads_the_metadata_event(shell: InteractiveShell) -> No
     assert row.input_tokens == meta["usage"]["inputTokens"] and row.output_tokens == meta["usage"]["outputTokens"]
     assert row.provider_response_id == shell.user_ns["resp"]["ResponseMetadata"]["RequestId"]
     # amazon.nova-lite-v1:0 on aws: $0.06 / $0.24 per million tokens
-    assert row.est_cost_usd == pytest.approx(meta["usage"]["inputTokens"] * 0.06e-6 + meta["usage"]["outputTokens"] * 0.24e-6)
+    assert row.est_cost_usd == pytest.approx(
+        meta["usage"]["inputTokens"] * 0.06e-6 + meta["usage"]["outputTokens"] * 0.24e-6
+    )
     assert row.ttft_ms is not None and row.ttft_ms <= row.latency_ms
     texts = [e["contentBlockDelta"]["delta"]["text"] for e in shell.user_ns["events"] if "contentBlockDelta" in e]
     assert len(texts) == meta["usage"]["outputTokens"], "the caller's stream arrived whole"
@@ -157,8 +161,14 @@ def test_invoke_model_is_counted_without_reading_the_callers_body(
     [
         ("anthropic.claude-3-5-haiku-20241022-v1:0", "claude_body()"),
         ("amazon.nova-lite-v1:0", "json.dumps({'messages': MSG})"),
-        ("meta.llama3-8b-instruct-v1:0", "json.dumps({'prompt': 'Name three colours.'})"),
-        ("openai.gpt-oss-20b-1:0", "json.dumps({'messages': [{'role': 'user', 'content': 'Hi'}]})"),
+        (
+            "meta.llama3-8b-instruct-v1:0",
+            "json.dumps({'prompt': 'Name three colours.'})",
+        ),
+        (
+            "openai.gpt-oss-20b-1:0",
+            "json.dumps({'messages': [{'role': 'user', 'content': 'Hi'}]})",
+        ),
     ],
 )
 def test_invoke_stream_reads_the_invocation_metrics(shell: InteractiveShell, model: str, body: str) -> None:
@@ -175,7 +185,9 @@ def test_invoke_stream_reads_the_invocation_metrics(shell: InteractiveShell, mod
     assert row.est_cost_usd > 0
 
 
-def test_cut_and_abandoned_streams_are_recorded_once_as_partial(shell: InteractiveShell) -> None:
+def test_cut_and_abandoned_streams_are_recorded_once_as_partial(
+    shell: InteractiveShell,
+) -> None:
     result = run(
         shell,
         "%%payi\n"
@@ -201,7 +213,9 @@ def test_cut_and_abandoned_streams_are_recorded_once_as_partial(shell: Interacti
     assert dropped.partial and dropped.output_tokens >= 2 and dropped.error
 
 
-def test_throttling_and_server_errors_are_recorded_and_still_raised(shell: InteractiveShell) -> None:
+def test_throttling_and_server_errors_are_recorded_and_still_raised(
+    shell: InteractiveShell,
+) -> None:
     ok(
         shell,
         "%%payi\n"
@@ -216,7 +230,10 @@ def test_throttling_and_server_errors_are_recorded_and_still_raised(shell: Inter
     df = rows()
     assert list(df.http_status) == [429, 500]
     assert "Too many requests" in df.iloc[0].error
-    assert list(df.resource) == ["amazon.nova-lite-v1:0@429", "amazon.nova-lite-v1:0@500"], "the model id as given"
+    assert list(df.resource) == [
+        "amazon.nova-lite-v1:0@429",
+        "amazon.nova-lite-v1:0@500",
+    ], "the model id as given"
     assert list(df.output_tokens) == [0, 0]
 
 
@@ -227,7 +244,10 @@ def test_botocore_retries_are_one_row_per_attempt(shell: InteractiveShell) -> No
         "    aws_access_key_id='AKIAEXAMPLE', aws_secret_access_key='x',\n"
         "    config=Config(retries={'mode': 'standard', 'total_max_attempts': 3}))\n",
     )
-    ok(shell, "%%payi\nr = retrying.converse(modelId='amazon.nova-lite-v1:0@429,times=1', messages=MSG)\n")
+    ok(
+        shell,
+        "%%payi\nr = retrying.converse(modelId='amazon.nova-lite-v1:0@429,times=1', messages=MSG)\n",
+    )
     df = rows()
     assert list(df.http_status) == [429, 200], "the throttled attempt and the retry that succeeded"
     assert df.iloc[0].output_tokens == 0 and df.iloc[1].output_tokens == shell.user_ns["r"]["usage"]["outputTokens"]
@@ -261,7 +281,9 @@ def test_credentials_stay_out_of_the_ledger_and_the_ingest(shell: InteractiveShe
     assert "SECRET" not in text and "AKIAEXAMPLE" not in text and "Signature=" not in text
 
 
-def test_anthropic_bedrock_client_json_and_binary_stream(shell: InteractiveShell) -> None:
+def test_anthropic_bedrock_client_json_and_binary_stream(
+    shell: InteractiveShell,
+) -> None:
     ok(
         shell,
         "from anthropic import AnthropicBedrock\n"
@@ -281,14 +303,19 @@ def test_anthropic_bedrock_client_json_and_binary_stream(shell: InteractiveShell
     assert list(df.operation) == ["invoke", "invoke-with-response-stream"]
     assert set(df.provider) == {"bedrock"} and set(df.resource) == {HAIKU}
     for row, message in zip(df.itertuples(), (m, final)):
-        assert (row.input_tokens, row.output_tokens) == (message.usage.input_tokens, message.usage.output_tokens)
+        assert (row.input_tokens, row.output_tokens) == (
+            message.usage.input_tokens,
+            message.usage.output_tokens,
+        )
         assert row.est_cost_usd == pytest.approx(
             message.usage.input_tokens * HAIKU_PRICES[0] + message.usage.output_tokens * HAIKU_PRICES[1]
         )
     assert shell.user_ns["text"] == final.content[0].text and df.iloc[1].streaming and not df.iloc[1].partial
 
 
-def test_bedrock_openai_and_mantle_clients_are_billed_as_bedrock(shell: InteractiveShell) -> None:
+def test_bedrock_openai_and_mantle_clients_are_billed_as_bedrock(
+    shell: InteractiveShell,
+) -> None:
     ok(
         shell,
         "from openai import BedrockOpenAI\n"
@@ -307,6 +334,12 @@ def test_bedrock_openai_and_mantle_clients_are_billed_as_bedrock(shell: Interact
     df = rows()
     assert list(df.category) == ["system.aws.bedrock"] * 2 and list(df.provider) == ["bedrock"] * 2
     assert list(df.operation) == ["chat", "messages"]
-    assert (df.iloc[0].input_tokens, df.iloc[0].output_tokens) == (c.usage.prompt_tokens, c.usage.completion_tokens)
-    assert (df.iloc[1].input_tokens, df.iloc[1].output_tokens) == (mm.usage.input_tokens, mm.usage.output_tokens)
+    assert (df.iloc[0].input_tokens, df.iloc[0].output_tokens) == (
+        c.usage.prompt_tokens,
+        c.usage.completion_tokens,
+    )
+    assert (df.iloc[1].input_tokens, df.iloc[1].output_tokens) == (
+        mm.usage.input_tokens,
+        mm.usage.output_tokens,
+    )
     assert df.iloc[0].est_cost_usd > 0 and df.iloc[1].est_cost_usd > 0

@@ -19,7 +19,8 @@ from shells import loaded_shell, ok, rows, run
 pytestmark = pytest.mark.timeout(120)
 
 HAIKU = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
-SETUP = """
+SETUP = (
+    """
 import json, boto3
 from botocore.config import Config
 import payi_notebook as pn
@@ -31,7 +32,9 @@ rt = bedrock()
 MSG = [{'role': 'user', 'content': [{'text': 'Give me three budget tips.'}]}]
 def converse(client=None, **kw):
     return (client or rt).converse(modelId=%r, messages=MSG, **kw)
-""" % HAIKU
+"""
+    % HAIKU
+)
 
 
 @pytest.fixture
@@ -50,7 +53,10 @@ def test_proxied_converse_gets_payi_cost_and_is_never_ingested(shell: Interactiv
     row = rows().iloc[0]
     usage = r["usage"]
     assert row["mode"] == "proxy" and row.status == "proxied" and row.cost_source == "payi"
-    assert (row.input_tokens, row.output_tokens) == (usage["inputTokens"], usage["outputTokens"])
+    assert (row.input_tokens, row.output_tokens) == (
+        usage["inputTokens"],
+        usage["outputTokens"],
+    )
     # Claude 3.5 Haiku on Bedrock: $0.80 / $4 per million input / output tokens
     assert row.payi_cost_usd == pytest.approx(usage["inputTokens"] * 0.8e-6 + usage["outputTokens"] * 4e-6)
     assert row.provider_response_id == r["ResponseMetadata"]["RequestId"]
@@ -83,7 +89,12 @@ def test_streams_and_anthropic_bedrock_through_the_proxy(shell: InteractiveShell
     ns = shell.user_ns
     df = rows()
     assert list(df.status) == ["proxied"] * 4 and bool((df.payi_cost_usd > 0).all())
-    assert list(df.operation) == ["converse-stream", "invoke-with-response-stream", "invoke", "invoke-with-response-stream"]
+    assert list(df.operation) == [
+        "converse-stream",
+        "invoke-with-response-stream",
+        "invoke",
+        "invoke-with-response-stream",
+    ]
     assert df.iloc[0].output_tokens == ns["cs"][-1]["metadata"]["usage"]["outputTokens"]
     assert "xproxy_result" in ns["inv"][-1], "the stamped chunk still parses (fresh CRCs)"
     assert df.iloc[1].output_tokens == ns["inv"][-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"]
@@ -100,7 +111,12 @@ def test_a_block_limit_refuses_a_proxied_bedrock_call(shell: InteractiveShell, s
     for _ in range(8):
         with capture_output() as out:
             result = run(shell, f"%%payi --proxy --limit {limit.limit_id}\nconverse()\n")
-        outcomes.append((type(result.error_in_exec).__name__ if result.error_in_exec else "ok", out.stdout))
+        outcomes.append(
+            (
+                type(result.error_in_exec).__name__ if result.error_in_exec else "ok",
+                out.stdout,
+            )
+        )
         if result.error_in_exec:
             break
     kinds = [k for k, _ in outcomes]
@@ -110,7 +126,10 @@ def test_a_block_limit_refuses_a_proxied_bedrock_call(shell: InteractiveShell, s
     blocked = df[df.status == "blocked"]
     assert len(blocked) == 1 and blocked.iloc[0].limit_states == {limit.limit_id: "blocked"}
     before = len(sandbox_env.emulator.state.requests)
-    stream = run(shell, f"%%payi --proxy --limit {limit.limit_id}\nlist(rt.converse_stream(modelId={HAIKU!r}, messages=MSG)['stream'])\n")
+    stream = run(
+        shell,
+        f"%%payi --proxy --limit {limit.limit_id}\nlist(rt.converse_stream(modelId={HAIKU!r}, messages=MSG)['stream'])\n",
+    )
     assert type(stream.error_in_exec).__name__ == "ClientError", "a blocked stream fails before any event"
     assert len(sandbox_env.emulator.state.requests) == before, "a blocked call never reaches the provider"
     assert rows().iloc[-1].status == "blocked"
@@ -165,7 +184,10 @@ def test_mantle_has_no_proxy_route_so_it_goes_direct_and_says_so(shell: Interact
         "from anthropic import AnthropicBedrockMantle\n"
         "mantle = AnthropicBedrockMantle(api_key='key-SECRET', base_url=PROVIDER_URL + '/anthropic', max_retries=0)\n",
     )
-    ok(shell, "%%payi --proxy\nmm = mantle.messages.create(model='anthropic.claude-3-5-haiku-20241022-v1:0', max_tokens=40, messages=[{'role': 'user', 'content': 'Hi'}])\n")
+    ok(
+        shell,
+        "%%payi --proxy\nmm = mantle.messages.create(model='anthropic.claude-3-5-haiku-20241022-v1:0', max_tokens=40, messages=[{'role': 'user', 'content': 'Hi'}])\n",
+    )
     row = rows().iloc[0]
     assert row["mode"] == "telemetry" and row.output_tokens == shell.user_ns["mm"].usage.output_tokens
     assert any("no proxy route" in p.message for p in get_session().problems)
@@ -182,7 +204,9 @@ def test_the_rewrite_keeps_the_sigv4_signature_valid_for_the_provider() -> None:
     from payi_notebook.capture.botocore_hook import rewrite_prepared
     from payi_notebook.context import Context
 
-    provider = "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    provider = (
+        "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    )
     creds = Credentials("AKIAEXAMPLE", "secret")
     body = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).encode()
 
@@ -196,7 +220,10 @@ def test_the_rewrite_keeps_the_sigv4_signature_valid_for_the_provider() -> None:
     original = signed(provider)
     prepared = original.prepare()
     route = RouteTable({}, "http://127.0.0.1:9").match(
-        "https", "bedrock-runtime.us-east-1.amazonaws.com", None, "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+        "https",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        None,
+        "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
     )
     rewrite_prepared(prepared, route, ProxyTarget("http://127.0.0.1:9", "pk"), Context(user_id="u"))
     assert prepared.url == (

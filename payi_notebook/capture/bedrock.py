@@ -71,11 +71,7 @@ def usage_from_headers(headers: Any) -> dict[str, int] | None:
 def usage_from_metrics(metrics: Any) -> dict[str, int] | None:
     if not isinstance(metrics, Mapping):
         return None
-    return {
-        key: int(metrics[name])
-        for name, key in _METRIC_UNITS
-        if isinstance(metrics.get(name), int)
-    }
+    return {key: int(metrics[name]) for name, key in _METRIC_UNITS if isinstance(metrics.get(name), int)}
 
 
 def invoke_usage(body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -86,14 +82,10 @@ def invoke_usage(body: Mapping[str, Any]) -> dict[str, Any] | None:
             return {
                 "inputTokens": usage.get("inputTokens"),
                 "outputTokens": usage.get("outputTokens"),
-                "cacheReadInputTokens": usage.get("cacheReadInputTokenCount")
-                or usage.get("cacheReadInputTokens"),
-                "cacheWriteInputTokens": usage.get("cacheWriteInputTokenCount")
-                or usage.get("cacheWriteInputTokens"),
+                "cacheReadInputTokens": usage.get("cacheReadInputTokenCount") or usage.get("cacheReadInputTokens"),
+                "cacheWriteInputTokens": usage.get("cacheWriteInputTokenCount") or usage.get("cacheWriteInputTokens"),
             }
-        return dict(
-            usage
-        )  # Anthropic (input_tokens, cache_*) or OpenAI-OSS (prompt_tokens, ...)
+        return dict(usage)  # Anthropic (input_tokens, cache_*) or OpenAI-OSS (prompt_tokens, ...)
     if "prompt_token_count" in body or "generation_token_count" in body:  # Meta Llama
         return {
             "inputTokens": body.get("prompt_token_count"),
@@ -144,9 +136,7 @@ class Converse(_BedrockAdapter):
 class ConverseStream(_BedrockAdapter):
     operation, always_streams = "converse-stream", True
 
-    def read_event(
-        self, obs: Observation, event: SSEEvent, hiding: bool, now: float
-    ) -> bool:
+    def read_event(self, obs: Observation, event: SSEEvent, hiding: bool, now: float) -> bool:
         name = event.event
         if name == "contentBlockDelta":
             self._delta(obs, now)
@@ -175,14 +165,10 @@ class Invoke(Converse):
         if not isinstance(data, dict):
             return
         usage = invoke_usage(data)
-        if (
-            usage is not None
-        ):  # the body's counts carry the cache-write split the headers lack
+        if usage is not None:  # the body's counts carry the cache-write split the headers lack
             obs.usage = usage
             obs.complete = True
-        obs.model = obs.model or (
-            data.get("model") if isinstance(data.get("model"), str) else None
-        )
+        obs.model = obs.model or (data.get("model") if isinstance(data.get("model"), str) else None)
         if isinstance(data.get("xproxy_result"), dict):
             obs.xproxy_result = data["xproxy_result"]
 
@@ -192,9 +178,7 @@ class InvokeStream(_BedrockAdapter):
 
     operation, always_streams = "invoke-with-response-stream", True
 
-    def read_event(
-        self, obs: Observation, event: SSEEvent, hiding: bool, now: float
-    ) -> bool:
+    def read_event(self, obs: Observation, event: SSEEvent, hiding: bool, now: float) -> bool:
         name = event.event
         if name and name.startswith("error:"):
             _error(obs, event)
@@ -215,9 +199,7 @@ class InvokeStream(_BedrockAdapter):
         if not isinstance(chunk, dict):
             return True
         kind = chunk.get("type")
-        if kind == "message_start" and isinstance(
-            chunk.get("message"), dict
-        ):  # Anthropic
+        if kind == "message_start" and isinstance(chunk.get("message"), dict):  # Anthropic
             message = chunk["message"]
             obs.model = obs.model or message.get("model")
             if isinstance(message.get("usage"), dict):

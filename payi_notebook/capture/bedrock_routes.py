@@ -25,9 +25,7 @@ FORMAT_PATHS = {
     "/v1/chat/completions": "chat",
     "/v1/responses": "responses",
 }
-_HOST = re.compile(
-    r"(bedrock-runtime(-fips)?\.[a-z0-9-]+\.amazonaws\.com|bedrock-mantle\.[a-z0-9-]+\.api\.aws)"
-)
+_HOST = re.compile(r"(bedrock-runtime(-fips)?\.[a-z0-9-]+\.amazonaws\.com|bedrock-mantle\.[a-z0-9-]+\.api\.aws)")
 
 
 def is_bedrock_host(host: str) -> bool:

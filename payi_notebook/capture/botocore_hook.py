@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from . import bedrock, bedrock_routes, hooks
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .exchange import Exchange
 from .proxying import ProxyTarget, add_proxy_headers
-from .routes import Route, bedrock_route
+from .routes import Route, RouteTable, bedrock_route
 from .streams import _Reader
 
 _current = tracking._current
@@ -96,11 +97,13 @@ class RawTee(_Reader):
         return getattr(self._inner, name)
 
 
-def _route(endpoint: Any, request: Any, config: Any) -> Route | None:
-    parts = urlsplit(request.url)
+@lru_cache(maxsize=1024)
+def _route(routes: RouteTable, url: str, bedrock_client: bool) -> Route | None:
+    """The route of a request URL (memoised: a notebook repeats a few models and operations)."""
+    parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port
-    route = config.routes.match(parts.scheme, host, port, parts.path)
-    if route is None and getattr(endpoint, "_endpoint_prefix", None) == "bedrock-runtime":
+    route = routes.match(parts.scheme, host, port, parts.path)
+    if route is None and bedrock_client:
         route = bedrock_route(parts.scheme, host, port, parts.path)  # a custom endpoint_url (VPC, emulator)
     return route
 
@@ -112,7 +115,11 @@ def _hook(original: Callable[..., Any]) -> Callable[..., Any]:
         if scope is None or config is None:
             return original(self, request)
         try:
-            route = _route(self, request, config)
+            route = _route(
+                config.routes,
+                request.url,
+                getattr(self, "_endpoint_prefix", None) == "bedrock-runtime",
+            )
             exchange = Exchange(config, scope, route, request, rewrite_prepared) if route is not None else None
         except Exception as exc:
             config.report("preparing capture failed; the call was sent uncaptured", exc)
@@ -137,7 +144,7 @@ def _hook(original: Callable[..., Any]) -> Callable[..., Any]:
 def _on_response(exchange: Exchange, request: Any, response: Any) -> None:
     headers = response.headers
     exchange.status_code = response.status_code
-    exchange.headers = list(headers.items())
+    exchange.headers = headers
     if not request.stream_output:  # botocore read the body inside send
         exchange.finish_body(response.content, eof=True)
         return

@@ -48,13 +48,7 @@ def encode(headers: Mapping[str, str], payload: bytes) -> bytes:
     head = bytearray()
     for name, value in headers.items():
         raw_name, raw_value = name.encode(), value.encode()
-        head += (
-            bytes((len(raw_name),))
-            + raw_name
-            + bytes((_STRING,))
-            + _U16.pack(len(raw_value))
-            + raw_value
-        )
+        head += bytes((len(raw_name),)) + raw_name + bytes((_STRING,)) + _U16.pack(len(raw_value)) + raw_value
     prelude = _PRELUDE.pack(12 + len(head) + len(payload) + 4, len(head))
     message = prelude + _U32.pack(zlib.crc32(prelude)) + bytes(head) + payload
     return message + _U32.pack(zlib.crc32(message))

@@ -29,5 +29,8 @@ def _kept(name: str) -> bool:
 
 def response_headers(headers: Iterable[tuple[str, str]] | Any) -> list[dict[str, str]]:
     """Provider response headers worth keeping (request ids, rate limits), minus secrets and framing."""
-    items = headers.multi_items() if hasattr(headers, "multi_items") else headers
+    if hasattr(headers, "multi_items"):  # httpx
+        items = headers.multi_items()
+    else:  # botocore's HeadersDict, or pairs read back from the journal
+        items = headers.items() if hasattr(headers, "items") else headers
     return [{"name": name, "value": value} for name, value in items if _kept(name)]

@@ -59,10 +59,7 @@ class BedrockProxy:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         # _record and _provider_error take a ProviderApi; Bedrock's usage shapes all map via units_for("bedrock")
-        self.apis = {
-            op: ProviderApi(PROVIDER, CATEGORY, op, "", ChatTracker)
-            for op in MODEL_OPERATIONS
-        }
+        self.apis = {op: ProviderApi(PROVIDER, CATEGORY, op, "", ChatTracker) for op in MODEL_OPERATIONS}
 
     def routes(self) -> list[Route]:
         return [
@@ -86,9 +83,7 @@ class BedrockProxy:
         spec.check_headers(_spec_path(operation), "post", headers)
         who = attribution.from_headers(headers, proxy=True)
         who.check()
-        base = _upstream_base(
-            headers.get("xproxy-provider-baseuri"), self.proxy.upstream
-        )
+        base = _upstream_base(headers.get("xproxy-provider-baseuri"), self.proxy.upstream)
         raw = await request.body()
         model = request.path_params["model_id"]
         streaming = operation.endswith("stream")
@@ -106,17 +101,11 @@ class BedrockProxy:
             },
         )
         self.proxy.recorder.admit(template)
-        signed_path = (
-            request.scope.get("raw_path", request.url.path.encode())
-            .decode("ascii")
-            .split("?", 1)[0]
-        )
+        signed_path = request.scope.get("raw_path", request.url.path.encode()).decode("ascii").split("?", 1)[0]
         query = request.url.query
         url = base + signed_path[len(PROXY_PREFIX) :] + (f"?{query}" if query else "")
         client = self.proxy.client
-        outgoing = client.build_request(
-            "POST", url, headers=forward_headers(request.headers.raw), content=raw
-        )
+        outgoing = client.build_request("POST", url, headers=forward_headers(request.headers.raw), content=raw)
         try:
             upstream = await client.send(outgoing, stream=True)
         except httpx.TransportError as exc:
@@ -189,16 +178,8 @@ class BedrockProxy:
         stamped = cut = False
 
         def record(**details: Any) -> dict[str, Any]:
-            usage = (
-                obs.usage
-                if obs.complete
-                else readers.partial_usage(obs.usage, obs.deltas)
-            )
-            event = (
-                template
-                if obs.complete
-                else replace(template, details={**template.details, "stream_cut": True})
-            )
+            usage = obs.usage if obs.complete else readers.partial_usage(obs.usage, obs.deltas)
+            event = template if obs.complete else replace(template, details={**template.details, "stream_cut": True})
             return self.proxy._record(
                 event,
                 api,
@@ -216,16 +197,12 @@ class BedrockProxy:
                 out = []
                 for raw in splitter.split(chunk):
                     if not stamped:
-                        reader.read_event(
-                            obs, eventstream.as_sse(raw), False, time.perf_counter()
-                        )
+                        reader.read_event(obs, eventstream.as_sse(raw), False, time.perf_counter())
                         if obs.complete:
                             stamped = True
                             result = record(
                                 time_to_first_token_ms=first_token_ms,
-                                end_to_end_latency_ms=round(
-                                    (time.perf_counter() - started) * 1000
-                                ),
+                                end_to_end_latency_ms=round((time.perf_counter() - started) * 1000),
                             )
                             raw = _stamp(raw, result)
                     out.append(raw)
@@ -252,9 +229,7 @@ def _stamp(raw: bytes, result: dict[str, Any]) -> bytes:
     if message.event_type == "chunk":
         wrapper = json.loads(payload)
         inner = splice(base64.b64decode(wrapper["bytes"]), "xproxy_result", result)
-        payload = json.dumps(
-            {"bytes": base64.b64encode(inner).decode()}, separators=(",", ":")
-        ).encode()
+        payload = json.dumps({"bytes": base64.b64encode(inner).decode()}, separators=(",", ":")).encode()
     else:
         payload = splice(payload, "xproxy_result", result)
     return eventstream.encode(message.headers, payload)

@@ -63,16 +63,8 @@ class BedrockError(ApiError):
 
 
 def error_response(error: ApiError, request_id: str) -> Response:
-    kind = (
-        getattr(error, "kind", None)
-        or ERROR_TYPES.get(error.status)
-        or "InternalServerException"
-    )
-    message = (
-        THROTTLED
-        if error.status == 429 and not isinstance(error, BedrockError)
-        else error.message
-    )
+    kind = getattr(error, "kind", None) or ERROR_TYPES.get(error.status) or "InternalServerException"
+    message = THROTTLED if error.status == 429 and not isinstance(error, BedrockError) else error.message
     headers = {
         **error.headers,
         "x-amzn-errortype": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
@@ -102,9 +94,7 @@ def family(model: str) -> str | None:
 
 def _authenticate(headers: dict[str, str]) -> None:
     if not headers.get("authorization", "").strip():
-        raise BedrockError(
-            403, "Missing Authentication Token", "MissingAuthenticationTokenException"
-        )
+        raise BedrockError(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
 
 
 def _field(body: dict[str, Any], name: str, kind: type, required: bool = False) -> Any:
@@ -129,9 +119,7 @@ def _field(body: dict[str, Any], name: str, kind: type, required: bool = False) 
 
 def _block(builder: PromptBuilder, block: Any) -> None:
     if not isinstance(block, dict):
-        raise BedrockError(
-            400, "Malformed input request: a content block must be an object"
-        )
+        raise BedrockError(400, "Malformed input request: a content block must be an object")
     if "cachePoint" in block:
         point = block["cachePoint"] if isinstance(block["cachePoint"], dict) else {}
         ttl = point.get("ttl") or "5m"
@@ -152,11 +140,7 @@ def _block(builder: PromptBuilder, block: Any) -> None:
 def converse_prompt(body: dict[str, Any]) -> Prompt:
     """Tools, system blocks, then messages (Converse's and Nova's shape), with ``cachePoint`` breakpoints."""
     builder = PromptBuilder()
-    tools = (
-        (body.get("toolConfig") or {}).get("tools")
-        if isinstance(body.get("toolConfig"), dict)
-        else None
-    )
+    tools = (body.get("toolConfig") or {}).get("tools") if isinstance(body.get("toolConfig"), dict) else None
     for tool in tools or []:
         _block(builder, tool)
     system = _field(body, "system", list) or []
@@ -217,9 +201,7 @@ class _Answer:
         self.started = time.perf_counter()
 
     @classmethod
-    def plan(
-        cls, call: Call, prompt: Prompt, cap: int | None, cache: CacheUsage
-    ) -> _Answer:
+    def plan(cls, call: Call, prompt: Prompt, cap: int | None, cache: CacheUsage) -> _Answer:
         reply = plan_reply(
             prompt.seed(call.model),
             cap=cap or DEFAULT_MAX_TOKENS,
@@ -269,12 +251,8 @@ class _Answer:
             "x-amzn-bedrock-invocation-latency": str(self.latency()),
         }
         if self.cache.read or self.cache.write:
-            headers["x-amzn-bedrock-cache-read-input-token-count"] = str(
-                self.cache.read
-            )
-            headers["x-amzn-bedrock-cache-write-input-token-count"] = str(
-                self.cache.write
-            )
+            headers["x-amzn-bedrock-cache-read-input-token-count"] = str(self.cache.read)
+            headers["x-amzn-bedrock-cache-write-input-token-count"] = str(self.cache.write)
         return headers
 
 
@@ -288,9 +266,7 @@ def _converse_answer(call: Call) -> _Answer:
 def converse(call: Call) -> Response:
     answer = _converse_answer(call)
     body = {
-        "output": {
-            "message": {"role": "assistant", "content": [{"text": answer.reply.text}]}
-        },
+        "output": {"message": {"role": "assistant", "content": [{"text": answer.reply.text}]}},
         "stopReason": answer.stop,
         "usage": answer.token_usage(),
         "metrics": {"latencyMs": answer.latency()},
@@ -307,9 +283,7 @@ def converse_stream(call: Call) -> Response:
 
         yield event("messageStart", {"role": "assistant"})
         for piece in answer.reply.pieces:
-            yield event(
-                "contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}
-            )
+            yield event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
         yield event("contentBlockStop", {"contentBlockIndex": 0})
         yield event("messageStop", {"stopReason": answer.stop})
         yield event(
@@ -396,9 +370,7 @@ def _invoke_anthropic(call: Call, stream: bool) -> Response:
     return _stream(chunks(), call)
 
 
-def _nova(
-    answer: _Answer, call: Call
-) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+def _nova(answer: _Answer, call: Call) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     usage = answer.token_usage()
     usage = {
         "inputTokens": usage["inputTokens"],
@@ -408,9 +380,7 @@ def _nova(
         "cacheWriteInputTokenCount": answer.cache.write,
     }
     whole = {
-        "output": {
-            "message": {"role": "assistant", "content": [{"text": answer.reply.text}]}
-        },
+        "output": {"message": {"role": "assistant", "content": [{"text": answer.reply.text}]}},
         "stopReason": answer.stop,
         "usage": usage,
     }
@@ -418,9 +388,7 @@ def _nova(
     def pieces() -> Iterator[dict[str, Any]]:
         yield {"messageStart": {"role": "assistant"}}
         for index, piece in enumerate(answer.reply.pieces):
-            yield {
-                "contentBlockDelta": {"delta": {"text": piece}, "contentBlockIndex": 0}
-            }
+            yield {"contentBlockDelta": {"delta": {"text": piece}, "contentBlockIndex": 0}}
         yield {"contentBlockStop": {"contentBlockIndex": 0}}
         yield {"messageStop": {"stopReason": answer.stop}}
         yield {
@@ -435,9 +403,7 @@ def _nova(
     return whole, pieces()
 
 
-def _llama(
-    answer: _Answer, call: Call
-) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+def _llama(answer: _Answer, call: Call) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     stop = "length" if answer.reply.truncated else "stop"
     whole = {
         "generation": answer.reply.text,
@@ -460,9 +426,7 @@ def _llama(
     return whole, pieces()
 
 
-def _gpt_oss(
-    answer: _Answer, call: Call
-) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+def _gpt_oss(answer: _Answer, call: Call) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     ident, created = ids.chat_completion_id(), call.created
     finish = "length" if answer.reply.truncated else "stop"
     usage = {
@@ -524,7 +488,9 @@ def routes(emulator: Any) -> list[Route]:
 
         async def serve(request: Request) -> Response:
             request_id = ids.hex_id("", 32)
-            request_id = f"{request_id[:8]}-{request_id[8:12]}-{request_id[12:16]}-{request_id[16:20]}-{request_id[20:32]}"
+            request_id = (
+                f"{request_id[:8]}-{request_id[8:12]}-{request_id[12:16]}-{request_id[16:20]}-{request_id[20:32]}"
+            )
             headers = dict(request.headers)
             record = emulator.requests.add(
                 RequestRecord(
@@ -542,18 +508,14 @@ def routes(emulator: Any) -> list[Route]:
                 record.requested_model, record.model = requested, model
                 faults = resolve(request.headers.get(FAULT_HEADER), suffix)
                 record.faults = faults.source
-                faults = emulator.fault_counter.apply(
-                    faults, (request.url.path, model, faults.source)
-                )
+                faults = emulator.fault_counter.apply(faults, (request.url.path, model, faults.source))
                 body = parse_body(await request.body())
                 record.body = body
                 if faults.delay:
                     await asyncio.sleep(faults.delay)
                 if faults.status is not None:
                     raise injected_error(faults)
-                response = handler(
-                    Call(body, model, faults, request_id, emulator.prompt_cache)
-                )
+                response = handler(Call(body, model, faults, request_id, emulator.prompt_cache))
             except ApiError as error:
                 response = error_response(error, request_id)
             response.headers["x-amzn-requestid"] = request_id
