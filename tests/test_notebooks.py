@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "05_dask")
+NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04b_bedrock", "05_dask")
 PROBE_MARK = "PROBE:"
 PROBE = f"""
 import json as _json
@@ -243,6 +243,24 @@ def test_exploring_costs(run_notebook: Callable[[str], Run]) -> None:
     plots = [c for c in run.nb.cells if c.cell_type == "code" and "application/vnd.plotly.v1+json" in mimetypes(c)]
     assert len(plots) == 3
     assert run.elapsed < 120, f"03 took {run.elapsed:.0f} s; keep it quick"
+
+
+def test_bedrock(run_notebook: Callable[[str], Run]) -> None:
+    run = run_notebook("04b_bedrock")
+    assert errors(run.nb) == []
+    rows = run.rows
+    assert {r["provider"] for r in rows} == {"bedrock"}
+    telemetry = [r for r in rows if r["mode"] == "telemetry"]
+    proxied = [r for r in rows if r["mode"] == "proxy"]
+    assert len(telemetry) == 6 and {r["status"] for r in telemetry} == {"sent"}
+    assert proxied and proxied[-1]["status"] == "blocked" and {r["status"] for r in proxied[:-1]} == {"proxied"}
+    assert all(r["payi_cost_usd"] > 0 for r in rows if r["status"] != "blocked")
+    assert len(run.events) == len(rows), "one Pay-i event per call (Pay-i records the refused one too)"
+    sources = [e["source"] for e in run.events]
+    assert sources.count("proxy") == len(proxied) and len(sources) - sources.count("proxy") == len(telemetry)
+    assert "refused at call" in text(run.cell("refused = attempt"))
+    caching = text(run.cell("first = bedrock.converse"))
+    assert "cacheWriteInputTokens" in caching and "cacheReadInputTokens" in caching
 
 
 def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
