@@ -111,6 +111,8 @@ def _route(routes: RouteTable, url: str, bedrock_client: bool) -> Route | None:
 def _hook(original: Callable[..., Any]) -> Callable[..., Any]:
     def _send(self: Any, request: Any) -> Any:
         scope = _current.get()
+        if scope is None and tracking.ambient is not None:  # a Dask task's scope
+            scope = tracking.ambient()
         config = hooks._config
         if scope is None or config is None:
             return original(self, request)
