@@ -28,6 +28,9 @@ rt = boto3.client('bedrock-runtime', region_name='us-east-1', endpoint_url=PROVI
                   aws_access_key_id='AKIAEXAMPLESECRET', aws_secret_access_key='wJalrXUtnFEMI-SECRET',
                   config=Config(retries={'total_max_attempts': 1}))
 MSG = [{'role': 'user', 'content': [{'text': 'Summarise the quarterly report in two lines.'}]}]
+from anthropic import AnthropicBedrock
+ab = AnthropicBedrock(aws_access_key='AKIAEXAMPLE', aws_secret_key='x-SECRET', aws_region='us-east-1',
+                      base_url=PROVIDER_URL, max_retries=0)
 SYSTEM = [{'text': 'You are a careful financial analyst. ' * 40}, {'cachePoint': {'type': 'default'}}]
 def claude_body(**kw):
     return json.dumps({'anthropic_version': 'bedrock-2023-05-31', 'max_tokens': 200,
@@ -284,12 +287,6 @@ def test_credentials_stay_out_of_the_ledger_and_the_ingest(shell: InteractiveShe
 def test_anthropic_bedrock_client_json_and_binary_stream(
     shell: InteractiveShell,
 ) -> None:
-    ok(
-        shell,
-        "from anthropic import AnthropicBedrock\n"
-        "ab = AnthropicBedrock(aws_access_key='AKIAEXAMPLE', aws_secret_key='x-SECRET', aws_region='us-east-1',\n"
-        "                      base_url=PROVIDER_URL, max_retries=0)\n",
-    )
     ok(
         shell,
         "%%payi\n"

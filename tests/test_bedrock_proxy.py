@@ -30,6 +30,9 @@ def bedrock(url=PROVIDER_URL):
                         config=Config(retries={'total_max_attempts': 1}))
 rt = bedrock()
 MSG = [{'role': 'user', 'content': [{'text': 'Give me three budget tips.'}]}]
+from anthropic import AnthropicBedrock
+ab = AnthropicBedrock(aws_access_key='AKIAEXAMPLE', aws_secret_key='x-SECRET', aws_region='us-east-1',
+                      base_url=PROVIDER_URL, max_retries=0)
 def converse(client=None, **kw):
     return (client or rt).converse(modelId=%r, messages=MSG, **kw)
 """
@@ -70,12 +73,6 @@ def test_proxied_converse_gets_payi_cost_and_is_never_ingested(shell: Interactiv
 
 
 def test_streams_and_anthropic_bedrock_through_the_proxy(shell: InteractiveShell, sandbox_env: Any) -> None:
-    ok(
-        shell,
-        "from anthropic import AnthropicBedrock\n"
-        "ab = AnthropicBedrock(aws_access_key='AKIAEXAMPLE', aws_secret_key='x-SECRET', aws_region='us-east-1',\n"
-        "                      base_url=PROVIDER_URL, max_retries=0)\n",
-    )
     ok(
         shell,
         "%%payi --proxy\n"

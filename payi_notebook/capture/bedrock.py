@@ -98,7 +98,8 @@ class _BedrockAdapter(ApiAdapter):
     provider, category = PROVIDER, CATEGORY
 
     def read_headers(self, obs: Observation, headers: Any) -> None:
-        obs.response_id = obs.response_id or header(headers, "x-amzn-requestid")
+        """The request id is the response id (as Pay-i's SDK reports Bedrock calls), over a body's own."""
+        obs.response_id = header(headers, "x-amzn-requestid") or obs.response_id
 
     def _delta(self, obs: Observation, now: float) -> None:
         obs.deltas += 1
@@ -174,9 +175,16 @@ class Invoke(Converse):
 
 
 class InvokeStream(_BedrockAdapter):
-    """Chunks of model-native JSON, base64 in ``chunk.bytes``; the last has the invocation metrics."""
+    """Chunks of model-native JSON, base64 in ``chunk.bytes``; the last has the invocation metrics.
+
+    An Anthropic model's chunks are Messages events, read by the Anthropic reader (their usage
+    has the cache-write split the metrics lack); other families are counted by the metrics.
+    """
 
     operation, always_streams = "invoke-with-response-stream", True
+
+    def __init__(self) -> None:
+        self._messages = AnthropicMessages()
 
     def read_event(self, obs: Observation, event: SSEEvent, hiding: bool, now: float) -> bool:
         name = event.event
@@ -190,28 +198,22 @@ class InvokeStream(_BedrockAdapter):
         if not isinstance(encoded, str):
             return True
         inner = base64.b64decode(encoded)
-        if b'"content_block_delta"' in inner or not (
-            b"usage" in inner or _METRICS.encode() in inner or b"xproxy_result" in inner
-        ):
-            self._delta(obs, now)  # a content chunk (any family): nothing to read in it
+        if b'"content_block_delta"' in inner:
+            return self._messages.read_event(obs, SSEEvent(event.raw, "content_block_delta", ""), hiding, now)
+        if not any(mark in inner for mark in (b"usage", _METRICS.encode(), b"xproxy_result", b'"message_start"')):
+            self._delta(obs, now)  # a content chunk of another family: nothing to read in it
             return True
         chunk = _loads(inner)
         if not isinstance(chunk, dict):
             return True
         kind = chunk.get("type")
-        if kind == "message_start" and isinstance(chunk.get("message"), dict):  # Anthropic
-            message = chunk["message"]
-            obs.model = obs.model or message.get("model")
-            if isinstance(message.get("usage"), dict):
-                obs.usage = dict(message["usage"])
-        elif kind == "message_delta" and isinstance(chunk.get("usage"), dict):
-            merged = dict(obs.usage or {})
-            merged.update({k: v for k, v in chunk["usage"].items() if v is not None})
-            obs.usage = merged
+        if isinstance(kind, str) and kind.startswith("message_"):
+            complete, obs.complete = obs.complete, False
+            self._messages.read_event(obs, SSEEvent(event.raw, kind, inner.decode("utf-8", "replace")), hiding, now)
+            obs.complete = complete  # the stream is complete at its metrics, not at message_delta
         metrics = usage_from_metrics(chunk.get(_METRICS))
         if metrics:
-            anthropic = obs.usage is not None and "output_tokens" in obs.usage
-            if not anthropic:
+            if obs.usage is None or "output_tokens" not in obs.usage:
                 obs.usage = metrics
             obs.complete = True
         if isinstance(chunk.get("xproxy_result"), dict):

@@ -172,12 +172,12 @@ class BedrockProxy:
         """Relay event-stream messages as they complete; stamp the one that completes the usage."""
         obs = Observation()
         reader = readers.ADAPTERS[(PROVIDER, api.operation)]()
-        reader.read_headers(obs, upstream.headers)
         splitter = eventstream.Splitter()
         first_token_ms: int | None = None
         stamped = cut = False
 
         def record(**details: Any) -> dict[str, Any]:
+            reader.read_headers(obs, upstream.headers)  # as capture does, once the events are read
             usage = obs.usage if obs.complete else readers.partial_usage(obs.usage, obs.deltas)
             event = template if obs.complete else replace(template, details={**template.details, "stream_cut": True})
             return self.proxy._record(
