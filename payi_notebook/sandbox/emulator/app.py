@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import anthropic_messages, bedrock, ids, openai_chat, openai_embeddings, openai_common, openai_responses
+from . import anthropic_messages, bedrock_serve, ids, openai_chat, openai_embeddings, openai_common, openai_responses
 from .call import Call
 from .errors import ApiError, anthropic_error, openai_error
 from .faults import FAULT_HEADER, FaultCounter, hide_stream_cuts_in_server_log, injected_error, resolve, split_model
@@ -122,7 +122,7 @@ def create_app(*, request_log_size: int = 1000, cache_entries: int = 65536) -> S
             emulator.route("/v1/responses", OPENAI, openai_responses.handle),
             emulator.route("/v1/embeddings", OPENAI, openai_embeddings.handle),
             emulator.route("/v1/messages", ANTHROPIC, anthropic_messages.handle),
-            *bedrock.routes(emulator),
+            *bedrock_serve.routes(emulator),
             # Bedrock's OpenAI- and Anthropic-format endpoints (BedrockOpenAI, AnthropicBedrockMantle)
             emulator.route("/openai/v1/chat/completions", OPENAI, openai_chat.handle),
             emulator.route("/anthropic/v1/messages", ANTHROPIC, anthropic_messages.handle),
