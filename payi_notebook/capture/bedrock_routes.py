@@ -39,8 +39,8 @@ def operation(path: str) -> tuple[str, str | None] | None:
         if op in MODEL_OPERATIONS and model:
             return op, unquote(model)
         return None
-    op = FORMAT_PATHS.get(path)
-    return (op, None) if op else None
+    other = FORMAT_PATHS.get(path)
+    return (other, None) if other else None
 
 
 def proxy_path(path: str, base_path: str) -> str:
