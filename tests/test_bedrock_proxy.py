@@ -200,6 +200,7 @@ def test_the_rewrite_keeps_the_sigv4_signature_valid_for_the_provider() -> None:
     from payi_notebook.capture import ProxyTarget, RouteTable
     from payi_notebook.capture.botocore_hook import rewrite_prepared
     from payi_notebook.context import Context
+    from payi_notebook.secret import Secret
 
     provider = (
         "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
@@ -222,7 +223,7 @@ def test_the_rewrite_keeps_the_sigv4_signature_valid_for_the_provider() -> None:
         None,
         "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
     )
-    rewrite_prepared(prepared, route, ProxyTarget("http://127.0.0.1:9", "pk"), Context(user_id="u"))
+    rewrite_prepared(prepared, route, ProxyTarget("http://127.0.0.1:9", Secret("pk")), Context(user_id="u"))
     assert prepared.url == (
         "http://127.0.0.1:9/api/v1/proxy/aws.bedrock/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
     )
