@@ -4,8 +4,9 @@ The sandbox and emulator run in a child process (so they do not share this proce
 calls alternate bare/tracked so drift hits both equally. "Tracked" calls run in the context
 of one open ``pn.track()`` scope, as the calls of a ``%%payi`` cell do. Measurements:
 
-1. loopback: the real ``openai`` SDK against the emulator over HTTP (median per call);
-2. in-memory: the same SDK over an in-process transport that answers instantly, so the
+1. loopback: the real ``openai`` SDK against the emulator over HTTP (median per call), and
+   the same for a Gemini call (``google-genai``) and an Azure OpenAI deployment call;
+2. in-memory: the same SDKs over an in-process transport that answers instantly, so the
    difference is capture's own cost with no network noise (and once more with a fresh
    ``pn.track()`` around every call, the decorator's worst case);
 3. streaming: time to first chunk, bare vs tracked.
@@ -30,7 +31,9 @@ import time
 from collections.abc import Callable
 
 import httpx2
-from openai import OpenAI
+from google import genai
+from google.genai import types
+from openai import AzureOpenAI, OpenAI
 
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
 
@@ -73,9 +76,19 @@ def interleaved(bare: Callable[[], object], tracked: Callable[[], object], n: in
     return b, t
 
 
-def canned_transport() -> httpx2.MockTransport:
+GEMINI_REPLY = {
+    "candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP", "index": 0}],
+    "usageMetadata": {"promptTokenCount": 21, "candidatesTokenCount": 2, "totalTokenCount": 23,
+                      "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 21}]},
+    "modelVersion": "gemini-2.5-flash",
+    "responseId": "bench",
+}  # fmt: skip
+
+
+def canned_transport(reply: dict[str, object] | None = None) -> httpx2.MockTransport:
     body = json.dumps(
-        {
+        reply
+        or {
             "id": "chatcmpl-bench",
             "object": "chat.completion",
             "created": 1,
@@ -116,9 +129,22 @@ def main() -> None:
         pn.instrument()
         client = OpenAI(base_url=env["PAYI_SANDBOX_PROVIDER_URL"] + "/v1", api_key="sk-bench", max_retries=0)
         memory = OpenAI(base_url="https://api.openai.com/v1", api_key="sk-bench", http_client=httpx2.Client(transport=canned_transport()))
+        emulator = env["PAYI_SANDBOX_PROVIDER_URL"]
+        gemini = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=emulator))
+        gemini_memory = genai.Client(
+            api_key="bench", http_options=types.HttpOptions(httpx_client=httpx2.Client(transport=canned_transport(GEMINI_REPLY)))
+        )
+        azure = AzureOpenAI(azure_endpoint=emulator, api_key="bench", api_version="2024-10-21", max_retries=0)
+        azure_memory = AzureOpenAI(
+            azure_endpoint="https://bench.openai.azure.com", api_key="bench", api_version="2024-10-21",
+            http_client=httpx2.Client(transport=canned_transport()),
+        )  # fmt: skip
 
         def call(c: OpenAI) -> Callable[[], object]:
             return lambda: c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+        def gemini_call(c: genai.Client) -> Callable[[], object]:
+            return lambda: c.models.generate_content(model="gemini-2.5-flash", contents=MESSAGES[0]["content"])
 
         with pn.track(use_case_name="bench"):
             inside = contextvars.copy_context()  # a tracked cell's context, entered per call for ~1 us
@@ -161,6 +187,10 @@ def main() -> None:
         loop_added, loop_ratio = phase("loopback chat (emulator)", call(client), tracked(call(client)), args.calls)
         mem_added, _ = phase("in-memory chat (no network)", call(memory), tracked(call(memory)), args.calls * 5)
         scope_added, _ = phase("  + a new pn.track() per call", call(memory), new_scope(call(memory)), args.calls * 5)
+        g_loop, g_ratio = phase("loopback Gemini (emulator)", gemini_call(gemini), tracked(gemini_call(gemini)), args.calls)
+        g_mem, _ = phase("in-memory Gemini", gemini_call(gemini_memory), tracked(gemini_call(gemini_memory)), args.calls * 5)
+        a_loop, a_ratio = phase("loopback Azure (emulator)", call(azure), tracked(call(azure)), args.calls)
+        a_mem, _ = phase("in-memory Azure deployment", call(azure_memory), tracked(call(azure_memory)), args.calls * 5)
         _, ttft_ratio = phase("stream: time to 1st chunk", first_chunk(client), tracked(first_chunk(client)), args.calls)
         print(f"\ndelivered to the sandbox during the measurements: {sent} events")
         print("\ntargets:")
@@ -168,6 +198,9 @@ def main() -> None:
         print(f"  ... with a new pn.track() per call {scope_added * 1e6:7.1f} us")
         print(f"  added on a loopback call           {loop_added * 1e6:7.1f} us = {100 * (loop_ratio - 1):5.2f}%   target <= 5%")
         print(f"  streaming time-to-first-token      ratio {ttft_ratio:6.3f}   target <= 1.02")
+        for name, mem, loop, ratio in (("Gemini", g_mem, g_loop, g_ratio), ("Azure", a_mem, a_loop, a_ratio)):
+            print(f"  {name:<6} capture cost (in-memory)    {mem * 1e6:7.1f} us   target <= 100 us")
+            print(f"  {name:<6} added on a loopback call    {loop * 1e6:7.1f} us = {100 * (ratio - 1):5.2f}%   target <= 5%")
     finally:
         pn.instrument().stop(timeout=5)
         proc.terminate()

@@ -18,7 +18,6 @@ from traitlets import Bool, Dict, Enum, Float, HasTraits, TraitError, TraitType,
 from .secret import Secret
 
 PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
-PROVIDERS = ("openai", "anthropic", "bedrock")
 
 
 def check_base_url(url: str, what: str = "base_url") -> str:
@@ -83,6 +82,10 @@ class Settings(HasTraits):
 
     @validate("providers")
     def _check_providers(self, proposal: Any) -> dict[str, list[str]]:
+        from .capture.adapters import (
+            PROVIDERS,  # the provider modules are the one list of names
+        )
+
         out: dict[str, list[str]] = {}
         for provider, urls in proposal["value"].items():
             if provider not in PROVIDERS:

@@ -36,9 +36,9 @@ def new_event_id() -> str:
 class UsageEvent:
     """One provider call. Secrets never enter it: headers are filtered before they get here."""
 
-    provider: str  # "openai" | "anthropic"
+    provider: str  # "openai" | "anthropic" | "azure_openai" | "azure_anthropic" | "google" | "vertex"
     category: str  # Pay-i category, e.g. "system.openai"
-    operation: str  # "chat" | "responses" | "embeddings" | "messages"
+    operation: str  # "chat" | "responses" | "embeddings" | "messages" | "generate"
     resource: str | None = None  # the model as the caller asked for it
     mode: Mode = "telemetry"
     streaming: bool = False
@@ -58,6 +58,7 @@ class UsageEvent:
     cell_id: str | None = None
     provider_uri: str | None = None
     worker: str | None = None  # the Dask worker that made the call; None for this process's own calls
+    deployment: str | None = None  # Azure OpenAI deployment name (the resource is the model it serves)
     request_json: str | None = None  # only when prompt/response logging is on
     response_json: str | list[str] | None = None
     response_headers: list[dict[str, str]] | None = None

@@ -96,6 +96,7 @@ COLUMNS: tuple[str, ...] = (
     "provider_uri",
     "xproxy_json",
     "worker",
+    "deployment",
 )
 """Every column of ``Ledger.df``, in order: the DESIGN.md contract, then the extras."""
 
@@ -145,6 +146,7 @@ _CATEGORY_COLUMNS = (
     "status",
     "provider_uri",
     "worker",
+    "deployment",
 )
 _FIXED_CATEGORIES = {"status": STATUSES, "cost_source": COST_SOURCES}
 _INT_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -192,6 +194,7 @@ _HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.u
 _PARTIAL = 1
 _NO_UNITS = 2
 _new_tuple = tuple.__new__
+_ANTHROPIC_LAYOUT = frozenset({"anthropic", "azure_anthropic"})  # providers whose units follow Anthropic's layout
 
 # Units map layouts: text key, then two optional one-sided entries (key, side).
 _LAYOUTS = (
@@ -347,6 +350,7 @@ _SHAPE_TYPES = (
     ("execution_count", int, True),
     ("provider_uri", str, True),
     ("worker", str, True),
+    ("deployment", str, True),
 )
 _CONTEXT_TEXT = ("use_case_name", "use_case_id", "use_case_step", "user_id", "account_name")
 
@@ -530,6 +534,7 @@ class Ledger:
                 event.execution_count,
                 event.provider_uri,
                 event.worker,
+                event.deployment,
                 id(ctx),
             )
             status = _STATUS_CODES[event.status]
@@ -539,7 +544,7 @@ class Ledger:
             own_units = None
             if not units:
                 flags |= _NO_UNITS
-            elif units != _compact_units(provider == "anthropic", inp, out, read, write, reasoning):
+            elif units != _compact_units(provider in _ANTHROPIC_LAYOUT, inp, out, read, write, reasoning):
                 own_units = {name: dict(sides) for name, sides in units.items()}
             event_id = event.event_id
             raw = None
@@ -887,7 +892,7 @@ _CACHED_FRAMES = 8  # column lists kept per version (the widgets ask for a few)
 _COPY_BLOCK = 8192  # records per block in _field_copies: ~1 MB, cache-sized
 _SHAPE_POSITIONS = {
     name: i for i, (name, _, _) in enumerate(_SHAPE_TYPES)
-}  # mode, provider, category, resource, operation, streaming, cell_id, execution_count, provider_uri, worker
+}  # mode, provider, category, resource, operation, streaming, cell_id, execution_count, provider_uri, worker, deployment
 _RECORD_COLUMNS = {  # columns that are one record field as it is
     "input_tokens": "input",
     "output_tokens": "output",
@@ -1181,7 +1186,7 @@ class _Columns:
         self.s = s
         self.f = s.fields
         # shape tuple: mode, provider, category, resource, operation, streaming, cell_id,
-        # execution_count, provider_uri, worker, context
+        # execution_count, provider_uri, worker, deployment, context
         self.contexts = [t[len(_SHAPE_TYPES)] for t in s.shapes]
 
     @cached_property
@@ -1224,7 +1229,7 @@ class _Columns:
 
     def units(self) -> np.ndarray:
         f = self.f
-        anthropic = np.array([p == "anthropic" for p in self.per_shape("provider")], dtype=bool)[self.shape]
+        anthropic = np.array([p in _ANTHROPIC_LAYOUT for p in self.per_shape("provider")], dtype=bool)[self.shape]
         tokens = (f[name] for name in ("input", "output", "cache_read", "cache_write", "reasoning"))
         column = _units_column(anthropic, *tokens)
         column[np.flatnonzero(f["flags"] & _NO_UNITS)] = _lookup([{}])  # one shared {} for rows without units

@@ -239,7 +239,7 @@ class PayiMagics(Magics):
         """Track a cell (``%%payi [options]``) or run a subcommand (``%payi status``, ...).
 
         Subcommands: status | df | flush [TIMEOUT] | result | mode [proxy|telemetry] |
-        on [options] | off | reset | provider add openai|anthropic URL | provider list |
+        on [options] | off | reset | provider add NAME URL | provider list |
         limits | sandbox | breakdown [--by COLUMN] | budget.
         """
         if cell is not None:
@@ -322,7 +322,10 @@ class PayiMagics(Magics):
         if rest == ["list"] or not rest:
             return self.session.provider_table()
         if rest[0] != "add" or len(rest) != 3:
-            raise UsageError("usage: %payi provider add openai|anthropic|bedrock BASE_URL  (or %payi provider list)")
+            from .capture.adapters import PROVIDERS
+
+            names = "|".join(PROVIDERS)
+            raise UsageError(f"usage: %payi provider add {names} URL (the URL you give the SDK)  (or %payi provider list)")
         try:
             self.session.add_provider(rest[1], rest[2])
         except ValueError as exc:

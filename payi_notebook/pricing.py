@@ -22,6 +22,7 @@ from .units import LARGE_CONTEXT_SUFFIX, Units, is_text_unit, token_counts
 CATEGORY_PROVIDERS: dict[str, str] = {
     "system.openai": "openai",
     "system.azureopenai": "azure",
+    "system.azure": "azure",  # Claude on Azure AI Foundry
     "system.anthropic": "anthropic",
     "system.google.vertex": "google",
     "system.aws.bedrock": "aws",

@@ -24,8 +24,8 @@ import platformdirs
 
 from . import capture, tracking
 from .capture import CaptureConfig, ProxyTarget, RouteTable
+from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
-from .capture.routes import DEFAULT_BASES
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
@@ -221,9 +221,10 @@ class Session:
 
     def _add_provider_bases(self, provider_url: str) -> None:
         """Make calls to the emulator recognisable, like calls to the real provider hosts."""
+        from .sandbox.emulator import sdk_base_urls
+
         providers = {k: list(v) for k, v in self.settings.providers.items()}
-        url = provider_url.rstrip("/")
-        for provider, base in (("openai", f"{url}/v1"), ("anthropic", url), ("bedrock", url)):
+        for provider, base in sdk_base_urls(provider_url):
             if base not in providers.setdefault(provider, []):
                 providers[provider].append(base)
         self.settings.providers = providers
@@ -252,8 +253,10 @@ class Session:
         """
         ref = self.ledger.append_later(call.event) if call.lazy else self.ledger.append(call.event())
         proxied = scope.root.proxied
-        if call.mode == "proxy" and proxied is not None:
-            proxied.append(call)  # after the cell, refusals among them are explained
+        if (call.mode == "proxy" or call.unguarded) and proxied is not None:
+            proxied.append(call)  # after the cell, refusals among them are explained, and unguarded calls named
+        elif call.unguarded:
+            _warn_unguarded(call.route.provider)
         scope.add(ref)
         self._last_ref = ref
         flusher = self.flusher
@@ -347,9 +350,13 @@ class Session:
             self.flusher.wait_priced(refs, timeout=0.5)
         if show is not None:
             show(refs)
-        refused = [c.event() for c in scope.proxied or () if c.event().status in ("blocked", "failed")]
+        proxied = scope.proxied or ()
+        refused = [c.event() for c in proxied if c.mode == "proxy" and c.event().status in ("blocked", "failed")]
         for line in self.explain_refusals(refused):
             print(line)
+        unguarded = sorted({c.route.provider for c in proxied if c.unguarded})
+        if unguarded:
+            print(_unguarded_note(unguarded))
         for listener in list(self.cell_listeners):
             try:
                 listener(scope)
@@ -418,7 +425,7 @@ class Session:
 
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""
-        table = {p: list(urls) for p, urls in DEFAULT_BASES.items()}
+        table = {name: list(provider.bases) for name, provider in PROVIDERS.items()}
         for provider, urls in self.settings.providers.items():
             table.setdefault(provider, []).extend(u for u in urls if u not in table[provider])
         return table
@@ -456,3 +463,20 @@ def close_session(timeout: float | None = None) -> None:
         current, _session = _session, None
     if current is not None:
         current.stop(timeout)
+
+
+def _unguarded_note(providers: list[str]) -> str:
+    return (
+        f"payi: Pay-i has no proxy route for these {', '.join(providers)} calls, so they went direct and were "
+        "ingested without their limit IDs (Pay-i refuses Block limits on ingest); Block limits cannot apply to them."
+    )
+
+
+_warned_unguarded: set[str] = set()
+
+
+def _warn_unguarded(provider: str) -> None:
+    """Outside a cell (``pn.track``), say it once per provider in the log."""
+    if provider not in _warned_unguarded:
+        _warned_unguarded.add(provider)
+        log.warning(_unguarded_note([provider]))

@@ -105,6 +105,60 @@ def anthropic_units(usage: Mapping[str, Any] | None) -> Units:
     return units
 
 
+GEMINI_LARGE_CONTEXT_TOKENS = 200_000
+_INPUT_MODALITY = {"image": "vision"}
+
+
+def _modality(detail: Any) -> tuple[str, int] | None:
+    if not isinstance(detail, Mapping):
+        return None
+    name = str(detail.get("modality") or "TEXT").lower()
+    return ("text" if name == "modality_unspecified" else name), _int(detail.get("tokenCount"))
+
+
+def _by_modality(details: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for detail in details if isinstance(details, list) else ():
+        found = _modality(detail)
+        if found:
+            counts[found[0]] = counts.get(found[0], 0) + found[1]
+    return counts
+
+
+def google_units(usage: Mapping[str, Any] | None, model: str | None = None) -> Units:
+    """Units for a Gemini ``usageMetadata`` (raw camelCase JSON, Gemini API and Vertex).
+
+    As Pay-i's SDK: per-modality input minus that modality's cached tokens (images count as
+    ``vision``), ``<m>_cache_read`` for cached tokens, candidates as output, thoughts as
+    ``reasoning``. Unlike it, tool-use prompt tokens (search and code-execution results) count
+    as input, and totals stand in when the per-modality details are missing. gemini-2.5-pro
+    above 200k prompt tokens uses the ``_large_context`` variants.
+    """
+    if not usage:
+        return {"text": {"input": 0, "output": 0}}
+    prompt = _int(usage.get("promptTokenCount"))
+    cached_total = min(_int(usage.get("cachedContentTokenCount")), prompt)
+    tool = _int(usage.get("toolUsePromptTokenCount"))
+    inputs = _by_modality(usage.get("promptTokensDetails")) or {"text": prompt}
+    for name, count in (_by_modality(usage.get("toolUsePromptTokensDetails")) or ({"text": tool} if tool else {})).items():
+        inputs[name] = inputs.get(name, 0) + count
+    cached = _by_modality(usage.get("cacheTokensDetails")) or ({"text": cached_total} if cached_total else {})
+    outputs = _by_modality(usage.get("candidatesTokensDetails")) or {"text": _int(usage.get("candidatesTokenCount"))}
+    suffix = LARGE_CONTEXT_SUFFIX if model and "gemini-2.5-pro" in model and prompt > GEMINI_LARGE_CONTEXT_TOKENS else ""
+    units: Units = {}
+    for name, count in inputs.items():
+        key = _INPUT_MODALITY.get(name, name)
+        read = min(cached.get(name, 0), count)
+        _put(units, key + suffix, "input", count - read)
+        _put(units, f"{key}_cache_read{suffix}", "input", read)
+    for name, count in outputs.items():
+        _put(units, name + suffix, "output", count)
+    _put(units, "reasoning", "output", _int(usage.get("thoughtsTokenCount")))
+    units.setdefault("text" + suffix, {}).setdefault("input", 0)
+    units["text" + suffix].setdefault("output", 0)
+    return units
+
+
 def bedrock_units(usage: Mapping[str, Any] | None) -> Units:
     """Units for Bedrock's ``TokenUsage`` (Converse, ConverseStream's ``metadata`` event).
 
@@ -128,22 +182,24 @@ def bedrock_units(usage: Mapping[str, Any] | None) -> Units:
     return units
 
 
-def units_for(provider: str, usage: Mapping[str, Any] | None) -> Units:
-    """Units for a provider's raw ``usage`` object (``"openai"``, ``"anthropic"`` or ``"bedrock"``).
+def units_for(wire: str, usage: Mapping[str, Any] | None, model: str | None = None) -> Units:
+    """Units for a raw ``usage`` object in a wire format: ``"openai"``, ``"anthropic"``, ``"google"`` or ``"bedrock"``.
 
     Bedrock serves several usage shapes (its own ``TokenUsage``, Anthropic's and OpenAI's
-    bodies through InvokeModel or its OpenAI/Anthropic endpoints): the shape decides.
+    bodies through InvokeModel): the shape decides.
     """
-    if provider == "bedrock" and usage:
-        if "inputTokens" in usage or "outputTokens" in usage:
+    if wire == "bedrock":
+        if not usage or "inputTokens" in usage or "outputTokens" in usage:
             return bedrock_units(usage)
         openai_shape = "prompt_tokens" in usage or "total_tokens" in usage or "input_tokens_details" in usage
-        provider = "openai" if openai_shape else "anthropic"
-    if provider == "anthropic":
+        wire = "openai" if openai_shape else "anthropic"
+    if wire == "anthropic":
         return anthropic_units(usage)
-    if provider in ("openai", "bedrock"):
+    if wire == "openai":
         return openai_units(usage)
-    raise ValueError(f"no unit mapping for provider {provider!r}")
+    if wire == "google":
+        return google_units(usage, model)
+    raise ValueError(f"no unit mapping for {wire!r} usage")
 
 
 def _base(key: str) -> str:

@@ -317,8 +317,8 @@ def test_bedrock_openai_and_mantle_clients_are_billed_as_bedrock(
         shell,
         "from openai import BedrockOpenAI\n"
         "from anthropic import AnthropicBedrockMantle\n"
-        "bo = BedrockOpenAI(api_key='bedrock-key-SECRET', base_url=PROVIDER_URL + '/openai/v1', max_retries=0)\n"
-        "mantle = AnthropicBedrockMantle(api_key='bedrock-key-SECRET', base_url=PROVIDER_URL + '/anthropic', max_retries=0)\n",
+        "bo = BedrockOpenAI(api_key='bedrock-key-SECRET', base_url=PROVIDER_URL + '/bedrock/openai/v1', max_retries=0)\n"
+        "mantle = AnthropicBedrockMantle(api_key='bedrock-key-SECRET', base_url=PROVIDER_URL + '/bedrock/anthropic', max_retries=0)\n",
     )
     ok(
         shell,

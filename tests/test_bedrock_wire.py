@@ -92,7 +92,7 @@ def test_routes_for_boto3_anthropic_mantle_and_the_proxy() -> None:
         None,
         "/model/arn%3Aaws%3Abedrock%3Aeu-west-3%3A1%3Ainference-profile%2Feu.amazon.nova-lite-v1%3A0/converse",
     )
-    assert (boto.provider, boto.operation, boto.model) == (
+    assert (boto.provider, boto.operation, boto.params["model"]) == (
         "bedrock",
         "converse",
         "arn:aws:bedrock:eu-west-3:1:inference-profile/eu.amazon.nova-lite-v1:0",
@@ -104,7 +104,7 @@ def test_routes_for_boto3_anthropic_mantle_and_the_proxy() -> None:
         "/model/anthropic.claude-3-5-haiku-20241022-v1:0/invoke-with-response-stream",
     )
     assert (
-        claude.operation == "invoke-with-response-stream" and claude.model == "anthropic.claude-3-5-haiku-20241022-v1:0"
+        claude.operation == "invoke-with-response-stream" and claude.params["model"] == "anthropic.claude-3-5-haiku-20241022-v1:0"
     )
     assert (
         table.match("https", "bedrock-mantle.us-east-1.api.aws", None, "/anthropic/v1/messages").operation == "messages"

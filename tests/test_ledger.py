@@ -67,7 +67,7 @@ DTYPES = {
     ),
     **dict.fromkeys(
         "cell_id mode provider category resource operation cost_source use_case_name use_case_id "
-        "use_case_step user_id account_name status provider_uri worker".split(),
+        "use_case_step user_id account_name status provider_uri worker deployment".split(),
         "category",
     ),
 }

@@ -1,4 +1,4 @@
-"""The three notebooks, top to bottom in real kernels against a real sandbox, and ``make demo``'s job.
+"""The notebooks, top to bottom in real kernels against a real sandbox, and ``make demo``'s job.
 
 Each notebook runs in a fresh kernel of this Python (nbclient), pointed at its own sandbox, as
 if opened by Jupyter (``JPY_SESSION_NAME``). Checks: no error output anywhere, and what the
@@ -29,14 +29,15 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04b_bedrock", "05_dask")
+NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask")
 PROBE_MARK = "PROBE:"
 PROBE = f"""
 import json as _json
 import payi_notebook as _pn
 _pn.flush(60)
 _cols = ["provider_response_id", "mode", "provider", "resource", "use_case_name", "use_case_step", "user_id",
-         "limit_ids", "payi_cost_usd", "est_cost_usd", "cost_source", "status", "properties", "streaming"]
+         "limit_ids", "payi_cost_usd", "est_cost_usd", "cost_source", "status", "properties", "streaming",
+         "category", "deployment", "payi_request_id"]
 print({PROBE_MARK!r} + _pn.ledger().df[_cols].to_json(orient="records"))
 """
 
@@ -245,18 +246,42 @@ def test_exploring_costs(run_notebook: Callable[[str], Run]) -> None:
     assert run.elapsed < 120, f"03 took {run.elapsed:.0f} s; keep it quick"
 
 
-def test_bedrock(run_notebook: Callable[[str], Run]) -> None:
-    run = run_notebook("04b_bedrock")
+def test_providers(run_notebook: Callable[[str], Run]) -> None:
+    run = run_notebook("04_providers")
     assert errors(run.nb) == []
-    rows = run.rows
-    assert {r["provider"] for r in rows} == {"bedrock"}
+    rows = [r for r in run.rows if r["provider"] != "bedrock"]
+    seen = [(r["provider"], r["category"], r["mode"], r["status"]) for r in rows]
+    assert seen[:5] + sorted(seen[5:]) == [
+        ("azure_openai", "system.azureopenai", "telemetry", "sent"),
+        ("azure_anthropic", "system.azure", "proxy", "proxied"),
+        ("google", "system.google.vertex", "telemetry", "sent"),  # automatic function calling: the call...
+        ("google", "system.google.vertex", "telemetry", "sent"),  # ...and the answer, two billed rounds
+        ("google", "system.google.vertex", "telemetry", "sent"),  # asked for --proxy: no Pay-i route, ingested
+        ("vertex", "system.google.vertex", "proxy", "proxied"),
+        ("vertex", "system.google.vertex", "proxy", "proxied"),
+    ], seen  # the two Vertex calls run concurrently: either may come first
+    assert rows[0]["deployment"] == "support-gpt" and rows[0]["resource"] == "gpt-4o-mini-2024-07-18"
+    assert {r["resource"] for r in rows[5:]} == {"google.gemini-2.5-flash", "anthropic.claude-sonnet-4-5@20250929"}
+    assert all(r["cost_source"] == "payi" and r["payi_cost_usd"] > 0 for r in rows)
+    events = [e for e in run.events if e["category"] != "system.aws.bedrock"]
+    by_request = {e["request_id"]: e for e in events}
+    assert len(events) == len(rows) == len(by_request)
+    assert sorted(by_request[r["payi_request_id"]]["source"] for r in rows) == ["ingest"] * 4 + ["proxy"] * 3
+    assert text(run.cell("generate_content_stream")).count("Block limits cannot apply") == 1
+    others = [c for c in run.nb.cells if c.cell_type == "code" and "generate_content_stream" not in c.source]
+    assert all("Block limits cannot apply" not in text(c) for c in others)
+    assert "3 turns" in text(run.cell("automatic_function_calling_history"))
+    # Bedrock: boto3 (Converse with caching, streams, InvokeModel), AnthropicBedrock, proxy under a Block limit
+    rows = [r for r in run.rows if r["provider"] == "bedrock"]
+    assert {r["category"] for r in rows} == {"system.aws.bedrock"}
     telemetry = [r for r in rows if r["mode"] == "telemetry"]
     proxied = [r for r in rows if r["mode"] == "proxy"]
     assert len(telemetry) == 6 and {r["status"] for r in telemetry} == {"sent"}
     assert proxied and proxied[-1]["status"] == "blocked" and {r["status"] for r in proxied[:-1]} == {"proxied"}
     assert all(r["payi_cost_usd"] > 0 for r in rows if r["status"] != "blocked")
-    assert len(run.events) == len(rows), "one Pay-i event per call (Pay-i records the refused one too)"
-    sources = [e["source"] for e in run.events]
+    events = [e for e in run.events if e["category"] == "system.aws.bedrock"]
+    assert len(events) == len(rows), "one Pay-i event per call (Pay-i records the refused one too)"
+    sources = [e["source"] for e in events]
     assert sources.count("proxy") == len(proxied) and len(sources) - sources.count("proxy") == len(telemetry)
     assert "refused at call" in text(run.cell("refused = attempt"))
     caching = text(run.cell("first = bedrock.converse"))

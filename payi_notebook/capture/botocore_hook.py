@@ -25,11 +25,12 @@ from urllib.parse import urlsplit
 
 from .. import tracking
 from ..context import Context
-from . import bedrock, bedrock_routes, hooks
+from . import hooks
+from .adapters import bedrock
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .exchange import Exchange
 from .proxying import ProxyTarget, add_proxy_headers
-from .routes import Route, RouteTable, bedrock_route
+from .routes import Route, RouteTable, client_route
 from .streams import _Reader
 
 _current = tracking._current
@@ -37,12 +38,12 @@ _installed: dict[type, Callable[..., Any]] = {}
 _lock = threading.Lock()
 
 
-def rewrite_prepared(request: Any, route: Route, target: ProxyTarget, context: Context) -> None:
-    """Re-address a signed ``AWSPreparedRequest`` to Pay-i's Bedrock proxy route, in place."""
-    parts = urlsplit(request.url)
-    path = bedrock_routes.proxy_path(parts.path, urlsplit(route.base).path)
-    request.url = target.base_url.rstrip("/") + path + (f"?{parts.query}" if parts.query else "")
-    add_proxy_headers(request.headers, route, target, context)
+def rewrite_prepared(request: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> None:
+    """Re-address a signed ``AWSPreparedRequest`` to Pay-i's Bedrock proxy route, in place
+    (``route.path`` is the path as signed: the model id stays encoded)."""
+    query = urlsplit(request.url).query
+    request.url = target.base_url.rstrip("/") + f"{route.spec.proxy_prefix}{route.path}" + (f"?{query}" if query else "")
+    add_proxy_headers(request.headers, route, target, context, model)
 
 
 class RawTee(_Reader):
@@ -110,7 +111,7 @@ def _route(routes: RouteTable, url: str, bedrock_client: bool) -> Route | None:
     host, port = parts.hostname or "", parts.port
     route = routes.match(parts.scheme, host, port, parts.path)
     if route is None and bedrock_client:
-        route = bedrock_route(parts.scheme, host, port, parts.path)  # a custom endpoint_url (VPC, emulator)
+        route = client_route(bedrock.PROVIDER.name, parts.scheme, host, port, parts.path)  # a custom endpoint_url (VPC, emulator)
     return route
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -28,10 +28,9 @@ from ..context import Context
 from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
-from . import bedrock
-from .apis import ADAPTERS, ApiAdapter, Observation, read_error
+from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
-from .proxying import ProxyTarget, context_from_headers, rewrite_to_proxy
+from .proxying import ProxyTarget, context_from_headers, proxyable, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
 from .sse import SSEEvent
@@ -82,6 +81,7 @@ class Exchange:
         "body",
         "event_id",
         "lazy",
+        "unguarded",
         "_done",
         "_event",
         "_lock",
@@ -93,13 +93,13 @@ class Exchange:
         scope: TrackingScope,
         route: Route,
         request: Any,
-        rewrite: Callable[[Any, Route, ProxyTarget, Context], None] = rewrite_to_proxy,
+        rewrite: Callable[[Any, Route, ProxyTarget, Context, str | None], None] = rewrite_to_proxy,
     ) -> None:
         """``rewrite`` re-addresses the request to Pay-i's proxy (the HTTP library's request type)."""
         self.config = config
         self.scope = scope
         self.route = route
-        self.adapter: ApiAdapter = ADAPTERS[(route.provider, route.operation)]()
+        self.adapter: ApiAdapter = route.endpoint.adapter()  # type: ignore[union-attr]
         self.obs = Observation()
         self.context: Context = scope.context
         self.first_byte_at: float | None = None
@@ -114,30 +114,30 @@ class Exchange:
         self._lock = threading.Lock()
 
         proxy_wanted = self.context.proxy if self.context.proxy is not None else config.default_mode == "proxy"
-        if proxy_wanted and not route.proxied and not self.adapter.proxyable:
-            proxy_wanted = False
-            config.report(f"Pay-i has no proxy route for {route.base} ({route.operation}); the call went direct, as telemetry", None)
-        self.mode = "proxy" if route.proxied or proxy_wanted else "telemetry"
+        # no Pay-i proxy route for this API (the Gemini API, ...): direct and ingested, and the cell says so
+        self.unguarded = proxy_wanted and not route.proxied and not proxyable(route)
+        self.mode = "proxy" if route.proxied or (proxy_wanted and not self.unguarded) else "telemetry"
+        if self.unguarded and self.context.limit_ids:
+            self.context = _without_limits(self.context)  # Pay-i refuses an ingest naming a Block limit
         self.log = self.context.log_prompt_and_response
         if self.log is None:
             self.log = config.log_default
 
         raw = _raw(request)
-        self.model = None  # read from the request body when the event is built, unless parsed here
-        self.streaming = self.hiding = False
+        # the model in the path (Google, Vertex), else read from the request body when the event is built
+        self.model = route.params.get("model")
+        self.streaming = route.endpoint.stream  # type: ignore[union-attr]
+        self.hiding = False
         content = None
-        if raw and b'"stream"' in raw:  # only a request that may stream is parsed on the request path
+        price_as = self.mode == "proxy" and not route.proxied and route.spec.price_as_resource
+        if raw and (b'"stream"' in raw or price_as):  # only a request that may stream is parsed on the request path
             body = _loads(raw)
             if isinstance(body, dict):
-                self.model = body.get("model") if isinstance(body.get("model"), str) else None
-                self.streaming = bool(body.get("stream"))
+                self.model = body.get("model") if isinstance(body.get("model"), str) else self.model
+                self.streaming = self.streaming or bool(body.get("stream"))
                 self.hiding = self.adapter.prepare(body)
                 content = orjson.dumps(body) if self.hiding else None
         self.request_body = content if content is not None else raw
-        if route.model is not None:
-            self.model = route.model
-        if self.adapter.always_streams:
-            self.streaming = True
         if self.log and self.streaming:
             self.obs.chunks = []
 
@@ -148,7 +148,7 @@ class Exchange:
         if route.proxied:
             self.context = context_from_headers(request.headers, scope.context)
         elif self.mode == "proxy":
-            rewrite(request, route, config.proxy, self.context)  # type: ignore[arg-type]
+            rewrite(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
         self.timestamp = time.time()
         self.start = time.perf_counter()
 
@@ -227,7 +227,7 @@ class Exchange:
                     self.report("building a captured call's event failed", exc)
                     self._event = UsageEvent(
                         provider=self.route.provider,
-                        category=self.adapter.category,
+                        category=self.route.spec.category,
                         operation=self.route.operation,
                         mode=self.mode,  # type: ignore[arg-type]
                         event_id=self.event_id,
@@ -247,6 +247,7 @@ class Exchange:
             "uri": self.route.base,
             "mode": self.mode,
             "model": self.model,
+            "deployment": self.route.params.get("deployment"),
             "timestamp": self.timestamp,
             "latency_ms": (self.end - self.start) * 1000.0,
             "http_status": self.status_code,
@@ -266,6 +267,7 @@ def build_event(x: Any) -> UsageEvent:
     the request body), then derives units, tokens, timings, status and Pay-i's answer.
     """
     obs: Observation = x.obs
+    x.adapter.settle(obs)
     status = x.status_code
     if x.headers is not None:
         x.adapter.read_headers(obs, x.headers)
@@ -284,18 +286,21 @@ def build_event(x: Any) -> UsageEvent:
     ok = status is not None and status < 400
     partial = x.streaming and ok and not obs.complete
     usage = obs.usage
+    wire = x.adapter.wire
     if partial:
-        usage = _partial_usage(provider, usage, obs.deltas)
-    units = units_for(provider, usage) if usage else dict(EMPTY_UNITS)
+        usage = _partial_usage(wire, usage, obs.deltas)
+    resource = x.adapter.resource(model, obs.model)
+    units = units_for(wire, usage, resource) if usage else dict(EMPTY_UNITS)
     if partial and obs.error is None:
         obs.error = "stream ended before its final usage; counts are partial"
     log = x.log
     scope = x.scope
     event = UsageEvent(
         provider=provider,
-        category=x.adapter.category,
+        category=x.route.spec.category,
         operation=x.route.operation,
-        resource=model or obs.model,
+        resource=resource,
+        deployment=x.route.params.get("deployment"),
         mode=x.mode,
         streaming=x.streaming,
         event_id=x.event_id,
@@ -367,8 +372,10 @@ class _Replay:
 
     def __init__(self, event_id: str, record: dict[str, Any]) -> None:
         provider, operation = record["provider"], record["operation"]
-        self.route = Route(provider, operation, False, record.get("uri") or "")
-        self.adapter = ADAPTERS[(provider, operation)]()
+        endpoint = endpoint_for(provider, operation)
+        params = {"deployment": record["deployment"]} if record.get("deployment") else {}
+        self.route = Route(provider, operation, False, record.get("uri") or "", endpoint, "", params)
+        self.adapter = endpoint.adapter()
         self.obs = Observation(error=record.get("error"))
         self.body = _bytes(record.get("response"))
         self.request_body = _bytes(record.get("request"))
@@ -404,6 +411,19 @@ def _context_json(context: Context) -> bytes:
     return encoded
 
 
+_unlimited_cache: tuple[Context | None, Context | None] = (None, None)
+
+
+def _without_limits(context: Context) -> Context:
+    """``context`` without its limit IDs (a cell's calls share one context: the last one is kept)."""
+    global _unlimited_cache
+    cached, unlimited = _unlimited_cache
+    if cached is not context or unlimited is None:
+        unlimited = replace(context, limit_ids=())
+        _unlimited_cache = (context, unlimited)
+    return unlimited
+
+
 def _context_from(data: dict[str, Any]) -> Context:
     return Context(
         use_case_name=data.get("use_case_name"),
@@ -423,11 +443,13 @@ def _bytes(text: str | None) -> bytes | None:
     return text.encode() if text else None
 
 
-def _partial_usage(provider: str, usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
+def _partial_usage(wire: str, usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
     """Usage for a stream that stopped early: what arrived, else one token per content event."""
-    if provider == bedrock.PROVIDER:
+    if wire == "bedrock":
         return bedrock.partial_usage(usage, deltas)
-    if provider == "anthropic":
+    if wire == "google":
+        return usage or ({"candidatesTokenCount": deltas} if deltas else None)
+    if wire == "anthropic":
         merged = dict(usage or {})
         merged["output_tokens"] = max(int(merged.get("output_tokens") or 0), deltas)
         return merged

@@ -1,4 +1,4 @@
-"""The ``send`` hooks on httpx and httpx2 clients (sync and async).
+"""The ``send`` hooks on httpx and httpx2 clients (sync and async), and aiohttp's request path.
 
 Patching the class method catches every client instance, including ones created before
 the hook was installed. Outside a tracking scope the hook costs one context-variable
@@ -43,7 +43,8 @@ def _begin(request: Any) -> tuple[CaptureConfig, Any, Any] | None:
     if scope is None or config is None:
         return None
     url = request.url
-    route = config.routes.match(url.scheme, url.host, url.port, url.path)
+    path = url.raw_path.partition(b"?")[0].decode("ascii")  # as sent and signed: a Bedrock ARN keeps its %2F
+    route = config.routes.match(url.scheme, url.host, url.port, path)
     if route is None:
         return None
     return config, scope, route
@@ -127,11 +128,29 @@ def install() -> list[str]:
                 _installed[(cls, "send")] = original
                 cls.send = factory(original, streams)
             hooked.append(lib.__name__)
+        if _hook_aiohttp():
+            hooked.append("aiohttp")
     from . import botocore_hook  # boto3 sends through botocore/urllib3, not httpx
 
     if botocore_hook.install():
         hooked.append("botocore")
     return hooked
+
+
+def _hook_aiohttp() -> bool:
+    """google-genai's async path when aiohttp is importable (caller holds the lock)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return False
+    from .aiohttp_hook import aiohttp_hook
+
+    cls = aiohttp.ClientSession
+    if (cls, "_request") not in _installed:
+        original = cls._request
+        _installed[(cls, "_request")] = original
+        cls._request = aiohttp_hook(original, _begin)  # type: ignore[method-assign]
+    return True
 
 
 def uninstall() -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..context import Context
 from ..secret import Secret
-from . import bedrock_routes
-from .routes import DEFAULT_BASES, OPERATIONS, PROXY_PREFIX, Route
+from .adapters import PROVIDERS
+from .routes import Route
 
 _CONTEXT_HEADERS = (
     "xproxy-usecase-name",
@@ -25,7 +24,6 @@ _CONTEXT_HEADERS = (
     "xproxy-account-name",
     "xproxy-limit-ids",
 )
-_DEFAULT_PROVIDER_BASES = {provider: urls[0].removesuffix("/v1") for provider, urls in DEFAULT_BASES.items()}
 
 
 @dataclass(frozen=True)
@@ -47,20 +45,29 @@ class ProxyTarget:
 
 def proxy_url(base_url: str, provider: str) -> str:
     """The base URL a provider SDK uses to go through Pay-i (``OpenAI(base_url=...)``)."""
-    return base_url.rstrip("/") + PROXY_PREFIX[provider]
+    prefix = PROVIDERS[provider].proxy_prefix
+    if prefix is None:
+        raise ValueError(f"Pay-i has no proxy route for {provider}")
+    return base_url.rstrip("/") + prefix
 
 
-def _operation_path(route: Route) -> str:
-    return next(path for path, op in OPERATIONS[route.provider].items() if op == route.operation)
+def proxyable(route: Route) -> bool:
+    """Whether Pay-i has a proxy route for this call (else proxy mode sends it direct and ingests it)."""
+    return route.endpoint is not None and route.endpoint.proxy and route.spec.proxy_prefix is not None
 
 
-@lru_cache(maxsize=64)
-def _proxy_url(url_class: type, base_url: str, provider: str, operation_path: str) -> Any:
+@lru_cache(maxsize=256)
+def _proxy_url(url_class: type, base_url: str, prefix: str, path: str) -> Any:
     """The proxy route's URL object (immutable, so one per route is reused)."""
-    return url_class(base_url.rstrip("/") + PROXY_PREFIX[provider] + operation_path)
+    return url_class(base_url.rstrip("/") + prefix + path)
 
 
 _context_headers: tuple[Context | None, dict[str, str]] = (None, {})
+# openai's Azure clients strip ``api-key`` from a request whose origin differs from this one (a
+# redirect guard, run as an httpx event hook after ``send`` is called); the proxy is where the call
+# is meant to go, and Pay-i forwards the key, so the guard's origin follows the rewrite.
+_AZURE_AUTH_ORIGIN = "openai.azure_auth_origin"
+_PORTS = {"http": 80, "https": 443}
 
 
 def _headers_for(context: Context) -> dict[str, str]:
@@ -73,31 +80,32 @@ def _headers_for(context: Context) -> dict[str, str]:
     return headers
 
 
-def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context) -> None:
+def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> None:
     """Re-address ``request`` to the Pay-i proxy route, in place.
 
     The SDK builds a fresh request for every attempt, so nothing else sees the change, and
-    nothing is copied on the caller's hot path.
+    nothing is copied on the caller's hot path. ``route.path`` is the path as sent (a Bedrock
+    model id stays encoded as it was signed).
     """
-    if route.provider == bedrock_routes.PROVIDER:  # the model id is in the path, encoded as it was signed
-        path = request.url.raw_path.decode("ascii")
-        url = type(request.url)(target.base_url.rstrip("/") + bedrock_routes.proxy_path(path, urlsplit(route.base).path))
-    else:
-        url = _proxy_url(type(request.url), target.base_url, route.provider, _operation_path(route))
-        if request.url.query:
-            url = url.copy_with(query=request.url.query)
+    url = _proxy_url(type(request.url), target.base_url, route.spec.proxy_prefix, route.path)
+    if request.url.query:
+        url = url.copy_with(query=request.url.query)
     request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
-    add_proxy_headers(request.headers, route, target, context)
+    add_proxy_headers(request.headers, route, target, context, model)
     request.headers["host"] = url.netloc.decode("ascii")
+    if _AZURE_AUTH_ORIGIN in request.extensions:  # openai's Azure client drops api-key when the origin moves
+        request.extensions = {**request.extensions, _AZURE_AUTH_ORIGIN: (url.scheme, url.host, url.port or _PORTS.get(url.scheme))}
 
 
-def add_proxy_headers(headers: Any, route: Route, target: ProxyTarget, context: Context) -> None:
+def add_proxy_headers(headers: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> None:
     """Pay-i's key, the provider base URI and the context's ``xProxy-*`` headers, on a request
-    already re-addressed to the proxy (httpx headers, or botocore's, where setting appends)."""
+    already re-addressed to the proxy (httpx headers, or botocore's, where setting appends).
+    ``model`` fills ``xProxy-PriceAs-Resource`` where the route requires it (Azure Anthropic)."""
+    spec = route.spec
     additions = [(name, value) for name, value in _headers_for(context).items() if name not in headers]
     emptied = [name for name, value in headers.items() if not value and name.lower().startswith("xproxy-")]
     base_uri = "xproxy-provider-baseuri" not in headers and (
-        target.always_base_uri or route.base.rstrip("/") != _DEFAULT_PROVIDER_BASES.get(route.provider)
+        target.always_base_uri or spec.public_base is None or route.base.rstrip("/") != spec.public_base
     )
     for name in emptied:
         del headers[name]
@@ -108,6 +116,8 @@ def add_proxy_headers(headers: Any, route: Route, target: ProxyTarget, context: 
     headers["xProxy-api-key"] = target.api_key.reveal()
     if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
+    if spec.price_as_resource and model and "xproxy-priceas-resource" not in headers:
+        headers["xProxy-PriceAs-Resource"] = model
 
 
 def context_from_headers(headers: Any, fallback: Context) -> Context:

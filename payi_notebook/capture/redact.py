@@ -7,7 +7,16 @@ from functools import lru_cache
 from typing import Any
 
 SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie", "xproxy-api-key"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "set-cookie",
+        "xproxy-api-key",
+    }
 )
 _SECRET_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "credential")
 _SKIPPED = frozenset({"transfer-encoding", "connection", "keep-alive"})

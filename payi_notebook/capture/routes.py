@@ -1,35 +1,30 @@
-"""Which requests are provider API calls: matched by host, port and path.
+"""Which requests are provider API calls: matched by origin (host wildcards allowed) and path template.
 
-Known public endpoints are built in; OpenAI-compatible gateways and the emulator are added
-as extra base URLs. Requests to Pay-i are never provider calls, except its proxy routes,
-which a user may have configured by hand: those are recognised as already proxied.
+Each provider module (``adapters/``) declares its public base URLs and the path templates
+under them; users add base URLs for gateways and the emulator. Requests to Pay-i are never
+provider calls, except its proxy routes, which a user may have configured by hand: those
+are recognised as already proxied. A URL seen before costs one dict lookup; a new one, a
+lookup by origin (wildcard origins are resolved once per host) and a template match per
+candidate. Routes are immutable, so one per URL is shared by all its calls. Paths are
+matched encoded, as sent and signed (a Bedrock ARN model id keeps its ``%2F``); parameters
+are decoded.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
+from urllib.parse import unquote, urlsplit
 
-from . import bedrock_routes as bedrock
+from .adapters import PROVIDERS, Endpoint, Provider
 
-DEFAULT_BASES: dict[str, tuple[str, ...]] = {
-    "openai": ("https://api.openai.com/v1",),
-    "anthropic": ("https://api.anthropic.com",),
-}
-
-# Path after the base URL → operation. OpenAI bases end in /v1; Anthropic bases do not.
-OPERATIONS: dict[str, dict[str, str]] = {
-    "openai": {"/chat/completions": "chat", "/responses": "responses", "/embeddings": "embeddings"},
-    "anthropic": {"/v1/messages": "messages"},
-}
-
-# Pay-i proxy prefix per provider, and the provider path that follows it.
-PROXY_PREFIX: dict[str, str] = {
-    "openai": "/api/v1/proxy/openai/v1",
-    "anthropic": "/api/v1/proxy/anthropic",
-    bedrock.PROVIDER: bedrock.PROXY_PREFIX,
-}
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+_VERSION = re.compile(r"/v\d+[a-z0-9]*$")
+_ORIGIN_CACHE_LIMIT = 1024
+_MATCH_CACHE_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +33,13 @@ class Route:
     operation: str
     proxied: bool  # the URL already points at a Pay-i proxy route
     base: str  # scheme://host[:port][/prefix] the caller aimed at (what Pay-i calls the provider base URI)
-    model: str | None = None  # the model id in the path (Bedrock), as given
+    endpoint: Endpoint | None = None
+    path: str = ""  # the path after ``base``: what follows the Pay-i proxy prefix
+    params: Mapping[str, str] = field(default_factory=dict)  # template parameters (model, deployment, ...)
+
+    @property
+    def spec(self) -> Provider:
+        return PROVIDERS[self.provider]
 
 
 def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
@@ -46,63 +47,131 @@ def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
     return scheme, host.lower(), port or default
 
 
+@lru_cache(maxsize=256)
+def _template(template: str) -> re.Pattern[str]:
+    """A path template (``/{version}/models/{model}:generateContent``) as an anchored pattern.
+
+    A parameter ends at ``/``, and at ``:`` where the template continues with one (Google's
+    ``:verb``); elsewhere ``:`` belongs to it (Bedrock model ids: ``anthropic.claude-…-v1:0``, ARNs).
+    """
+    parts = re.split(r"\{(\w+)\}", template)
+    pattern = "".join(
+        re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/:]+)" if parts[i + 1].startswith(":") else f"(?P<{p}>[^/]+)"
+        for i, p in enumerate(parts)
+    )
+    return re.compile(pattern)
+
+
+def _host_pattern(host: str) -> re.Pattern[str]:
+    return re.compile("".join("[^./]+" if part == "*" else re.escape(part) for part in re.split(r"(\*)", host.lower())))
+
+
+# (path prefix, provider, proxied)
+_Entry = tuple[str, Provider, bool]
+
+
 class RouteTable:
     """An immutable lookup from (scheme, host, port) and path to a ``Route``."""
 
     def __init__(self, extra: Mapping[str, Iterable[str]] | None = None, payi_base_url: str | None = None) -> None:
-        self._by_origin: dict[tuple[str, str, int], list[tuple[str, str, bool]]] = {}
-        bases: dict[str, list[str]] = {p: list(urls) for p, urls in DEFAULT_BASES.items()}
-        for provider, urls in (extra or {}).items():
-            bases.setdefault(provider, []).extend(urls)
-        for provider, urls in bases.items():
-            for url in urls:
+        self._by_origin: dict[tuple[str, str, int], list[_Entry]] = {}
+        self._wild: list[tuple[str, re.Pattern[str], int, _Entry]] = []
+        self._resolved: dict[tuple[str, str, int], list[_Entry]] = {}
+        self._matched: dict[tuple[str, str, int | None, str], Route | None] = {}
+        for provider in PROVIDERS.values():
+            for url in provider.bases:
                 self._add(url, provider, proxied=False)
+        for name, urls in (extra or {}).items():
+            for url in urls:
+                self._add(url, PROVIDERS[name], proxied=False)
         if payi_base_url:
-            for provider, prefix in PROXY_PREFIX.items():
-                self._add(payi_base_url.rstrip("/") + prefix, provider, proxied=True)
+            for provider in PROVIDERS.values():
+                if provider.proxy_prefix:
+                    self._add(payi_base_url.rstrip("/") + provider.proxy_prefix, provider, proxied=True)
 
-    def _add(self, url: str, provider: str, proxied: bool) -> None:
+    def _add(self, url: str, provider: Provider, proxied: bool) -> None:
         parts = urlsplit(url)
-        origin = _origin(parts.scheme, parts.hostname or "", parts.port)
-        entries = self._by_origin.setdefault(origin, [])
-        entries.append((parts.path.rstrip("/"), provider, proxied))
+        prefix = parts.path.rstrip("/")
+        if provider.version_in_base and not proxied:
+            prefix = _VERSION.sub("", prefix)  # AnthropicVertex's base ends in /v1; the templates say {version}
+        host = parts.hostname or ""
+        entry = (prefix, provider, proxied)
+        if "*" in host:
+            port = _origin(parts.scheme, host, parts.port)[2]
+            self._wild.append((parts.scheme, _host_pattern(host), port, entry))
+            return
+        entries = self._by_origin.setdefault(_origin(parts.scheme, host, parts.port), [])
+        entries.append(entry)
         entries.sort(key=lambda e: len(e[0]), reverse=True)  # longest prefix first
 
+    def _entries(self, origin: tuple[str, str, int]) -> list[_Entry]:
+        found = self._resolved.get(origin)
+        if found is None:
+            scheme, host, port = origin
+            found = list(self._by_origin.get(origin, ()))
+            found += [e for s, pattern, p, e in self._wild if s == scheme and p == port and pattern.fullmatch(host)]
+            found.sort(key=lambda e: len(e[0]), reverse=True)
+            if len(self._resolved) < _ORIGIN_CACHE_LIMIT:
+                self._resolved[origin] = found
+        return found
+
     def match(self, scheme: str, host: str, port: int | None, path: str) -> Route | None:
-        """The provider route of a request URL, or None for anything else."""
-        entries = self._by_origin.get(_origin(scheme, host, port))
+        """The provider route of a request URL, or None for anything else (remembered per URL path)."""
+        key = (scheme, host, port, path)
+        try:
+            return self._matched[key]
+        except KeyError:
+            pass
+        route = self._match(scheme, host, port, path)
+        if len(self._matched) < _MATCH_CACHE_LIMIT:  # a notebook calls a handful of URLs, over and over
+            self._matched[key] = route
+        return route
+
+    def _match(self, scheme: str, host: str, port: int | None, path: str) -> Route | None:
+        entries = self._entries(_origin(scheme, host, port))
         if not entries:
-            return bedrock_route(scheme, host, port, path) if bedrock.is_bedrock_host(host) else None
+            return None
         for prefix, provider, proxied in entries:
             if not path.startswith(prefix):
                 continue
             rest = path[len(prefix) :]
-            if provider == bedrock.PROVIDER:
-                route = bedrock_route(scheme, host, port, rest, prefix, proxied)
-                if route is not None:
-                    return route
+            found = _find(provider, rest)
+            optional = provider.optional_prefix
+            if found is None and optional and rest.startswith(optional + "/"):
+                rest = rest[len(optional) :]  # a gateway base given without /v1
+                found = _find(provider, rest)
+                prefix += optional
+            if found is None:
                 continue
-            operation = OPERATIONS[provider].get(rest)
-            if operation is None and provider == "openai" and rest.startswith("/v1/"):
-                operation = OPERATIONS[provider].get(rest[3:])  # a gateway base given without /v1
-                prefix += "/v1" if operation else ""
-            if operation is None:
-                continue
-            origin_url = f"{scheme}://{host}" + (f":{port}" if port else "")
-            provider_base = origin_url + prefix
-            if provider == "openai":
-                provider_base = provider_base.removesuffix("/v1")
-            return Route(provider, operation, proxied, provider_base)
+            endpoint, params = found
+            base = f"{scheme}://{host}" + (f":{port}" if port else "") + prefix
+            if optional:
+                base = base.removesuffix(optional)
+            return Route(provider.name, endpoint.operation, proxied, base, endpoint, rest, params)
         return None
 
 
-def bedrock_route(
-    scheme: str, host: str, port: int | None, path: str, prefix: str = "", proxied: bool = False
-) -> Route | None:
-    """A Bedrock API route on any host (public hosts, a configured base, a boto3 client's endpoint)."""
-    found = bedrock.operation(path)
+def _find(provider: Provider, rest: str) -> tuple[Endpoint, Mapping[str, str]] | None:
+    for endpoint in provider.endpoints:
+        if "{" not in endpoint.template:
+            if rest == endpoint.template:
+                return endpoint, _NO_PARAMS
+            continue
+        matched = _template(endpoint.template).fullmatch(rest)
+        if matched:
+            params = matched.groupdict()
+            if "%" in rest:
+                params = {name: unquote(value) for name, value in params.items()}
+            return endpoint, params
+    return None
+
+
+def client_route(provider: str, scheme: str, host: str, port: int | None, path: str) -> Route | None:
+    """The route of a request from a client known to be ``provider``'s, on any host (a boto3
+    ``bedrock-runtime`` client given an ``endpoint_url``: a VPC endpoint, the emulator)."""
+    found = _find(PROVIDERS[provider], path)
     if found is None:
         return None
-    operation, model = found
-    base = f"{scheme}://{host}" + (f":{port}" if port else "") + prefix
-    return Route(bedrock.PROVIDER, operation, proxied, base, model)
+    endpoint, params = found
+    base = f"{scheme}://{host}" + (f":{port}" if port else "")
+    return Route(provider, endpoint.operation, False, base, endpoint, path, params)

@@ -59,7 +59,7 @@ def scope_from_payload(payload: dict[str, Any], worker: str | None) -> TrackingS
 _ROW_FIELDS = (
     "provider", "category", "operation", "resource", "mode", "streaming", "event_id", "timestamp",
     "provider_response_id", "latency_ms", "ttft_ms", "http_status", "status", "error", "partial",
-    "execution_count", "cell_id", "provider_uri", "xproxy_result", "est_cost_usd", "payi_cost_usd",
+    "execution_count", "cell_id", "provider_uri", "xproxy_result", "est_cost_usd", "payi_cost_usd", "deployment",
 )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 Block limits are checked first, as on the other proxy routes; the call is then forwarded to
 ``xProxy-Provider-BaseUri`` (default: the emulator) with the caller's SigV4 headers as they
 were signed, on the path as it was signed (the model id keeps its percent-encoding).
-Usage is read the way capture reads it (one reader per operation, ``capture.bedrock``):
+Usage is read the way capture reads it (one reader per operation, ``capture.adapters.bedrock``):
 Converse and InvokeModel JSON get ``xproxy_result`` as a top-level member; binary event
 streams are relayed message by message, and the message that completes the usage (the
 ``metadata`` event, or the chunk with ``amazon-bedrock-invocationMetrics``) gets it inside
@@ -25,15 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from payi_notebook.capture import bedrock as readers
 from payi_notebook.capture import eventstream
-from payi_notebook.capture.apis import Observation
-from payi_notebook.capture.bedrock_routes import (
-    CATEGORY,
-    MODEL_OPERATIONS,
-    PROVIDER,
-    PROXY_PREFIX,
-)
+from payi_notebook.capture.adapters import Observation, endpoint_for
+from payi_notebook.capture.adapters import bedrock as readers
 
 from . import attribution, errors, spec
 from .proxy import (
@@ -49,6 +43,17 @@ from .record import Event, utc_now
 from .sse import ChatTracker, splice
 
 
+BEDROCK = readers.PROVIDER
+CATEGORY = BEDROCK.category
+PROXY_PREFIX: str = BEDROCK.proxy_prefix  # type: ignore[assignment]
+MODEL_OPERATIONS = readers.MODEL_OPERATIONS
+
+
+def _as_given(answered: Any) -> None:
+    """The resource stays the model id of the path, as given (ARNs and inference profiles too)."""
+    return None
+
+
 def _spec_path(operation: str) -> str:
     return f"{PROXY_PREFIX}/model/{{modelId}}/{operation}"
 
@@ -59,7 +64,7 @@ class BedrockProxy:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         # _record and _provider_error take a ProviderApi; Bedrock's usage shapes all map via units_for("bedrock")
-        self.apis = {op: ProviderApi(PROVIDER, CATEGORY, op, "", ChatTracker) for op in MODEL_OPERATIONS}
+        self.apis = {op: ProviderApi(PROXY_PREFIX, CATEGORY, op, "bedrock", ChatTracker) for op in MODEL_OPERATIONS}
 
     def routes(self) -> list[Route]:
         return [
@@ -116,7 +121,7 @@ class BedrockProxy:
             ) from None
         api = self.apis[operation]
         if upstream.status_code >= 400:
-            return await self.proxy._provider_error(upstream, template, api, started)
+            return await self.proxy._provider_error(upstream, template, api, started, _as_given)
         if eventstream.CONTENT_TYPE in upstream.headers.get("content-type", ""):
             return RelayResponse(
                 self._relay(upstream, template, api, started),
@@ -135,7 +140,7 @@ class BedrockProxy:
         content = await upstream.aread()
         await upstream.aclose()
         obs = Observation()
-        reader = readers.ADAPTERS[(PROVIDER, api.operation)]()
+        reader = endpoint_for(BEDROCK.name, api.operation).adapter()
         reader.read_headers(obs, upstream.headers)
         try:
             reader.read_json(obs, json.loads(content))
@@ -148,6 +153,7 @@ class BedrockProxy:
             obs.usage,
             obs.response_id,
             None,
+            _as_given,
             end_to_end_latency_ms=round((time.perf_counter() - started) * 1000),
         )
         if not content.strip().startswith(b"{"):
@@ -171,7 +177,7 @@ class BedrockProxy:
     ) -> AsyncGenerator[bytes, None]:
         """Relay event-stream messages as they complete; stamp the one that completes the usage."""
         obs = Observation()
-        reader = readers.ADAPTERS[(PROVIDER, api.operation)]()
+        reader = endpoint_for(BEDROCK.name, api.operation).adapter()
         splitter = eventstream.Splitter()
         first_token_ms: int | None = None
         stamped = cut = False
@@ -187,6 +193,7 @@ class BedrockProxy:
                 usage,
                 obs.response_id,
                 None,
+                _as_given,
                 **details,
             )
 

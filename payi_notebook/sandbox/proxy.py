@@ -1,4 +1,4 @@
-"""Pay-i's proxy routes for OpenAI and Anthropic: block, forward, price, record, annotate.
+"""Pay-i's proxy routes (OpenAI, Anthropic, Azure OpenAI, Azure Anthropic, Vertex): block, forward, price, record, annotate.
 
 A proxied call is checked against its Block limits first (refused calls never reach the
 provider), then forwarded with the caller's provider credentials through one pooled
@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,8 +27,9 @@ from starlette.types import Receive, Scope, Send
 from payi_notebook.units import units_for
 
 from . import attribution, errors, spec
+from .proxy_routes import APIS, ProviderApi
 from .record import Event, Recorder, utc_now
-from .sse import ChatTracker, MessagesTracker, ResponsesTracker, StreamTracker, splice
+from .sse import splice
 
 HOP_BY_HOP = {
     "connection",
@@ -54,33 +55,7 @@ RESPONSE_DROP = {
 }
 FORWARD_PREFIX = "xproxy-forward-"
 UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
-
-
-@dataclass(frozen=True)
-class ProviderApi:
-    """One proxied provider endpoint."""
-
-    provider: str
-    category: str
-    operation: str
-    upstream_path: str
-    tracker: Callable[[], StreamTracker]
-
-
-APIS = {
-    "/api/v1/proxy/openai/v1/chat/completions": ProviderApi(
-        "openai", "system.openai", "chat", "/v1/chat/completions", ChatTracker
-    ),
-    "/api/v1/proxy/openai/v1/responses": ProviderApi(
-        "openai", "system.openai", "responses", "/v1/responses", ResponsesTracker
-    ),
-    "/api/v1/proxy/openai/v1/embeddings": ProviderApi(
-        "openai", "system.openai", "embeddings", "/v1/embeddings", ChatTracker
-    ),
-    "/api/v1/proxy/anthropic/v1/messages": ProviderApi(
-        "anthropic", "system.anthropic", "messages", "/v1/messages", MessagesTracker
-    ),
-}
+ResourceOf = Callable[[Any], Any]  # answered model -> the resource to price
 
 
 def forward_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -203,16 +178,22 @@ class Proxy:
         spec.check_headers(path, "post", headers)
         who = attribution.from_headers(headers, proxy=True)
         who.check()
-        base = _upstream_base(headers.get("xproxy-provider-baseuri"), self.upstream)
+        base = _upstream_base(headers.get("xproxy-provider-baseuri"), self.upstream + api.default_suffix)
         raw = await request.body()
         body = spec.parse_json(raw)
         if not isinstance(body, dict):
             raise errors.bad_request(errors.INVALID_JSON, "request body must be a JSON object (the provider's request)")
-        streaming = body.get("stream") is True
+        streaming = body.get("stream") is True or api.stream
+        params = dict(request.path_params)
+        priced_as = headers.get("xproxy-priceas-resource")
+
+        def resource_of(answered: Any) -> Any:
+            return priced_as or api.resource(params, body, answered if isinstance(answered, str) else None)
+
         template = Event(
             source="proxy",
             category=headers.get("xproxy-priceas-category") or api.category,
-            resource=headers.get("xproxy-priceas-resource") or body.get("model"),
+            resource=resource_of(None),
             units={},
             event_timestamp=utc_now(),
             attribution=who,
@@ -223,7 +204,7 @@ class Proxy:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             raw = json.dumps(body, separators=(",", ":")).encode()
         query = request.url.query
-        url = base + api.upstream_path + (f"?{query}" if query else "")
+        url = base + request.url.path[len(api.prefix) :] + (f"?{query}" if query else "")
         outgoing = self.client.build_request("POST", url, headers=forward_headers(request.headers.raw), content=raw)
         try:
             upstream = await self.client.send(outgoing, stream=True)
@@ -232,29 +213,39 @@ class Proxy:
                 502, errors.PROVIDER_ERROR, f"cannot reach the provider at {base}: {type(exc).__name__}"
             ) from None
         if upstream.status_code >= 400:
-            return await self._provider_error(upstream, template, api, started)
+            return await self._provider_error(upstream, template, api, started, resource_of)
         if streaming and upstream.headers.get("content-type", "").startswith("text/event-stream"):
             return RelayResponse(
-                self._relay(upstream, template, api, started),
+                self._relay(upstream, template, api, started, resource_of),
                 status_code=upstream.status_code,
                 headers=reply_headers(upstream),
             )
-        return await self._json(upstream, template, api, started)
+        return await self._json(upstream, template, api, started, resource_of)
 
     def _record(
-        self, template: Event, api: ProviderApi, status: int, usage: Any, response_id: Any, model: Any, **details: Any
+        self,
+        template: Event,
+        api: ProviderApi,
+        status: int,
+        usage: Any,
+        response_id: Any,
+        model: Any,
+        resource_of: ResourceOf,
+        **details: Any,
     ) -> dict[str, Any]:
         event = replace(
             template,
             http_status_code=status,
-            units=units_for(api.provider, usage if isinstance(usage, dict) else None),
+            units=units_for(api.wire, usage if isinstance(usage, dict) else None),
             provider_response_id=response_id if isinstance(response_id, str) and response_id else None,
-            resource=template.resource or (model if isinstance(model, str) else None),
+            resource=resource_of(model) or template.resource,
             details={**template.details, **details},
         )
         return self.recorder.record(event).xproxy_result
 
-    async def _json(self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float) -> Response:
+    async def _json(
+        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float, resource_of: ResourceOf
+    ) -> Response:
         content = await upstream.aread()
         await upstream.aclose()
         try:
@@ -264,21 +255,16 @@ class Proxy:
         latency = round((time.perf_counter() - started) * 1000)
         status = upstream.status_code
         if not isinstance(payload, dict):
-            self._record(template, api, status, None, None, None, end_to_end_latency_ms=latency)
+            self._record(template, api, status, None, None, None, resource_of, end_to_end_latency_ms=latency)
             return Response(content, status_code=status, headers=reply_headers(upstream))
+        usage, response_id, model = api.read(payload)
         result = self._record(
-            template,
-            api,
-            status,
-            payload.get("usage"),
-            payload.get("id"),
-            payload.get("model"),
-            end_to_end_latency_ms=latency,
+            template, api, status, usage, response_id, model, resource_of, end_to_end_latency_ms=latency
         )
         return Response(splice(content, "xproxy_result", result), status_code=status, headers=reply_headers(upstream))
 
     async def _provider_error(
-        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float
+        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float, resource_of: ResourceOf
     ) -> Response:
         """The provider's error, its status and headers kept, with Pay-i's fields beside its body."""
         content = await upstream.aread()
@@ -286,7 +272,7 @@ class Proxy:
         status = upstream.status_code
         failed = replace(template, failed=True)
         latency = round((time.perf_counter() - started) * 1000)
-        result = self._record(failed, api, status, None, None, None, end_to_end_latency_ms=latency)
+        result = self._record(failed, api, status, None, None, None, resource_of, end_to_end_latency_ms=latency)
         try:
             payload = json.loads(content)
         except ValueError:
@@ -298,7 +284,7 @@ class Proxy:
         return Response(content, status_code=status, headers=reply_headers(upstream))
 
     async def _relay(
-        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float
+        self, upstream: httpx.Response, template: Event, api: ProviderApi, started: float, resource_of: ResourceOf
     ) -> AsyncGenerator[bytes, None]:
         """Relay SSE events as they arrive; stamp the final one; record even if the stream is cut."""
         tracker = api.tracker()
@@ -312,6 +298,7 @@ class Proxy:
                 tracker.usage,
                 tracker.provider_response_id,
                 tracker.model,
+                resource_of,
                 time_to_first_token_ms=first_token_ms,
                 end_to_end_latency_ms=round((time.perf_counter() - started) * 1000),
             )
@@ -346,6 +333,7 @@ class Proxy:
                     tracker.usage,
                     tracker.provider_response_id,
                     tracker.model,
+                    resource_of,
                     stream_cut=True,
                     time_to_first_token_ms=first_token_ms,
                 )

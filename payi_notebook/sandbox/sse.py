@@ -2,7 +2,7 @@
 
 Each tracker sees every event once, in order, as raw bytes, and returns the bytes to send on.
 Only the final event (OpenAI chat's usage chunk, Responses' ``response.completed``,
-Anthropic's ``message_stop``) is rewritten: ``xproxy_result`` is spliced into its JSON.
+Anthropic's ``message_stop``, Gemini's chunk with a ``finishReason``) is rewritten: ``xproxy_result`` is spliced into its JSON.
 """
 
 from __future__ import annotations
@@ -132,3 +132,19 @@ class MessagesTracker(StreamTracker):
         elif kind == "message_delta" and isinstance(payload.get("usage"), dict):
             self.usage = {**(self.usage or {}), **{k: v for k, v in payload["usage"].items() if v is not None}}
         return kind == "message_stop"
+
+
+class GeminiTracker(StreamTracker):
+    """Gemini: every chunk carries the running ``usageMetadata``; the one with ``finishReason`` is the last."""
+
+    def relevant(self, name: bytes | None, data: bytes) -> bool:
+        return b'"finishReason"' in data or self.provider_response_id is None
+
+    def observe(self, payload: dict[str, Any]) -> bool:
+        if isinstance(payload.get("responseId"), str):
+            self.provider_response_id = payload["responseId"]
+            self.model = payload.get("modelVersion") or self.model
+        if isinstance(payload.get("usageMetadata"), dict):
+            self.usage = payload["usageMetadata"]
+        candidates = payload.get("candidates") or [{}]
+        return isinstance(candidates[0], dict) and bool(candidates[0].get("finishReason"))

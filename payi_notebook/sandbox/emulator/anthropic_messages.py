@@ -18,7 +18,7 @@ from starlette.responses import Response
 from . import ids
 from .call import Call
 from .delivery import dumps, event_stream, json_response
-from .errors import ApiError
+from .errors import ApiError, require_credential
 from .prompt import Prompt, PromptBuilder
 from .prompt_cache import ANTHROPIC_TTL, CacheUsage
 from .reply import Reply, plan_reply, reasoning_tokens
@@ -39,12 +39,7 @@ _THINKING_SEED = 0x5DEECE66D
 
 def authenticate(headers: dict[str, str]) -> None:
     """Anthropic wants ``x-api-key`` (or a bearer token); any non-empty value will do here."""
-    if headers.get("x-api-key", "").strip():
-        return
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return
-    raise ApiError(401, "x-api-key header is required (any non-empty key works with the emulator).")
+    require_credential(headers, ("x-api-key",), "x-api-key header is required (any non-empty key works with the emulator).")
 
 
 class _Renderer:

@@ -19,4 +19,5 @@ class Call:
     faults: Faults
     request_id: str
     cache: PromptCache
+    params: dict[str, str] = field(default_factory=dict)  # path parameters (deployment, model, action)
     created: int = field(default_factory=lambda: int(time.time()))

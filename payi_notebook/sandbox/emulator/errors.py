@@ -76,3 +76,13 @@ def _json(error: ApiError, body: object, headers: dict[str, str]) -> Response:
         headers={**error.headers, **headers},
         media_type="application/json",
     )
+
+
+def require_credential(headers: Mapping[str, str], key_headers: tuple[str, ...], message: str, code: str | None = None) -> None:
+    """Any non-empty key in one of ``key_headers``, or a bearer token; else a 401 saying what to send."""
+    if any(headers.get(name, "").strip() for name in key_headers):
+        return
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return
+    raise ApiError(401, message, code=code)

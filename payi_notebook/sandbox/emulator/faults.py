@@ -1,7 +1,8 @@
 """Injectable faults: a directive list from the ``X-Emulator-Fault`` header or a model suffix.
 
 Syntax (items separated by commas, see README.md): ``429``, ``500``, ``529`` (any status
-400-599), ``retry=S``, ``delay=S``, ``interval=S``, ``cut=N``, ``times=N``, ``reply=N``.
+400-599), ``retry=S``, ``delay=S``, ``interval=S``, ``cut=N``, ``times=N``, ``reply=N``,
+``hops=N`` (Gemini streams).
 ``gpt-4o-mini@429,retry=2`` and header ``X-Emulator-Fault: 429,retry=2`` mean the same.
 """
 
@@ -21,7 +22,7 @@ MAX_COUNT = 1_000_000
 DEFAULT_RATE_LIMIT_RETRY_AFTER = 1.0
 
 _SECONDS = ("retry", "delay", "interval")
-_COUNTS = {"cut": 0, "times": 1, "reply": 1}
+_COUNTS = {"cut": 0, "times": 1, "reply": 1, "hops": 1}
 
 
 class StreamCut(Exception):
@@ -39,6 +40,7 @@ class Faults:
     cut: int | None = None
     times: int | None = None
     reply: int | None = None
+    hops: int | None = None  # a Gemini stream in this many continuation hops
     source: str = ""
 
     def retry_after(self) -> float | None:
@@ -55,7 +57,7 @@ def _bad(item: str, why: str) -> ApiError:
     return ApiError(
         400,
         f"Bad emulator fault directive {item!r}: {why}. Use e.g. '429', '500', 'retry=2', 'delay=0.5', "
-        "'interval=0.01', 'cut=3', 'times=1', 'reply=200', comma-separated.",
+        "'interval=0.01', 'cut=3', 'times=1', 'reply=200', 'hops=2', comma-separated.",
         code="invalid_fault",
     )
 

@@ -1,11 +1,12 @@
 """AWS Bedrock: which requests are Bedrock calls, and what capture reads from each operation.
 
 One route shape serves boto3 (through botocore) and ``anthropic.AnthropicBedrock`` (through
-httpx2): ``/model/{modelId}/converse|converse-stream|invoke|invoke-with-response-stream`` on
+httpx2): ``/model/{model}/converse|converse-stream|invoke|invoke-with-response-stream`` on
 ``bedrock-runtime.<region>.amazonaws.com`` (any host for a boto3 ``bedrock-runtime`` client:
-VPC endpoints, the emulator). ``AnthropicBedrockMantle`` and ``openai.BedrockOpenAI`` speak
+VPC endpoints, the emulator; ``routes.client_route``). The model id is matched encoded, as
+it was signed (an ARN's ``/`` is ``%2F``), and decoded in ``Route.params``. ``AnthropicBedrockMantle`` and ``openai.BedrockOpenAI`` speak
 the Anthropic and OpenAI wire formats on Bedrock hosts; their adapters are those formats'
-own, billed as Bedrock. Pay-i's proxy has routes for the four model operations only.
+own, billed as Bedrock. Pay-i's proxy has routes for the four model operations only (``proxy=False`` on the others).
 
 Usage, per operation: Converse's ``usage``; ConverseStream's ``metadata`` event; InvokeModel's
 model-native body (Anthropic, Nova, Llama, OpenAI-OSS) or, without reading the caller's body,
@@ -21,18 +22,10 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from .apis import ADAPTERS as REGISTRY
-from .apis import (
-    AnthropicMessages,
-    ApiAdapter,
-    Observation,
-    OpenAIChat,
-    OpenAIResponses,
-)
-from .bedrock_routes import CATEGORY, PROVIDER
-from .sse import SSEEvent
+from ..sse import SSEEvent
+from .anthropic import AnthropicMessages
+from .base import ApiAdapter, Endpoint, Observation, Provider, loads
+from .openai import OpenAIChat, OpenAIResponses
 
 _HEADER_UNITS = (
     ("x-amzn-bedrock-input-token-count", "inputTokens"),
@@ -95,7 +88,7 @@ def invoke_usage(body: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 class _BedrockAdapter(ApiAdapter):
-    provider, category = PROVIDER, CATEGORY
+    wire = "bedrock"
 
     def read_headers(self, obs: Observation, headers: Any) -> None:
         """The request id is the response id (as Pay-i's SDK reports Bedrock calls), over a body's own."""
@@ -109,21 +102,12 @@ class _BedrockAdapter(ApiAdapter):
 
 def _error(obs: Observation, event: SSEEvent) -> None:
     """An exception message inside the stream (``error:throttlingException`` ...)."""
-    payload = _loads(event.data)
+    payload = loads(event.data)
     message = payload.get("message") if isinstance(payload, dict) else None
     obs.error = f"{(event.event or 'error:')[6:]}: {message or event.data}"
 
 
-def _loads(text: str | bytes) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-
-
 class Converse(_BedrockAdapter):
-    operation, streams = "converse", False
-
     def read_json(self, obs: Observation, data: Any) -> None:
         if not isinstance(data, dict):
             return
@@ -135,14 +119,12 @@ class Converse(_BedrockAdapter):
 
 
 class ConverseStream(_BedrockAdapter):
-    operation, always_streams = "converse-stream", True
-
     def read_event(self, obs: Observation, event: SSEEvent, hiding: bool, now: float) -> bool:
         name = event.event
         if name == "contentBlockDelta":
             self._delta(obs, now)
         elif name == "metadata":
-            payload = _loads(event.data)
+            payload = loads(event.data)
             if isinstance(payload, dict):
                 if isinstance(payload.get("usage"), dict):
                     obs.usage = payload["usage"]
@@ -154,8 +136,6 @@ class ConverseStream(_BedrockAdapter):
 
 
 class Invoke(Converse):
-    operation = "invoke"
-
     def read_headers(self, obs: Observation, headers: Any) -> None:
         super().read_headers(obs, headers)
         if obs.usage is None and (usage := usage_from_headers(headers)) is not None:
@@ -181,8 +161,6 @@ class InvokeStream(_BedrockAdapter):
     has the cache-write split the metrics lack); other families are counted by the metrics.
     """
 
-    operation, always_streams = "invoke-with-response-stream", True
-
     def __init__(self) -> None:
         self._messages = AnthropicMessages()
 
@@ -193,7 +171,7 @@ class InvokeStream(_BedrockAdapter):
             return True
         if name != "chunk":
             return True
-        wrapper = _loads(event.data)
+        wrapper = loads(event.data)
         encoded = wrapper.get("bytes") if isinstance(wrapper, dict) else None
         if not isinstance(encoded, str):
             return True
@@ -203,7 +181,7 @@ class InvokeStream(_BedrockAdapter):
         if not any(mark in inner for mark in (b"usage", _METRICS.encode(), b"xproxy_result", b'"message_start"')):
             self._delta(obs, now)  # a content chunk of another family: nothing to read in it
             return True
-        chunk = _loads(inner)
+        chunk = loads(inner)
         if not isinstance(chunk, dict):
             return True
         kind = chunk.get("type")
@@ -221,38 +199,45 @@ class InvokeStream(_BedrockAdapter):
         return True
 
 
-class _NotProxied:
-    """Pay-i's proxy has no route for this Bedrock endpoint: in proxy mode it goes as telemetry."""
+class MantleMessages(AnthropicMessages):
+    """``AnthropicBedrockMantle``: the Messages format on a Bedrock host, billed as Bedrock."""
 
-    proxyable = False
-    provider, category = PROVIDER, CATEGORY
-
-
-class MantleMessages(_NotProxied, AnthropicMessages):  # type: ignore[misc]
-    operation = "messages"
+    wire = "bedrock"
 
 
-class MantleChat(_NotProxied, OpenAIChat):  # type: ignore[misc]
-    operation = "chat"
+class MantleChat(OpenAIChat):
+    wire = "bedrock"
 
 
-class MantleResponses(_NotProxied, OpenAIResponses):  # type: ignore[misc]
-    operation = "responses"
+class MantleResponses(OpenAIResponses):
+    wire = "bedrock"
 
 
-ADAPTERS: dict[tuple[str, str], type[ApiAdapter]] = {
-    (PROVIDER, cls.operation): cls
-    for cls in (
-        Converse,
-        ConverseStream,
-        Invoke,
-        InvokeStream,
-        MantleMessages,
-        MantleChat,
-        MantleResponses,
-    )
-}
-REGISTRY.update(ADAPTERS)  # capture looks adapters up by (provider, operation)
+MODEL_OPERATIONS = ("converse", "converse-stream", "invoke", "invoke-with-response-stream")
+_MODEL = "/model/{model}/"
+
+PROVIDER = Provider(
+    name="bedrock",
+    category="system.aws.bedrock",
+    bases=(
+        "https://bedrock-runtime.*.amazonaws.com",
+        "https://bedrock-runtime-fips.*.amazonaws.com",
+        "https://bedrock-mantle.*.api.aws",
+    ),
+    endpoints=(
+        Endpoint(_MODEL + "converse", "converse", Converse),
+        Endpoint(_MODEL + "converse-stream", "converse-stream", ConverseStream, stream=True),
+        Endpoint(_MODEL + "invoke", "invoke", Invoke),
+        Endpoint(_MODEL + "invoke-with-response-stream", "invoke-with-response-stream", InvokeStream, stream=True),
+        # other wire formats on Bedrock hosts (Mantle, the OpenAI-compatible paths): no Pay-i proxy route
+        Endpoint("/anthropic/v1/messages", "messages", MantleMessages, proxy=False),
+        Endpoint("/openai/v1/chat/completions", "chat", MantleChat, proxy=False),
+        Endpoint("/openai/v1/responses", "responses", MantleResponses, proxy=False),
+        Endpoint("/v1/chat/completions", "chat", MantleChat, proxy=False),
+        Endpoint("/v1/responses", "responses", MantleResponses, proxy=False),
+    ),
+    proxy_prefix="/api/v1/proxy/aws.bedrock",
+)
 
 
 def partial_usage(usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
