@@ -24,7 +24,7 @@ class _Reader4aiohttp(_Reader):
     """The shared tee logic, in pass-through mode: bytes go on untouched, events are read after."""
 
     def __init__(self, exchange: Exchange, sse: bool) -> None:
-        super().__init__(None, exchange, sse, None)  # aiohttp has already decompressed the body
+        super().__init__(None, exchange, "sse" if sse else None, None)  # aiohttp has already decompressed the body
         self._filter = False
 
     def seen(self, data: bytes, at_eof: bool) -> None:
