@@ -22,37 +22,67 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import widgets  # lazy: ipywidgets/plotly load on first use of a widget
+import pandas as pd
+
+from . import (  # widgets: lazy, ipywidgets/plotly load on first use of a widget
+    tracking,
+    widgets,
+)
+from .analytics import outcomes as _outcomes
+from .analytics.annotate import Annotator
+from .analytics.calls import AnalyticsError
+from .analytics.kpis import Kpi, Kpis, ScoreBook
+from .analytics.reports import Reports
+from .analytics.use_cases import UseCase, UseCases
+from .budgets import BudgetExceeded, BudgetWarning
 from .capture import proxy_url
-from .context import ContextError, derive
-from .ledger import Ledger
+from .children import ChildState, child_init, child_state
+from .client import PayiClient
+from .context import Context, ContextError, derive
+from .ledger import Ledger, add_df_view
 from .limits import Limit, LimitError, Limits
 from .session import Session, get_session
 from .tracking import Track
 
 __all__ = [
+    "AnalyticsError",
+    "BudgetExceeded",
+    "BudgetWarning",
+    "ChildState",
     "ContextError",
+    "Kpi",
     "Limit",
     "LimitError",
+    "UseCase",
+    "annotate",
     "anthropic_url",
     "bedrock_url",
+    "child_init",
+    "child_state",
     "configure",
     "dask",
     "emulator_url",
+    "estimate",
     "flush",
     "ingest",
     "instrument",
     "journal",
+    "kpi",
+    "kpis",
     "last_result",
     "ledger",
     "limits",
     "load_ipython_extension",
     "openai_url",
+    "outcomes",
+    "progress",
     "proxy",
     "proxy_headers",
+    "report",
     "status",
     "track",
     "unload_ipython_extension",
+    "use_cases",
     "widgets",
 ]
 
@@ -77,12 +107,27 @@ def track(**options: Any) -> Track:
 
     Options: use_case_name, use_case_id, use_case_version, use_case_step, user_id,
     account_name, limit_ids, properties, use_case_properties, proxy (True/False),
-    log_prompt_and_response, quiet. Invalid values raise ``ContextError`` here, before any call.
+    log_prompt_and_response, quiet, budget (USD; a call that could pass it raises
+    ``BudgetExceeded`` before it is sent). Invalid values raise ``ContextError`` here, before any call.
     """
     session = instrument()
     if options.get("limit_ids") is not None:
         options["limit_ids"] = session.resolve_limit_ids(options["limit_ids"])
     return Track(session.root_context, **options)
+
+
+def estimate(model: str, messages: Any = None, max_tokens: int | None = None, n: int = 1, **request: Any) -> Any:
+    """Low and high USD of ``n`` calls like this one, before making any (a one-row DataFrame)."""
+    from .budgets.estimate import estimate as _estimate
+
+    return _estimate(model, messages, max_tokens, n, **request)
+
+
+def progress(iterable: Any, total: int | None = None, budget: float | None = None, **options: Any) -> Any:
+    """A tqdm bar over ``iterable`` with spend so far, per item and projected; stops at ``budget`` USD."""
+    from .budgets.progress import progress as _progress
+
+    return _progress(iterable, total=total, budget=budget, **options)
 
 
 def _mode_decorator(proxy: bool, fn: F | None, options: dict[str, Any]) -> Any:
@@ -111,7 +156,8 @@ def last_result(wait: float = 2.0) -> dict[str, Any] | None:
 
 
 def configure(**settings: Any) -> None:
-    """Change settings: api_key, base_url, mode, log_prompt_and_response, providers, spool_dir, quiet, exit_timeout."""
+    """Change settings: api_key, base_url, mode, log_prompt_and_response, providers, spool_dir, quiet, exit_timeout,
+    session_budget (USD), budget_thresholds."""
     get_session().configure(**settings)
 
 
@@ -155,17 +201,18 @@ def emulator_url() -> str | None:
 
 
 def proxy_headers(**context: Any) -> dict[str, str]:
-    """Headers for a client you point at the Pay-i proxy yourself: the Pay-i key plus the context.
+    """Headers for a client you point at the Pay-i proxy yourself: the Pay-i key plus the context you give.
 
     ``OpenAI(base_url=pn.openai_url(), default_headers=pn.proxy_headers(limit_ids=["team-q4"]))``.
-    Options as for ``pn.track``. Such calls, made in a tracked scope, are recorded from their
-    ``xproxy_result`` and never ingested.
+    Options as for ``pn.track``. A call through such a client in a tracked scope also carries
+    the scope's context (these headers win where both say something), is recorded from its
+    ``xproxy_result`` and is never ingested; outside a scope it sends just these headers.
     """
     session = instrument()
     assert session.endpoint is not None
     if context.get("limit_ids") is not None:
         context["limit_ids"] = session.resolve_limit_ids(context["limit_ids"])
-    headers = derive(session.root_context(), **context).proxy_headers()
+    headers = derive(Context(), **context).proxy_headers()
     headers["xProxy-api-key"] = session.endpoint.api_key.reveal()
     return headers
 
@@ -181,6 +228,96 @@ def __getattr__(name: str) -> Any:
 
         return import_module(".dask", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---- analytics: use cases, KPIs, properties after the fact, reports ----------------------
+
+
+def _payi_client() -> PayiClient:
+    return instrument().shared_client()
+
+
+def _current_instance() -> tuple[str | None, str | None]:
+    """The use case instance of the innermost tracked scope (the ``%%payi`` cell), if any."""
+    scope = tracking.current()
+    return (scope.context.use_case_name, scope.context.use_case_id) if scope is not None else (None, None)
+
+
+_scores = ScoreBook()
+_notes = _outcomes.Notes()
+
+use_cases = UseCases(_payi_client)
+"""Use case definitions: ``pn.use_cases.list()``, ``.create(name, description)``, ``.increment_version(name)``, ``.set_limit``..."""
+
+kpis = Kpis(_payi_client, _scores, _current_instance)
+"""KPI definitions and scores: ``pn.kpis.create(use_case, name, type="boolean", goal=0.8)``, ``.list(use_case)``..."""
+
+_annotator = Annotator(_payi_client, lambda: ledger().df, lambda timeout: flush(timeout), _notes)
+_reports = Reports(_payi_client)
+
+
+def kpi(
+    name: str,
+    score: float | bool | None = None,
+    *,
+    add: float | None = None,
+    use_case_name: str | None = None,
+    use_case_id: str | None = None,
+) -> float:
+    """Score the current use case instance (the tracked cell's) on KPI ``name``; returns the score now.
+
+    ``pn.kpi("accepted", 1)`` sets it; ``pn.kpi("turns", add=1)`` adds to it, and concurrent
+    additions from threads or tasks of this process all count. Outside a tracked cell pass
+    ``use_case_name=`` and ``use_case_id=``.
+    """
+    if (score is None) == (add is None):
+        raise AnalyticsError('pn.kpi(name, score) sets a score and pn.kpi(name, add=1) adds to it: give one of the two')
+    if add is not None:
+        return kpis.increment(name, add, use_case_name=use_case_name, use_case_id=use_case_id)
+    return kpis.score(name, score, use_case_name=use_case_name, use_case_id=use_case_id)  # type: ignore[arg-type]
+
+
+def annotate(target: Any, /, **properties: Any) -> dict[str, str]:
+    """Set request properties after the call ran, at Pay-i and in the ledger: ``pn.annotate(row, verdict="good")``.
+
+    ``target``: a row of ``pn.ledger().df`` or its ``event_id`` / ``payi_request_id`` /
+    ``provider_response_id``. ``None`` removes a property. Returns the row's properties now.
+    """
+    return _annotator(target, **properties)
+
+
+def report(report_id: str, start: Any = None, end: Any = None) -> pd.DataFrame:
+    """A saved Pay-i report for [``start``, ``end``) as a DataFrame (Pay-i's CSV report route)."""
+    return _reports(report_id, start, end)
+
+
+def outcomes(fetch: bool = False) -> pd.DataFrame:
+    """One row per use case instance in the ledger: version, calls, tokens, ``cost_usd`` and ``kpi_*`` scores.
+
+    ``fetch=True`` first reads the instances' scores from Pay-i (scores set elsewhere).
+    Cost per accepted answer by version: ``o = pn.outcomes(); s = o.groupby("use_case_version")
+    [["cost_usd", "kpi_accepted"]].sum(); s.cost_usd / s.kpi_accepted``.
+    """
+    df = ledger().df
+    if fetch:
+        pairs = df[["use_case_name", "use_case_id"]].dropna().drop_duplicates()
+        kpis.fetch([(str(n), str(i)) for n, i in pairs.itertuples(index=False)])
+        df = ledger().df
+    return _outcomes.instances(df)
+
+
+_view = _outcomes.View(_scores, _notes)
+
+
+def _ledger_view(df: pd.DataFrame, key: tuple[int, int, int]) -> pd.DataFrame:
+    try:
+        return _view(df, key)
+    except Exception as exc:  # the ledger still shows, without the join
+        get_session().report("joining KPI scores and annotations to the ledger failed", exc)
+        return df
+
+
+add_df_view(_ledger_view)
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -118,6 +118,7 @@ class _Call:
     headers: dict[str, str] | None = None
     accept: frozenset[int] = field(default_factory=frozenset)
     accept_key: str | None = None
+    text: bool = False  # the answer is the body as text (CSV reports), not JSON
 
 
 # A request plan: yields calls, receives their parsed answers, returns the result.
@@ -280,6 +281,8 @@ class _Transport:
         self._headers = {"User-Agent": USER_AGENT, "xProxy-Instrumented-Module": USER_AGENT}
 
     def _result(self, call: _Call, response: httpx.Response) -> Any:
+        if call.text and response.is_success:
+            return response.text
         data = _accepts_json(response)
         if response.is_success or (
             response.status_code in call.accept and isinstance(data, dict) and call.accept_key in data
@@ -343,6 +346,10 @@ class PayiClient(_Transport):
                 answer = self._result(call, response)
         except StopIteration as done:
             return done.value
+
+    def run(self, plan: Plan) -> Any:
+        """Execute a request plan from elsewhere (``payi_notebook.analytics.routes``)."""
+        return self._run(plan)
 
     def ingest(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """POST /ingest: one event; returns the IngestResponse (with ``xproxy_result``)."""
@@ -432,6 +439,10 @@ class AsyncPayiClient(_Transport):
                 answer = self._result(call, response)
         except StopIteration as done:
             return done.value
+
+    async def run(self, plan: Plan) -> Any:
+        """Execute a request plan from elsewhere (``payi_notebook.analytics.routes``)."""
+        return await self._run(plan)
 
     async def ingest(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         return await self._run(ingest_plan(body, headers))

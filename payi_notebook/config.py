@@ -13,8 +13,9 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from traitlets import Bool, Dict, Enum, Float, HasTraits, TraitError, TraitType, Unicode, validate
+from traitlets import Bool, Dict, Enum, Float, HasTraits, List, TraitError, TraitType, Unicode, validate
 
+from .context import ContextError
 from .secret import Secret
 
 PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
@@ -64,7 +65,30 @@ class Settings(HasTraits):
         help='Extra provider base URLs, e.g. {"openai": ["http://localhost:8000/v1"]} (OpenAI-compatible gateways).'
     )
     quiet = Bool(False, help="Hide the summary line under tracked cells.")
+    create_use_cases = Bool(
+        True, help="Define a use case at Pay-i when it answers use_case_not_found, then send its calls again."
+    )
     exit_timeout = Float(5.0, help="Seconds the interpreter waits at exit for pending events.")
+    session_budget = Float(None, allow_none=True, help="USD every tracked call of this session counts against; None: no session budget.")
+    budget_thresholds = List(Float(), default_value=[0.8, 0.95], help="Fractions of a budget that warn once each.")
+
+    @validate("session_budget")
+    def _check_session_budget(self, proposal: Any) -> float | None:
+        from .budgets import check_budget
+
+        try:
+            return check_budget(proposal["value"], "session_budget")
+        except ContextError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("budget_thresholds")
+    def _check_thresholds(self, proposal: Any) -> list[float]:
+        from .budgets.reservation import check_thresholds
+
+        try:
+            return list(check_thresholds(proposal["value"]))
+        except ContextError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("base_url")
     def _check_base_url(self, proposal: Any) -> str:

@@ -116,6 +116,27 @@ class Context:
             "use_case_properties": dict(self.use_case_properties),
         }
 
+    def to_json(self) -> dict[str, Any]:
+        """Every field as plain JSON values (journal records, child processes); ``from_json`` reads it back."""
+        return {**self.as_dict(), "proxy": self.proxy, "log_prompt_and_response": self.log_prompt_and_response}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Context:
+        """A context from ``to_json``'s values (keys it lacks keep their defaults)."""
+        return cls(
+            use_case_name=data.get("use_case_name"),
+            use_case_id=data.get("use_case_id"),
+            use_case_version=data.get("use_case_version"),
+            use_case_step=data.get("use_case_step"),
+            user_id=data.get("user_id"),
+            account_name=data.get("account_name"),
+            limit_ids=tuple(data.get("limit_ids") or ()),
+            properties=_frozen(data.get("properties")),
+            use_case_properties=_frozen(data.get("use_case_properties")),
+            proxy=data.get("proxy"),
+            log_prompt_and_response=data.get("log_prompt_and_response"),
+        )
+
 
 def _b64json(props: Mapping[str, str]) -> str:
     return base64.b64encode(json.dumps(dict(props), separators=(",", ":")).encode()).decode("ascii")

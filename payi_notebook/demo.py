@@ -2,7 +2,8 @@
 
 Starts a local sandbox (Pay-i API + provider emulator), executes ``notebooks/01_quickstart.ipynb``
 top to bottom in a real kernel of this Python pointed at it, writes the executed notebook and
-an HTML export (widget state embedded) under ``build/``, and prints what the sandbox priced:
+an HTML report that opens offline (each output's static table or chart) under ``build/``,
+and prints what the sandbox priced:
 the OpenAI chat completion that went through the Pay-i proxy and the Anthropic message that
 was ingested as telemetry. ``execute`` is also what the tests and the binder check use.
 """
@@ -151,10 +152,19 @@ def errors(nb: Any) -> list[str]:
 
 
 def export_html(nb: Any, path: str | Path) -> Path:
-    """Write ``nb`` as HTML (JupyterLab template; embedded widget state renders where the page can load its scripts)."""
+    """Write ``nb`` as an HTML report that needs no network: every output as its static twin.
+
+    The widget state is left out of the copy that is exported, so nbconvert picks each
+    output's HTML table or SVG chart instead of a widget view that would need JavaScript
+    from a CDN (``jupyter nbconvert --ClearMetadataPreprocessor.enabled=True`` does the same).
+    """
+    import copy
+
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    static = copy.deepcopy(nb)
+    static.metadata.pop("widgets", None)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(static)
     out = Path(path)
     out.write_text(body, encoding="utf-8")
     return out
@@ -228,7 +238,8 @@ def run(notebook: Path, out_dir: Path, timeout: float) -> str:
     return (
         f"Ran {notebook.name}: {cells} code cells in {elapsed:.1f} s, no errors, calls went to {providers}.\n"
         f"{report}\n"
-        f"Wrote {executed} and {html}\n"
+        f"Wrote {executed} (widgets included: open it in JupyterLab)\n"
+        f"HTML report (opens offline, every table and chart visible): {html.resolve()}\n"
         f"Run it yourself, budget panel and all: {_shown(Path(sys.executable).parent / 'jupyter')} lab {_shown(notebook)}"
     )
 

@@ -15,13 +15,23 @@ from typing import Any, Literal
 from .context import Context
 from .units import TokenCounts, Units
 
-Status = Literal["pending", "sent", "failed", "proxied", "blocked"]
+Status = Literal["pending", "sent", "failed", "proxied", "blocked", "refused_budget"]
 Mode = Literal["telemetry", "proxy"]
-STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "proxied", "blocked")
+STATUSES: tuple[str, ...] = ("pending", "sent", "failed", "proxied", "blocked", "refused_budget")
 
 
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    """A forked child draws its own prefix: its counter would otherwise repeat the parent's ids."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(8).hex()
+    _ID_COUNTER = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def new_event_id() -> str:
@@ -53,6 +63,7 @@ class UsageEvent:
     status: Status = "pending"
     error: str | None = None
     partial: bool = False  # a stream closed before its usage arrived in full
+    input_estimated: bool = False  # its input tokens are estimated from the request (no usage came)
     context: Context = Context()
     execution_count: int | None = None
     cell_id: str | None = None
@@ -65,3 +76,19 @@ class UsageEvent:
     xproxy_result: dict[str, Any] | None = None
     est_cost_usd: float | None = None
     payi_cost_usd: float | None = None
+
+
+def payi_cost(result: Any) -> float | None:
+    """Pay-i's total for one call from its ``xproxy_result``; None when there is none.
+
+    A total of 0 that comes with ``unknown_units`` means Pay-i has no price for the model,
+    not that the call was free: it is no cost at all, so every view says "unpriced".
+    """
+    if not isinstance(result, dict):
+        return None
+    total = ((result.get("cost") or {}).get("total") or {}).get("base")
+    if not isinstance(total, (int, float)) or isinstance(total, bool):
+        return None
+    if total == 0 and result.get("unknown_units"):
+        return None
+    return float(total)

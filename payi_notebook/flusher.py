@@ -26,7 +26,10 @@ daemon thread with its own asyncio loop (never the kernel's loop):
   stay ``pending`` (and in the spool) through an outage; ``status()`` shows the error. A
   rejected key (401/403) is treated the same way, since it says nothing about the event.
   Every retry reuses the event's ``provider_response_id``, so Pay-i de-duplicates. Any other
-  refusal marks the row ``failed`` with Pay-i's message.
+  refusal marks the row ``failed`` with Pay-i's message;
+- **undefined use cases**: a Pay-i that requires use case definitions answers
+  ``use_case_not_found``; with ``create_use_cases`` the flusher defines each such use case
+  once and sends its events again, else the rows fail saying how to define it.
 
 At interpreter exit the queue gets ``exit_timeout`` seconds to drain; what is left stays in
 the spool and is sent by the next flusher for the same endpoint.
@@ -58,7 +61,7 @@ from typing import Any, Protocol
 from . import wire
 from .client import AsyncPayiClient, PayiError, check_endpoint
 from .config import Settings
-from .events import UsageEvent
+from .events import UsageEvent, payi_cost
 from .pricing import price_units
 from .journal import LARGE_BYTES, JournalStatus, others, write_info
 from .secret import Secret
@@ -72,6 +75,7 @@ _TICK = 0.05  # while draining, new events are picked up at least this often wit
 _QUIET = 0.1  # the foreground counts as busy while events arrived within this many seconds
 _MAX_DEFER = 1.0  # ... but no event waits longer than this for the foreground to pause
 _SLICE = 4  # events built and priced between two polls of the loop (each poll releases the GIL)
+USE_CASE_NOT_FOUND = "use_case_not_found"
 
 
 class LedgerLike(Protocol):
@@ -94,11 +98,15 @@ class _Job:
     single: bool = False  # a bulk batch holding it was refused as a whole: send it alone
     lookups: int = 0
     born: float = 0.0  # wall-clock time of the call (the age of the oldest pending event)
+    use_case_retried: bool = False  # sent again after its use case was defined (only once)
 
 
 @dataclass(frozen=True, repr=False)
 class FlushReport:
-    """What ``flush()`` saw: counts since the previous ``flush()`` and what is still open."""
+    """What ``flush()`` saw: counts since the previous ``flush()`` and what is still open.
+
+    ``sent`` counts telemetry events delivered; proxied calls are ``proxied`` (never sent twice).
+    """
 
     sent: int
     failed: int
@@ -110,6 +118,7 @@ class FlushReport:
     errors: tuple[str, ...] = ()
     remote_sent: int = 0  # of ``sent``, how many other processes (Dask workers) delivered
     remote_processes: int = 0
+    proxied: int = 0  # through the Pay-i proxy: Pay-i recorded them in flight
 
     def combined(self, other: FlushReport) -> FlushReport:
         """This report and another process's (its counts become ours, marked remote)."""
@@ -124,6 +133,7 @@ class FlushReport:
             errors=self.errors + other.errors,
             remote_sent=self.remote_sent + other.sent,
             remote_processes=self.remote_processes + other.remote_processes,
+            proxied=self.proxied + other.proxied,
         )
 
     def __str__(self) -> str:
@@ -131,6 +141,8 @@ class FlushReport:
         if self.remote_processes:
             plural = "s" if self.remote_processes != 1 else ""
             text += f" ({self.remote_sent} by {self.remote_processes} Dask worker{plural})"
+        if self.proxied:
+            text += f", {self.proxied} proxied (recorded by Pay-i in flight)"
         text += f", {self.failed} failed"
         if self.pending or self.in_flight:
             text += f", {self.pending + self.in_flight} still pending"
@@ -206,6 +218,8 @@ class Flusher:
         compact_bytes: int | None = None,
         rebuild: Callable[[str, dict[str, Any]], UsageEvent] | None = None,
         journal_cap: int = LARGE_BYTES,
+        create_use_cases: bool = True,
+        adopt: bool = True,
     ) -> None:
         if concurrency < 1 or bulk_size < 1 or bulk_threshold < 1:
             raise ValueError("concurrency, bulk_size and bulk_threshold must be at least 1")
@@ -232,6 +246,10 @@ class Flusher:
         self._compact_bytes = compact_bytes
         self._rebuild = rebuild or _rebuild_call  # raw captured calls recovered from a spool → events
         self.journal_cap = journal_cap  # past this many bytes of journal, status and badges say so
+        self.create_use_cases = create_use_cases
+        self._defined: set[str] = set()  # use case names we tried to define (once each)
+        self._defining: dict[str, list[_Job]] = {}  # name being defined → jobs to send again after
+        self._adopt_at_start = adopt  # take over ended processes' journals (a child leaves that to its parent)
 
         self._state = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -271,7 +289,8 @@ class Flusher:
         self._degraded = False
 
         self._sent = self._failed = self._retries = self._recovered = 0
-        self._reported = (0, 0)
+        self._reported = (0, 0, 0)
+        self._proxied = 0  # calls Pay-i saw in flight (proxy mode): counted, never sent again
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         self._unknown_models: dict[str, int] = {}
         self._last_error: str | None = None
@@ -320,7 +339,7 @@ class Flusher:
         self._spool = spool
         mine = {job.event_id: job for job in self._parked}
         self._parked = []
-        records = self._adopt(spool, mine)
+        records = self._adopt(spool, mine) if self._adopt_at_start else []
         adopted = {record.event_id for record in records}
         for job in mine.values():
             if job.journalled and job.event_id not in adopted:
@@ -382,6 +401,34 @@ class Flusher:
             taken = self._adopt(self._spool, source=directory)
         self._wake_loop()
         return len(taken)
+
+    def adopt_orphans(self) -> int:
+        """Take over the unsent events of journals whose process has ended; returns how many.
+
+        A child process that ended without draining (a pool worker stopped with ``os._exit`` or
+        SIGTERM) leaves its journal behind; its parent sends what is in it, exactly once.
+        """
+        with self._state:
+            spool = self._spool
+            if spool is None or self._thread is None:
+                return 0
+            taken = self._adopt(spool)
+        if taken:
+            self._wake_loop()
+        return len(taken)
+
+    def release_after_fork(self) -> None:
+        """In a forked child: drop this (the parent's) flusher, leaving its journal and queue alone.
+
+        Its thread did not survive the fork and its locks may be held; the journal file, its lock
+        and the events in it stay the parent's, which sends them.
+        """
+        atexit.unregister(self._at_exit)
+        if self._spool is not None:
+            self._spool.release_after_fork()
+        self._spool = None
+        self._thread = None
+        self._exited = True
 
     def _recovered_job(self, record: SpoolRecord) -> _Job:
         if record.call is None:
@@ -449,6 +496,7 @@ class Flusher:
             with self._submit_lock:
                 self._incoming.append(job)
                 self._submitted += 1
+                self._proxied += not send
                 self._last_submit = now
                 if self._backlog_since is None:
                     self._backlog_since = now
@@ -546,14 +594,16 @@ class Flusher:
 
     def _report(self, elapsed: float, timed_out: bool) -> FlushReport:
         sent, failed = self._sent, self._failed
-        last_sent, last_failed = self._reported
-        self._reported = (sent, failed)
+        proxied = self._proxied
+        last_sent, last_failed, last_proxied = self._reported
+        self._reported = (sent, failed, proxied)
         with self._cv:
             errors = tuple(dict.fromkeys(self._errors))
             self._errors.clear()
         return FlushReport(
             sent=sent - last_sent,
             failed=failed - last_failed,
+            proxied=proxied - last_proxied,
             pending=len(self._incoming) + len(self._ready) + len(self._parked),
             in_flight=len(self._in_flight),
             awaiting_cost=len(self._lookups),
@@ -877,7 +927,10 @@ class Flusher:
                 return
             self._succeeded()
             for index, job in enumerate(batch):
-                if index in errors:
+                if index in errors and _undefined_use_case(errors[index]) and self.create_use_cases:
+                    job.single = True  # alone, its refusal defines the use case and sends it again
+                    self._ready.appendleft(job)
+                elif index in errors:
                     self._fail(job, _item_error(errors[index]))
                 else:
                     self._sent_one(job, None, None)
@@ -911,10 +964,12 @@ class Flusher:
             self._wake.set()
 
     def _refused(self, jobs: list[_Job], err: PayiError) -> None:
+        if err.code == USE_CASE_NOT_FOUND and self._define_use_cases(jobs):
+            return
         if not (err.retryable or err.status in _HOLD_STATUS):
             self._reachable()
             for job in jobs:
-                self._fail(job, str(err))
+                self._fail(job, str(err) + _use_case_hint(job, err))
             return
         if err.retry_after is not None:  # Pay-i said when: wait that long (a little jitter spreads clients)
             delay = min(err.retry_after, self.backoff_max) * random.uniform(1.0, 1.1)
@@ -928,6 +983,40 @@ class Flusher:
         self._record_error(str(err))
         self._retries += len(jobs)
         self._ready.extendleft(reversed(jobs))
+
+    def _define_use_cases(self, jobs: list[_Job]) -> bool:
+        """Define the jobs' use cases at Pay-i (each name once per flusher), then send each job once more."""
+        names = [job.headers.get(_USE_CASE_HEADER) for job in jobs]
+        if not self.create_use_cases or None in names or any(job.use_case_retried for job in jobs):
+            return False
+        for job, name in zip(jobs, names):
+            job.use_case_retried = True
+            waiting = self._defining.get(name)  # type: ignore[arg-type]
+            if waiting is not None:
+                waiting.append(job)  # its definition is on the way
+            elif name in self._defined:
+                self._ready.appendleft(job)
+            else:
+                self._defining[name] = [job]  # type: ignore[index]
+                self._requests += 1
+                task = asyncio.ensure_future(self._define(name))  # type: ignore[arg-type]
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _define(self, name: str) -> None:
+        from .analytics import routes  # the flusher rarely needs it
+
+        try:
+            await self._client.run(routes.create_use_case(name, routes.AUTO_DESCRIPTION))  # type: ignore[union-attr]
+            log.info("payi_notebook: defined use case %r at Pay-i (it answered use_case_not_found)", name)
+        except PayiError as err:  # already there (a race): sending again is right; else they fail, saying why
+            self._record_error(f"could not define use case {name!r}: {err}")
+        finally:
+            self._defined.add(name)
+            self._ready.extendleft(reversed(self._defining.pop(name, [])))
+            self._requests -= 1
+            self._wake.set()
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2^(attempt-1))]."""
@@ -1030,9 +1119,9 @@ def _rebuild_call(event_id: str, call: dict[str, Any]) -> UsageEvent:
 def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """Ledger changes from an ``xproxy_result``: Pay-i's cost, request id and limit states."""
     changes: dict[str, Any] = {"xproxy_result": result}
-    total = ((result.get("cost") or {}).get("total") or {}).get("base")
-    if isinstance(total, (int, float)):
-        changes["payi_cost_usd"] = float(total)
+    total = payi_cost(result)
+    if total is not None:
+        changes["payi_cost_usd"] = total
     if rid := result.get("request_id") or request_id:
         changes["payi_request_id"] = rid
     limits = result.get("limits")
@@ -1041,6 +1130,21 @@ def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str,
             lid: v["state"] for lid, v in limits.items() if isinstance(v, dict) and isinstance(v.get("state"), str)
         }
     return changes
+
+
+_USE_CASE_HEADER = "xProxy-UseCase-Name"
+
+
+def _undefined_use_case(error: dict[str, Any]) -> bool:
+    return (error.get("xproxy_error") or {}).get("code") == USE_CASE_NOT_FOUND
+
+
+def _use_case_hint(job: _Job, err: PayiError) -> str:
+    """How to fix a ``use_case_not_found`` refusal, in the row's error."""
+    name = job.headers.get(_USE_CASE_HEADER)
+    if err.code != USE_CASE_NOT_FOUND or not name:
+        return ""
+    return f" (define it with pn.use_cases.create({name!r}, description=...), then run the cell again)"
 
 
 def _item_error(error: dict[str, Any]) -> str:

@@ -92,6 +92,7 @@ COLUMNS: tuple[str, ...] = (
     "status",
     "error",
     "partial",
+    "input_tokens_estimated",
     "use_case_version",
     "provider_uri",
     "xproxy_json",
@@ -103,6 +104,19 @@ COLUMNS: tuple[str, ...] = (
 LIMIT_ID = "limit_id"
 FRAME_COLUMNS: tuple[str, ...] = (*COLUMNS, LIMIT_ID)
 """What ``Ledger.frame`` builds: ``COLUMNS`` and ``limit_id`` (``limit_ids`` exploded, one row per limit id)."""
+
+
+DfView = Callable[[pd.DataFrame, tuple[int, int, int]], pd.DataFrame]
+_DF_VIEWS: list[DfView] = []
+
+
+def add_df_view(view: DfView) -> None:
+    """Pass every ``Ledger.df`` through ``view(frame, key)``; it returns a new frame, never changes its argument.
+
+    ``key`` is the same for every access while the ledger is unchanged, so a view can cache its work.
+    """
+    if view not in _DF_VIEWS:
+        _DF_VIEWS.append(view)
 
 
 class UnknownColumnError(KeyError, ValueError):
@@ -152,7 +166,7 @@ _FIXED_CATEGORIES = {"status": STATUSES, "cost_source": COST_SOURCES}
 _INT_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 _NULLABLE_INT_COLUMNS = ("execution_count", "http_status", "use_case_version")
 _FLOAT_COLUMNS = ("est_cost_usd", "payi_cost_usd", "cost_usd", "latency_ms", "ttft_ms")
-_BOOL_COLUMNS = ("streaming", "partial")
+_BOOL_COLUMNS = ("streaming", "partial", "input_tokens_estimated")
 
 # One row's record: field, struct code. Little-endian, unpadded, so numpy reads it in place.
 _FIELDS = (
@@ -174,7 +188,7 @@ _FIELDS = (
     ("ttft", "d"),
     ("http", "h"),  # -1 = unknown
     ("status", "b"),  # index into STATUSES
-    ("flags", "B"),  # _PARTIAL | _NO_UNITS
+    ("flags", "B"),  # _PARTIAL | _NO_UNITS | _ESTIMATED
 )
 _RECORD = struct.Struct("<" + "".join(code for _, code in _FIELDS))
 _RECORD_DTYPE = np.dtype([(name, "V16" if code == "16s" else "<" + code) for name, code in _FIELDS])
@@ -193,6 +207,7 @@ _HEX_SLICE = 1 << 18  # octets rendered per step in _event_ids
 _HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.uint16)  # octet -> its 2 hex digits
 _PARTIAL = 1
 _NO_UNITS = 2
+_ESTIMATED = 4  # input tokens estimated from the request
 _new_tuple = tuple.__new__
 _ANTHROPIC_LAYOUT = frozenset({"anthropic", "azure_anthropic"})  # providers whose units follow Anthropic's layout
 
@@ -242,7 +257,8 @@ class Totals:
     rows with neither, and ``cost_usd`` is NaN only when there are rows and none is priced.
     ``cost_source`` is ``payi``/``estimate``/``unknown`` when all rows agree, else ``mixed``
     (``unknown`` for no rows). ``limit_states`` keeps, per limit id, the state on the latest
-    row that reported one; ``errors`` counts rows with an error message.
+    row that reported one; ``errors`` counts rows with an error message; ``unpriced_models``
+    names the models of the unpriced rows (the reason a badge gives).
     """
 
     calls: int = 0
@@ -257,6 +273,7 @@ class Totals:
     statuses: dict[str, int] = field(default_factory=dict)
     limit_states: dict[str, str] = field(default_factory=dict)
     errors: int = 0
+    unpriced_models: tuple[str, ...] = ()
 
 
 class _Subscription:
@@ -352,6 +369,7 @@ _SHAPE_TYPES = (
     ("worker", str, True),
     ("deployment", str, True),
 )
+_RESOURCE = [name for name, _, _ in _SHAPE_TYPES].index("resource")
 _CONTEXT_TEXT = ("use_case_name", "use_case_id", "use_case_step", "user_id", "account_name")
 
 
@@ -540,7 +558,7 @@ class Ledger:
             status = _STATUS_CODES[event.status]
             inp, out, read, write, reasoning = event.tokens
             units = event.units
-            flags = _PARTIAL if event.partial else 0
+            flags = (_PARTIAL if event.partial else 0) | (_ESTIMATED if event.input_estimated else 0)
             own_units = None
             if not units:
                 flags |= _NO_UNITS
@@ -764,6 +782,7 @@ class Ledger:
             records = np.frombuffer(self._records, dtype=_RECORD_DTYPE)[rows]  # fancy indexing copies
             errors = sum(i in self._errors for i in rows)
             limit_table = self._limit_table[:]
+            shapes = self._shapes[:]
         payi, est = records["payi"], records["est"]
         has_payi = ~np.isnan(payi)
         has_est = ~has_payi & ~np.isnan(est)
@@ -789,6 +808,10 @@ class Ledger:
             statuses={status: int(count) for status, count in zip(STATUSES, statuses) if count},
             limit_states=states,
             errors=errors,
+            unpriced_models=tuple(sorted({
+                str(shapes[code][_RESOURCE]) for code in records["shape"][~has_payi & ~has_est].tolist()
+                if shapes[code][_RESOURCE] is not None
+            })),
         )
 
     @property
@@ -809,7 +832,11 @@ class Ledger:
         change, and the next build makes fresh objects.
         """
         self.materialize()
-        return self._cached(COLUMNS)[1].copy(deep=False)  # copy-on-write: shares data until either side writes
+        version, cached = self._cached(COLUMNS)
+        frame = cached.copy(deep=False)  # copy-on-write: shares data until either side writes
+        for view in _DF_VIEWS:  # e.g. analytics' KPI scores and annotations, kept outside the storage
+            frame = view(frame, (id(self), self._generation, version))
+        return frame
 
     def frame(self, columns: Sequence[str]) -> pd.DataFrame:
         """Only ``columns`` of ``df``, in that order, with its names, dtypes, values and index.
@@ -920,6 +947,7 @@ _COLUMN_FIELDS: dict[str, tuple[str, ...]] = {  # the record fields each column 
     "status": ("status",),
     "error": (),
     "partial": ("flags",),
+    "input_tokens_estimated": ("flags",),
 }
 assert set(_COLUMN_FIELDS) == set(FRAME_COLUMNS)
 
@@ -1269,6 +1297,9 @@ class _Columns:
 
     def partial(self) -> np.ndarray:
         return (self.f["flags"] & _PARTIAL).astype(bool)
+
+    def input_tokens_estimated(self) -> np.ndarray:
+        return (self.f["flags"] & _ESTIMATED).astype(bool)
 
     def limit_id(self) -> tuple[np.ndarray, pd.Categorical]:
         """``limit_ids`` exploded: the row of each (row, limit id) pair and the limit ids.

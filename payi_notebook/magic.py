@@ -16,17 +16,22 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Dict, Enum, Float, Unicode, observe
+from traitlets import Bool, Dict, Enum, Float, List, Unicode, observe
 
-from . import tracking
+from . import refusals, tracking
 from .argline import LineError, split_line
+from .budgets import check_budget
+from .budgets.cells import badge_extra, budget_lines, cell_budget, check_estimate, live_badge
 from .context import Context, ContextError, check_options, merge, parse_property
 from .naming import notebook_name
 from .session import Session, close_session, get_session
 from .tracking import TrackingScope
 
 CELL_PREFIX = "%%payi"
-SETTINGS = ("mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout")
+SETTINGS = (
+    "mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout",
+    "create_use_cases", "session_budget", "budget_thresholds",
+)  # fmt: skip
 NO_ARGUMENTS = frozenset({"status", "df", "result", "off", "reset", "limits", "sandbox", "budget"})
 SUBCOMMANDS = (
     "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget",
@@ -47,6 +52,8 @@ SUBCOMMANDS = (
 @argument("--telemetry", action="store_true", help="call providers directly; ingest after")
 @argument("--no-log", dest="log", action="store_false", default=None, help="keep prompts and responses out of Pay-i")
 @argument("--quiet", action="store_true", help="no summary line under the cell")
+@argument("--budget", metavar="USD", help="the cell's budget in USD: a call that could pass it is refused before it is sent")
+@argument("--estimate", metavar="N", nargs="?", const="3", help="run the first N calls (default 3), stop, project the cell's cost")
 def cell_options(line: str) -> None:
     """Options of ``%%payi`` (and of ``%payi on``)."""
 
@@ -78,6 +85,8 @@ def parse_cell_options(
             proxy=True if args.proxy else False if args.telemetry else None,
             log_prompt_and_response=args.log,
         )
+        options["budget"] = check_budget(args.budget, "--budget")
+        options["estimate"] = check_estimate(args.estimate)
     except ContextError as exc:
         raise UsageError(str(exc)) from None
     return options, bool(args.quiet)
@@ -119,6 +128,9 @@ class PayiMagics(Magics):
     spool_dir = Unicode(None, allow_none=True, help="Directory of the durable send journal.").tag(config=True)
     providers = Dict(help="Extra provider base URLs, e.g. {'openai': ['http://localhost:8000/v1']}.").tag(config=True)
     exit_timeout = Float(5.0, help="Seconds to wait at exit for pending events.").tag(config=True)
+    create_use_cases = Bool(True, help="Define a use case when Pay-i answers use_case_not_found.").tag(config=True)
+    session_budget = Float(None, allow_none=True, help="USD all tracked calls of the session may spend.").tag(config=True)
+    budget_thresholds = List(Float(), default_value=[0.8, 0.95], help="Budget fractions that warn once each.").tag(config=True)
 
     def __init__(self, shell: Any, session: Session) -> None:
         super().__init__(shell)
@@ -127,6 +139,7 @@ class PayiMagics(Magics):
         self._cell_scope: TrackingScope | None = None
         self._on_options: tuple[dict[str, Any], bool] | None = None
         self._board: Any = None
+        self._live: Any = None  # budgets.live.LiveSpend, once a cell has been tracked
         self._nested = 0  # cells run by the %%payi cell-magic fallback, inside the outer cell
         self._unmirror: Callable[[], None] = lambda: None
 
@@ -175,6 +188,8 @@ class PayiMagics(Magics):
     def _open(self, options: dict[str, Any], quiet: bool) -> TrackingScope:
         parent = tracking.current()
         context = merge(parent.context if parent else self.base_context(), options)
+        budget = cell_budget(options)
+        inherited = parent.budgets if parent else ()
         scope = TrackingScope(
             context=context,
             parent=parent,
@@ -182,10 +197,14 @@ class PayiMagics(Magics):
             cell_id=self._cell[1],
             quiet=quiet or self.quiet,
             proxied=[],
+            budget=budget,
+            budgets=(budget, *inherited) if budget is not None else inherited,
         )
         tracking.set_current(scope)
         if parent is None:
             self._cell_scope = scope
+            if not scope.quiet:
+                self._live_spend().start(scope)
         return scope
 
     def words(self, line: str) -> list[str]:
@@ -212,19 +231,32 @@ class PayiMagics(Magics):
         tracking.set_current(None)
         if scope is None:
             return
+        handle = self._live.stop(scope) if self._live is not None else None
         try:
-            self.session.after_cell(scope, self._show if not scope.quiet else None)
+            self.session.after_cell(scope, (lambda refs: self._show(refs, scope, handle)) if not scope.quiet else None)
         except Exception as exc:  # display problems never break the cell
             self.session.report("showing the cell summary failed", exc)
 
-    def _show(self, refs: list[Any]) -> None:
+    def _show(self, refs: list[Any], scope: TrackingScope | None = None, handle: Any = None) -> None:
+        """The cell's badge: in place of its live one (``handle``) when it had one."""
         if self._board is None:
             from .widgets.badge import BadgeBoard
 
             self._board = BadgeBoard(
                 self.session.ledger, lambda badge: display(badge, display_id=True), note=self.session.journal_warning
             )
-        self._board.show(refs)
+        extra = badge_extra(scope, self.session.budgets.session) if scope is not None else None
+        self._board.show(refs, extra=extra, handle=handle)
+
+    def _live_spend(self) -> Any:
+        if self._live is None:
+            from .budgets.live import LiveSpend
+
+            self._live = LiveSpend(
+                lambda scope, elapsed: live_badge(self.session.ledger, scope, self.session.budgets.session, elapsed),
+                lambda badge: display(badge, display_id=True),
+            )
+        return self._live
 
     def _announce(self) -> None:
         message, self.session.announcement = self.session.announcement, None
@@ -275,7 +307,9 @@ class PayiMagics(Magics):
         return self._status()
 
     def _cmd_df(self, rest: list[str]) -> Any:
-        return self.session.ledger.df
+        from .widgets.ledger_view import readable
+
+        return readable(self.session.ledger)
 
     def _cmd_flush(self, rest: list[str]) -> Any:
         if len(rest) > 1:
@@ -391,6 +425,9 @@ def load(shell: Any) -> PayiMagics:
         shell.input_transformers_cleanup.insert(0, transform_payi_cell)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.events.register("post_run_cell", magics.post_run_cell)
+    refusals.install(shell, session)
+    if budget_lines not in session.cell_listeners:
+        session.cell_listeners.append(budget_lines)
     _magics = magics
     try:
         session.start()
@@ -422,6 +459,7 @@ def unload(shell: Any) -> None:
     shell.magics_manager.magics["line"].pop("payi", None)
     shell.magics_manager.magics["cell"].pop("payi", None)
     magics._unmirror()
+    refusals.uninstall(shell)
     if magics._board is not None:
         magics._board.close()
     tracking.set_current(None)

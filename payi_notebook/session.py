@@ -23,6 +23,8 @@ from typing import Any
 import platformdirs
 
 from . import capture, tracking
+from .analytics.use_cases import UseCases, explain_undefined
+from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
@@ -31,7 +33,7 @@ from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
 from .events import UsageEvent
 from .files import private_dir
-from .flusher import Flusher, FlushReport
+from .flusher import USE_CASE_NOT_FOUND, Flusher, FlushReport
 from .journal import discard, find, others
 from .ledger import Ledger, RowRef
 from .limit_rules import MAX_LIMIT_TEXT
@@ -87,10 +89,13 @@ class Session:
         self._atexit = False
         self._root_name: Any = _UNSET
         self.cell_listeners: list[Callable[[TrackingScope], None]] = []  # e.g. a budget panel refreshing
-        self.call_listeners: list[Callable[[Exchange, TrackingScope], None]] = []  # e.g. a Dask worker's forwarder
+        self.call_listeners: list[Callable[[Callable[[], UsageEvent], TrackingScope], None]] = []  # a Dask worker's forwarder
         self.flush_participants: list[Callable[[float], FlushReport]] = []  # e.g. Dask workers' deliveries
         self.limit_ids: dict[str, str] = {}  # limit id or name → id, for this endpoint (see limits.py)
         self.limits = Limits(self.payi_client, ids=lambda: self.limit_ids)
+        self._shared_client: tuple[Endpoint, PayiClient] | None = None
+        self.budgets = SessionBudgets()
+        self.children = False  # child processes were started: look for their journals after each cell
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -98,38 +103,32 @@ class Session:
     def started(self) -> bool:
         return self.flusher is not None
 
-    def start(self) -> Session:
+    def start(self, endpoint: Endpoint | None = None) -> Session:
         """Resolve the endpoint, start the flusher, install capture. Idempotent.
 
         If any step fails, what was set up is taken down again before the error is raised, so
-        a retry starts from scratch.
+        a retry starts from scratch. A given ``endpoint`` (a child process's, see
+        ``children.py``) starts no sandbox, and the journals of ended processes are left to the
+        parent that owns the endpoint.
         """
         with self._lock:
             if self.started:
                 return self
             try:
-                self._start()
+                self._start(endpoint)
             except BaseException:
                 self.stop(0.0)
                 raise
             return self
 
-    def _start(self) -> None:
+    def _start(self, endpoint: Endpoint | None) -> None:
         with self._lock:
-            self.endpoint = self._resolve_endpoint()
-            spool = self.settings.spool_dir or str(data_dir() / "spool")
-            self.flusher = Flusher(
-                self.ledger,
-                base_url=self.endpoint.base_url,
-                api_key=self.endpoint.api_key.reveal(),
-                spool_dir=spool,
-                endpoint_key=self.endpoint.key,
-                settings=self.settings,
-            )
+            self.endpoint = endpoint or self._resolve_endpoint()
+            self.flusher = self._new_flusher(adopt=endpoint is None)
             self.flusher.start()
             self._announce_journal()
             capture.install()
-            tracking.install_executor_propagation()
+            tracking.install_propagation()
             self.apply_settings()
             if not self._atexit:
                 atexit.register(self.stop)
@@ -174,18 +173,73 @@ class Session:
         count = sum(discard(path) for path in targets)
         return f"payi: discarded {count} undelivered event(s) from other journals"
 
+    def _new_flusher(self, adopt: bool) -> Flusher:
+        assert self.endpoint is not None
+        return Flusher(
+            self.ledger,
+            base_url=self.endpoint.base_url,
+            api_key=self.endpoint.api_key.reveal(),
+            spool_dir=self.spool_root(),
+            endpoint_key=self.endpoint.key,
+            settings=self.settings,
+            adopt=adopt,
+            create_use_cases=self.settings.create_use_cases,
+        )
+
+    def spool_root(self) -> str:
+        """The journal directory (each endpoint gets a directory inside it)."""
+        return self.settings.spool_dir or str(data_dir() / "spool")
+
+    def after_fork(self) -> None:
+        """In a forked child: a journal and a delivery thread of its own; the parent's are left alone.
+
+        Runs in the child right after ``fork()``, when only the forking thread survives and
+        locks held by the parent's other threads stay held, so everything with a lock is new.
+        The parent's flusher, ledger and sandbox handle are kept but never used (closing their
+        files or sockets here could disturb the parent's). The new flusher starts with the first
+        event; a multiprocessing child drains it as it exits, and whatever it could not send
+        its parent takes over from its journal once it has ended (``adopt_orphans``).
+        """
+        self._lock = threading.RLock()
+        self.children = False
+        self.call_listeners, self.flush_participants = [], []  # the parent's (its Dask workers, say)
+        if self.flusher is None:
+            return
+        _inherited.append((self.flusher, self.ledger, self.sandbox))
+        self.flusher.release_after_fork()
+        self.sandbox = None
+        self.ledger = Ledger()
+        self._last_ref = None
+        self.flusher = self._new_flusher(adopt=False)
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:  # its bootstrap clears finalizers after fork, then runs these
+            mp_util.register_after_fork(self, drain_at_process_exit)
+
+    def adopt_orphans(self) -> None:
+        """Send what ended child processes (and dead kernels) left in their journals."""
+        flusher = self.flusher
+        if flusher is None:
+            return
+        try:
+            flusher.adopt_orphans()
+        except Exception as exc:  # never break the cell or the flush
+            self.report("taking over a journal left by an ended process failed", exc)
+
     def stop(self, timeout: float | None = None) -> None:
         """Drain (bounded), stop the flusher and the embedded sandbox, remove capture."""
         with self._lock:
             capture.configure(None)
             capture.uninstall()
-            tracking.uninstall_executor_propagation()
+            tracking.uninstall_propagation()
             if self.flusher is not None:
                 self.flusher.stop(self.settings.exit_timeout if timeout is None else timeout)
                 self.flusher = None
             if self.sandbox is not None:
                 self.sandbox.stop()
                 self.sandbox = None
+            if self._shared_client is not None:
+                self._shared_client[1].close()
+                self._shared_client = None
             self.endpoint = None
             self.limit_ids.clear()
 
@@ -233,6 +287,8 @@ class Session:
         """Rebuild what capture reads from the settings (routes, mode, logging, proxy target)."""
         if self.endpoint is None:
             return
+        if self.flusher is not None:
+            self.flusher.create_use_cases = self.settings.create_use_cases
         config = CaptureConfig(
             routes=RouteTable(self.settings.providers, payi_base_url=self.endpoint.base_url),
             sink=self.sink,
@@ -240,6 +296,8 @@ class Session:
             default_mode=self.settings.mode,
             log_default=self.settings.log_prompt_and_response,
             proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key, always_base_uri=self.endpoint.kind == "sandbox"),
+            session_budget=self.budgets.apply(self.settings),
+            record_refusal=self.record_refusal,
         )
         capture.configure(config)
 
@@ -263,7 +321,13 @@ class Session:
         if flusher is not None:
             flusher.submit(call, ref, send=call.mode == "telemetry")
         for listener in self.call_listeners:
-            listener(call, scope)
+            listener(call.event, scope)
+
+    def record_refusal(self, event: UsageEvent, scope: TrackingScope) -> None:
+        """A call a budget refused before it was sent: a ledger row only (nothing goes to Pay-i)."""
+        scope.add(self.ledger.append(event))
+        for listener in self.call_listeners:
+            listener(lambda: event, scope)
 
     def report(self, what: str, exc: BaseException | None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""
@@ -322,6 +386,11 @@ class Session:
             self.default_context = derive(Context(), use_case_name=use_case_name)
         return self.default_context
 
+    def set_root_context(self, context: Context) -> None:
+        """Use ``context`` as the base of ``pn.track`` (a child process takes its parent's)."""
+        self.default_context = context
+        self._root_name = context.use_case_name
+
     def root_context(self) -> Context:
         """Base context for ``pn.track``: the notebook's name under IPython, else the script's."""
         if self._root_name is _UNSET:
@@ -362,17 +431,24 @@ class Session:
                 listener(scope)
             except Exception as exc:  # a widget's refresh never breaks the cell
                 self.report("a cell listener failed", exc)
+        if self.children:  # a pool worker ended by os._exit or SIGTERM leaves its journal to us
+            self.adopt_orphans()
 
     def explain_refusals(self, events: list[UsageEvent]) -> list[str]:
-        """One line per limit that blocked calls (with its max and spend), or per proxy failure."""
+        """One line per limit that blocked calls (with its max and spend), per undefined use case, or per proxy failure."""
         lines: list[str] = []
         blocked: dict[str, int] = {}
+        undefined: set[str] = set()
         for event in events:
             if event.status == "blocked":
                 for limit_id in (event.xproxy_result or {}).get("blocked_limit_ids") or ["?"]:
                     blocked[limit_id] = blocked.get(limit_id, 0) + 1
+            elif event.error and USE_CASE_NOT_FOUND in event.error and event.context.use_case_name:
+                undefined.add(event.context.use_case_name)
             elif event.error:
                 lines.append(f"payi: {event.error}")
+        for name in sorted(undefined):
+            lines.append(explain_undefined(UseCases(self.payi_client), name, self.settings.create_use_cases))
         for limit_id, count in blocked.items():
             calls = f"{count} call" + ("s were" if count > 1 else " was")
             try:
@@ -387,9 +463,13 @@ class Session:
         return lines
 
     def flush(self, timeout: float = 30.0) -> Any:
-        """Block until every pending event is delivered or ``timeout`` passes; report counts."""
+        """Block until every pending event is delivered or ``timeout`` passes; report counts.
+
+        Events left by ended child processes (and dead kernels) are taken over first.
+        """
         timeout = check_timeout(timeout)
         self.start()
+        self.adopt_orphans()
         assert self.flusher is not None
         deadline = time.monotonic() + timeout
         report = self.flusher.flush(timeout)
@@ -423,6 +503,17 @@ class Session:
         assert self.endpoint is not None
         return PayiClient(self.endpoint.base_url, self.endpoint.api_key.reveal(), timeout=15.0)
 
+    def shared_client(self) -> PayiClient:
+        """One long-lived client for the current endpoint (analytics calls reuse its connections); never close it."""
+        self.start()
+        with self._lock:
+            shared = self._shared_client
+            if shared is None or shared[0] is not self.endpoint:
+                if shared is not None:
+                    shared[1].close()
+                self._shared_client = shared = (self.endpoint, self.payi_client())
+            return shared[1]
+
     def provider_table(self) -> dict[str, list[str]]:
         """Every base URL whose calls are captured, per provider."""
         table = {name: list(provider.bases) for name, provider in PROVIDERS.items()}
@@ -445,6 +536,36 @@ class Session:
 
 _session: Session | None = None
 _session_lock = threading.Lock()
+_inherited: list[Any] = []  # in a forked child: the parent's objects, kept alive and never used
+
+
+def drain_at_process_exit(session: Session) -> None:
+    """Deliver what a multiprocessing child captured as it exits (it skips ``atexit``)."""
+    from multiprocessing import util
+
+    util.Finalize(session, session.stop, exitpriority=10)
+
+
+def _before_fork() -> None:
+    if _session is not None:
+        _session.children = True
+
+
+def _after_fork_in_child() -> None:
+    global _session_lock
+    _session_lock = threading.Lock()
+    session = _session
+    if session is None:
+        return
+    try:
+        session.after_fork()
+    except Exception as exc:  # the child runs on, its calls untouched and uncaptured, and says why
+        capture.configure(None)
+        atexit.unregister(session.stop)
+        log.warning("payi_notebook: a forked child could not set up its own journal, so it captures nothing: %r", exc)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def get_session() -> Session:

@@ -445,6 +445,24 @@ class Spool:
             self._live_bytes = 0
             return left
 
+    def release_after_fork(self) -> None:
+        """In a forked child: let go of the parent's file without touching it.
+
+        The child's copy of the mapping and of the descriptor are dropped; nothing is written,
+        truncated, unlinked or unlocked (the lock is the parent's open file's, and stays held).
+        The thread lock is not taken: another thread of the parent may have held it at the fork.
+        """
+        mapped, self._map = self._map, None
+        if mapped is not None:
+            with contextlib.suppress(OSError, ValueError):
+                mapped.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = -1
+        self._live = {}
+        self._live_bytes = 0
+
     def __repr__(self) -> str:
         return f"Spool(path={str(self.path)!r}, outstanding={self.outstanding})"
 

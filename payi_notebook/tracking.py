@@ -1,8 +1,9 @@
 """Tracking scopes: which calls are captured, and with what context.
 
 A scope is held in a ``ContextVar``, so it follows the work: asyncio tasks copy it, and
-``install_executor_propagation`` makes ``concurrent.futures`` thread pools copy it too.
-Outside any scope, capture lets requests pass untouched.
+``install_propagation`` makes ``concurrent.futures`` thread pools (per task) and plain
+threads (when started) copy it too. Outside any scope, capture lets requests
+pass untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.thread import _worker as _pool_worker
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,6 +41,8 @@ class TrackingScope:
     refs: list[Any] = field(default_factory=list)
     proxied: list[Any] | None = None  # a cell's proxied calls (refusals are explained after it); None: not kept
     worker: str | None = None  # the Dask worker running the calls (None: this process's own calls)
+    budget: Any = None  # this scope's own budgets.Reserver, if it has one
+    budgets: tuple[Any, ...] = ()  # every budget its calls reserve in: its own, then its parents'
 
     @property
     def root(self) -> TrackingScope:
@@ -87,10 +91,14 @@ def set_current(scope: TrackingScope | None) -> None:
     _current.set(scope)
 
 
-def child_scope(base: Context, options: dict[str, Any], quiet: bool = False) -> TrackingScope:
-    """A scope nested in the current one (or rooted at ``base``); ``options`` from ``check_options``."""
+def child_scope(base: Context, options: dict[str, Any], quiet: bool = False, budget: Any = None) -> TrackingScope:
+    """A scope nested in the current one (or rooted at ``base``); ``options`` from ``check_options``.
+
+    ``budget`` (a ``budgets.Reserver``) is added to the budgets inherited from the parent.
+    """
     parent = current()
     context = merge(parent.context if parent else base, options)
+    inherited = parent.budgets if parent else ()
     return TrackingScope(
         context=context,
         parent=parent,
@@ -98,6 +106,8 @@ def child_scope(base: Context, options: dict[str, Any], quiet: bool = False) -> 
         cell_id=parent.cell_id if parent else None,
         quiet=quiet or (parent.quiet if parent else False),
         worker=parent.worker if parent else None,
+        budget=budget,
+        budgets=(budget, *inherited) if budget is not None else inherited,
     )
 
 
@@ -105,17 +115,20 @@ class Track:
     """``pn.track(...)``: a context manager (sync and async) and a decorator (sync and async).
 
     Options are validated when it is created, so a bad value fails before any call runs.
+    ``budget`` (USD, or any ``budgets.Reserver``) gives each entered scope (each decorated
+    call) a budget of its own.
     """
 
     def __init__(self, base: Callable[[], Context], **options: Any) -> None:
         self._base = base
         self._quiet = bool(options.pop("quiet", False))
+        self._budget = _budget_factory(options.pop("budget", None))
         self._options = check_options(**options)
         self._tokens: list[contextvars.Token[TrackingScope | None]] = []
         self.scope: TrackingScope | None = None
 
     def _open(self) -> TrackingScope:
-        scope = child_scope(self._base(), self._options, self._quiet)
+        scope = child_scope(self._base(), self._options, self._quiet, self._budget())
         self._tokens.append(enter(scope))
         self.scope = scope
         return scope
@@ -136,13 +149,13 @@ class Track:
         self._close()
 
     def __call__(self, fn: F) -> F:
-        base, options, quiet = self._base, self._options, self._quiet
+        base, options, quiet, budget = self._base, self._options, self._quiet, self._budget
 
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = enter(child_scope(base(), options, quiet))
+                token = enter(child_scope(base(), options, quiet, budget()))
                 try:
                     return await fn(*args, **kwargs)
                 finally:
@@ -152,7 +165,7 @@ class Track:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = enter(child_scope(base(), options, quiet))
+            token = enter(child_scope(base(), options, quiet, budget()))
             try:
                 return fn(*args, **kwargs)
             finally:
@@ -161,7 +174,20 @@ class Track:
         return wrapper  # type: ignore[return-value]
 
 
+def _budget_factory(budget: Any) -> Callable[[], Any]:
+    """A maker of each scope's budget: a fresh ``LocalBudget`` per scope for an amount, or the given reserver."""
+    if budget is None:
+        return lambda: None
+    from .budgets import LocalBudget, Reserver, check_budget
+
+    if isinstance(budget, Reserver):
+        return lambda: budget
+    amount = check_budget(budget)
+    return lambda: LocalBudget(amount, "pn.track budget")
+
+
 _original_submit = ThreadPoolExecutor.submit
+_original_start = threading.Thread.start
 _propagation_lock = threading.Lock()
 
 
@@ -172,12 +198,33 @@ def _submit_with_scope(self: ThreadPoolExecutor, fn: Callable[..., Any], /, *arg
     return _original_submit(self, ctx.run, fn, *args, **kwargs)
 
 
-def install_executor_propagation() -> None:
-    """Make ``ThreadPoolExecutor.submit`` carry the submitter's scope into the worker thread."""
+def _inherits_scope(thread: threading.Thread) -> bool:
+    """Whether a thread started in a scope runs in it: the user's threads do; pool workers and ours do not.
+
+    A pool worker outlives the task that started it (each task carries its own context, see
+    ``_submit_with_scope``), and our own threads (flusher, sandbox) must never be captured.
+    """
+    target = getattr(thread, "_target", None) or type(thread).run
+    if target is _pool_worker:
+        return False
+    module = getattr(target, "__module__", None) or ""
+    return not (module == __package__ or module.startswith(f"{__package__}."))
+
+
+def _start_with_scope(self: threading.Thread) -> None:
+    if _current.get() is not None and _inherits_scope(self):  # an ambient scope needs no copying
+        self.run = functools.partial(contextvars.copy_context().run, self.run)  # type: ignore[method-assign]
+    _original_start(self)
+
+
+def install_propagation() -> None:
+    """Carry the current scope into thread-pool tasks (at submit) and new threads (at ``start()``)."""
     with _propagation_lock:
         ThreadPoolExecutor.submit = _submit_with_scope  # type: ignore[method-assign]
+        threading.Thread.start = _start_with_scope  # type: ignore[method-assign]
 
 
-def uninstall_executor_propagation() -> None:
+def uninstall_propagation() -> None:
     with _propagation_lock:
         ThreadPoolExecutor.submit = _original_submit  # type: ignore[method-assign]
+        threading.Thread.start = _original_start  # type: ignore[method-assign]

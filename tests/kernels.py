@@ -108,3 +108,20 @@ class Kernel:
     def shutdown(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
+
+
+def flush_all(kernel: Kernel, timeout: float = 60) -> str:
+    """``pn.flush`` in ``kernel`` (the extension loaded); assert nothing failed or stayed pending."""
+    report = kernel.execute(f"import payi_notebook as pn\nprint(pn.flush({timeout}))", timeout=timeout + 30)
+    assert "0 failed" in report and "pending" not in report, report
+    return report
+
+
+def recover(env: dict[str, str], cwd: Path) -> None:
+    """What a restarted kernel does with journals left behind: load the extension, send them all."""
+    kernel = Kernel(env, cwd)
+    try:
+        kernel.execute("%load_ext payi_notebook")
+        flush_all(kernel)
+    finally:
+        kernel.shutdown()

@@ -83,3 +83,29 @@ def validate_response(path: str, method: str, status: int, body: Any) -> None:
     assert "application/json" in content, f"the spec gives no JSON body for {status} on {method.upper()} {path}"
     pointer = f"/paths/{_escape(path)}/{method.lower()}/responses/{status}/content/application~1json/schema"
     _check(pointer, body, f"{method.upper()} {path} {status}")
+
+
+def spec_path(path: str) -> str:
+    """The spec's path template that a concrete request path (``/api/v1/...``) belongs to."""
+    parts = path.rstrip("/").split("/")
+    best: tuple[int, str] | None = None
+    for template in spec()["paths"]:
+        pieces = template.split("/")
+        if len(pieces) != len(parts):
+            continue
+        if all(p.startswith("{") or p == q for p, q in zip(pieces, parts)):
+            params = sum(p.startswith("{") for p in pieces)
+            if best is None or params < best[0]:
+                best = (params, template)
+    assert best is not None, f"{path} is not a path of the Pay-i spec"
+    return best[1]
+
+
+def validate_request(path: str, method: str, body: Any) -> None:
+    """Assert a request body fits the spec's requestBody schema for (``path`` template, ``method``)."""
+    operation = spec()["paths"][path][method.lower()]
+    if "requestBody" not in operation:
+        assert body is None, f"{method.upper()} {path} takes no body in the spec, got {body!r}"
+        return
+    pointer = f"/paths/{_escape(path)}/{method.lower()}/requestBody/content/application~1json/schema"
+    _check(pointer, body, f"{method.upper()} {path} request")

@@ -1,14 +1,18 @@
-"""The quickstart seen in a real browser: a live JupyterLab driven through Debian's chromium.
+"""The quickstart seen in a real browser: JupyterLab and Notebook 7 driven through Debian's chromium.
 
-JupyterLab serves a copy of ``01_quickstart.ipynb`` on a loopback port, with a throwaway token
-and its own config, data, settings and runtime folders; its kernels are this Python, pointed at a
-test sandbox. Playwright drives ``/usr/bin/chromium`` (never a downloaded browser): it runs
-every cell, waits for the breakdown chart (plotly's SVG inside ``.payi-breakdown``) and the
-budget panel (``.payi-budget``), raises the quickstart budget's max from the panel and checks
-that Pay-i (the sandbox) now holds the new max. Any console error or uncaught page error fails
-the test. The screenshot goes to ``build/quickstart.png``; with ``PAYI_UPDATE_SCREENSHOT=1`` it
-also replaces ``docs/quickstart.png`` (the README's), so ordinary runs leave the tree clean.
-Without a chromium binary the test is skipped with a message saying how to install one.
+The server serves a copy of ``01_quickstart.ipynb`` on a loopback port, with a throwaway token
+and its own config, data, settings and runtime folders (plus our settings override that saves
+widget state); its kernels are this Python, pointed at a test sandbox. Playwright drives
+``/usr/bin/chromium`` (never a downloaded browser). The checks: every cell runs; the breakdown's
+bars are drawn (one ``.payi-mark`` per use case); a new call adds a bar; re-running the
+breakdown cell keeps the websocket traffic flat (bytes per breakdown measured); after a page
+reload the bars are drawn again from the kernel and a new call still updates them; the budget
+panel's Set max reaches Pay-i; the saved notebook reopened by a new server in a new page, with
+a new kernel that holds none of the widgets' models, draws them from the saved widget state,
+never "model not found". Any console error or uncaught
+page error fails. Screenshots go to ``build/``; with ``PAYI_UPDATE_SCREENSHOT=1`` they also
+replace the ones in ``docs/`` (the README's), so ordinary runs leave the tree clean. Without a
+chromium binary the tests are skipped with a message saying how to install one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,7 @@ import pytest
 
 from payi_notebook.demo import sandbox_env
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("PAYI_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -51,6 +56,9 @@ LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
 }
 NOTEBOOK_JS = "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+SETTINGS_OVERRIDE = REPO / "jupyter-config" / "payi_notebook.json"
+BREAKDOWN_MS = 1000  # first breakdown of the page: execute to bars drawn
+BREAKDOWN_BYTES = 300_000
 KERNEL_READY = f"""() => {{
     const nb = {NOTEBOOK_JS};
     const kernel = nb && nb.sessionContext && nb.sessionContext.session && nb.sessionContext.session.kernel;
@@ -78,13 +86,16 @@ def answers(url: str, token: str) -> bool:
 
 
 @dataclass
-class Lab:
+class Server:
+    app: str  # "lab" or "notebook"
     url: str
     token: str
     log: Path
+    root: Path
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        path = "lab/tree" if self.app == "lab" else "notebooks"
+        return f"{self.url}/{path}/{name}?token={self.token}"
 
 
 @pytest.fixture
@@ -98,20 +109,20 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture
-def lab(chromium: Path, sandbox: Any, tmp_path: Path) -> Iterator[Lab]:
-    """JupyterLab on loopback serving a copy of the quickstart; kernels of this Python go to ``sandbox``."""
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    shutil.copy(REPO / "notebooks" / "01_quickstart.ipynb", root)
-    kernel = tmp_path / "jupyter-path" / "kernels" / "python3"
-    kernel.mkdir(parents=True)
+@contextmanager
+def jupyter(app: str, root: Path, tmp: Path, sandbox: Any) -> Iterator[Server]:
+    """A Jupyter server (``lab`` or ``notebook``) on loopback serving ``root``."""
+    kernel = tmp / "jupyter-path" / "kernels" / "python3"
+    kernel.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (kernel / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"}))
-    settings = tmp_path / "lab-settings"
+    settings = tmp / "lab-settings"
     for name, values in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values))
+    app_settings = tmp / "app-settings"
+    (app_settings / "overrides.d").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SETTINGS_OVERRIDE, app_settings / "overrides.d" / SETTINGS_OVERRIDE.name)  # as pip installs it
 
     drop = ("PAYI_", "JUPYTER", "JPY_")
     env = {
@@ -121,32 +132,36 @@ def lab(chromium: Path, sandbox: Any, tmp_path: Path) -> Iterator[Lab]:
     }
     env.update(sandbox_env(sandbox))
     env.update(
-        PAYI_NOTEBOOK_DATA_DIR=str(tmp_path / "payi-data"),
-        JUPYTER_PATH=str(tmp_path / "jupyter-path"),  # first in the kernelspec search: no user kernelspec can win
-        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
-        JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
+        PAYI_NOTEBOOK_DATA_DIR=str(tmp / "payi-data"),
+        JUPYTER_PATH=str(tmp / "jupyter-path"),  # first in the kernelspec search: no user kernelspec can win
+        JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
+        JUPYTER_DATA_DIR=str(root.parent / "jupyter-data"),  # shared: notebook trust is kept across servers
+        JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
     )
     port, token = free_port(), secrets.token_hex(16)
+    cls = "LabApp" if app == "lab" else "JupyterNotebookApp"
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-        f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'lab-workspaces'}",
+        sys.executable, "-m", "jupyterlab" if app == "lab" else "notebook", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        f"--{cls}.expose_app_in_browser=True", f"--{cls}.user_settings_dir={settings}",
+        f"--{cls}.app_settings_dir={app_settings}", f"--{cls}.workspaces_dir={tmp / 'lab-workspaces'}",
     ]  # fmt: skip
-    log = tmp_path / "lab.log"
+    if app == "notebook":  # Notebook 7 reads its settings through JupyterLab's handler when both are installed
+        command += [f"--LabApp.user_settings_dir={settings}", f"--LabApp.app_settings_dir={app_settings}"]
+    log = tmp / f"{app}-{port}.log"
     with log.open("w") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
-            assert server.poll() is None, f"JupyterLab exited ({server.returncode}):\n{log.read_text()[-3000:]}"
+            assert server.poll() is None, f"{app} exited ({server.returncode}):\n{log.read_text()[-3000:]}"
             if answers(url, token):
                 break
-            assert time.monotonic() < deadline, f"JupyterLab did not answer within 60 s:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{app} did not answer within 120 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.2)
-        yield Lab(url, token, log)
+        yield Server(app, url, token, log, root)
     finally:
         server.terminate()
         try:
@@ -163,59 +178,230 @@ def limit_max(sandbox: Any, limit_id: str) -> float | None:
     return response.json()["limit"]["max"] if response.status_code == 200 else None
 
 
-def test_quickstart_in_jupyterlab(chromium: Path, lab: Lab, sandbox: Any) -> None:
+class Wire:
+    """Bytes the page receives over its kernel websockets."""
+
+    def __init__(self, page: Any) -> None:
+        self.received = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+
+    def _frame(self, payload: str | bytes) -> None:
+        self.received += len(payload.encode() if isinstance(payload, str) else payload)
+
+
+def marks(page: Any, cell: int) -> int:
+    """Plotted bars in the breakdown shown by code cell ``cell`` (negative: from the end)."""
+    return page.evaluate(
+        f"""() => {{
+        const cells = {NOTEBOOK_JS}.content.widgets.filter(c => c.model.type === 'code');
+        const cell = cells.at({cell});
+        return cell ? cell.node.querySelectorAll('.payi-bars .payi-mark').length : -1;
+    }}"""
+    )
+
+
+def run_new_cell(page: Any, source: str) -> None:
+    """Append a code cell with ``source`` at the end and run it (the kernel must be idle)."""
+    page.evaluate(
+        f"""async () => {{
+        const app = window.jupyterapp, nb = {NOTEBOOK_JS};
+        nb.content.activeCellIndex = nb.content.widgets.length - 1;
+        await app.commands.execute('notebook:insert-cell-below');
+        nb.content.activeCell.model.sharedModel.setSource({json.dumps(source)});
+        await app.commands.execute('notebook:run-cell');
+    }}"""
+    )
+
+
+def wait_idle(page: Any) -> None:
+    page.wait_for_function(
+        f"() => {NOTEBOOK_JS}.sessionContext.session.kernel.status === 'idle'", timeout=120_000, polling=250
+    )
+    page.wait_for_function(ALL_CELLS_RAN, timeout=240_000, polling=250)
+
+
+def open_notebook(browser: Any, server: Server, problems: list[str]) -> Any:
+    page = browser.new_page(viewport={"width": 1280, "height": 1500})
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda exc: None if known(exc) else problems.append(f"page error: {exc}\n{exc.stack}"))
+    page.on("requestfailed", lambda r: failed(r, problems))
+    return page
+
+
+def known(exc: Any) -> bool:
+    """Notebook 7.6's own keyboard-shortcut plugin failing on load; it does so for an empty notebook too."""
+    return "reading 'schema'" in str(exc) and "/static/notebook/notebook_core." in (exc.stack or "")
+
+
+def failed(request: Any, problems: list[str]) -> None:
+    """A failed request is a problem, except one a page reload cancels on its way (``ERR_ABORTED``)."""
+    if "ERR_ABORTED" not in str(request.failure):
+        problems.append(f"request failed: {request.url} ({request.failure})")
+
+
+def save(page: Any, path: Path, expected: str) -> None:
+    """Save the notebook and wait until the file on disk holds ``expected`` and the widget state."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = path.read_text(encoding="utf-8")
+        if expected in text and "application/vnd.jupyter.widget-state+json" in text:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the saved notebook lacks {expected!r} or the widget state")
+
+
+def screenshot(page: Any, name: str) -> Path:
+    shot = REPO / "build" / name
+    shot.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(shot))
+    if os.environ.get("PAYI_UPDATE_SCREENSHOT") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(shot, REPO / "docs" / name)
+    return shot
+
+
+@pytest.mark.parametrize("app", ["lab", "notebook"])
+def test_quickstart_survives_reload_and_reopen(chromium: Path, sandbox: Any, tmp_path: Path, app: str) -> None:
     from playwright.sync_api import sync_playwright
 
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(REPO / "notebooks" / "01_quickstart.ipynb", root)
+    httpx.delete(  # the quickstart creates its budget afresh in each front end's run
+        f"{sandbox.base_url}/api/v1/limits/quickstart", headers={"xProxy-api-key": sandbox.api_key}, timeout=10
+    )
     problems: list[str] = []
+    reopened: list[str] = []  # the same, from the page with no kernel
+    figures: dict[str, Any] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1500})
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} ({r.failure})"))
-            page.goto(lab.notebook_url("01_quickstart.ipynb"))
-            page.wait_for_function(KERNEL_READY, timeout=90_000)
-            page.evaluate(
-                "() => window.jupyterapp.shell.leftCollapsed || window.jupyterapp.commands.execute('application:toggle-left-area')"
-            )
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(ALL_CELLS_RAN, timeout=120_000, polling=250)
+            with jupyter(app, root, tmp_path / "live", sandbox) as server:
+                page = open_notebook(browser, server, problems)
+                wire = Wire(page)
+                page.goto(server.notebook_url("01_quickstart.ipynb"))
+                page.wait_for_function(KERNEL_READY, timeout=120_000)
+                if app == "lab":
+                    page.evaluate(
+                        "() => window.jupyterapp.shell.leftCollapsed"
+                        " || window.jupyterapp.commands.execute('application:toggle-left-area')"
+                    )
+                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                wait_idle(page)
+                breakdown_cell = page.evaluate(
+                    f"() => {NOTEBOOK_JS}.content.widgets.filter(c => c.model.type === 'code')"
+                    ".findIndex(c => c.model.sharedModel.getSource().startsWith('%payi breakdown'))"
+                )
+                assert breakdown_cell >= 0
+                deadline = time.monotonic() + 30
+                while marks(page, breakdown_cell) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert marks(page, breakdown_cell) == 3, "one bar per use case: 01_quickstart, summarize, triage"
 
-            chart = page.locator(".payi-breakdown .js-plotly-plot .main-svg").first
-            chart.wait_for(state="visible", timeout=30_000)
-            bars = page.locator(".payi-breakdown .js-plotly-plot .bars .point")
-            page.wait_for_function(
-                "() => document.querySelectorAll('.payi-breakdown .js-plotly-plot .bars .point').length >= 3"
-            )
-            assert bars.count() == 3, "one bar per use case: 01_quickstart, summarize, triage"
-            assert page.locator(".payi-breakdown").inner_text().count("triage") >= 1
+                # the budget panel acts on Pay-i
+                panel = page.locator(".payi-budget")
+                panel.wait_for(state="visible", timeout=30_000)
+                row = panel.locator(".widget-hbox", has=page.locator(".payi-limit", has_text="Quickstart budget")).last
+                assert "allow" in row.inner_text() and "$0.01" in row.inner_text()
+                field = row.locator("input[type=number]")
+                field.fill(str(NEW_MAX))
+                field.press("Enter")
+                row.get_by_role("button", name="Set max").click()
+                deadline = time.monotonic() + 30
+                while limit_max(sandbox, "quickstart") != NEW_MAX and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert limit_max(sandbox, "quickstart") == NEW_MAX, "the panel's Set max did not reach Pay-i"
+                if app == "lab":
+                    panel.evaluate("element => element.closest('.jp-Cell').scrollIntoView({block: 'start'})")
+                    page.wait_for_timeout(300)
+                    screenshot(page, "quickstart.png")
 
-            panel = page.locator(".payi-budget")
-            panel.wait_for(state="visible", timeout=30_000)
-            row = panel.locator(".widget-hbox", has=page.locator(".payi-limit", has_text="Quickstart budget")).last
-            assert "allow" in row.inner_text() and "$0.01" in row.inner_text()
-            field = row.locator("input[type=number]")
-            field.fill(str(NEW_MAX))
-            field.press("Enter")
-            row.get_by_role("button", name="Set max").click()
-            deadline = time.monotonic() + 15
-            while limit_max(sandbox, "quickstart") != NEW_MAX and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert limit_max(sandbox, "quickstart") == NEW_MAX, "the panel's Set max did not reach Pay-i"
-            page.wait_for_function(
-                "() => document.querySelector('.payi-budget').innerText.includes('max of quickstart set to')"
-            )
+                # a new breakdown: time to drawn and bytes on the wire; re-runs keep the traffic flat
+                costs = []
+                for run in range(3):
+                    before, started = wire.received, time.monotonic()
+                    if run == 0:
+                        run_new_cell(page, "%payi breakdown --by model")
+                    else:
+                        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+                    page.wait_for_function(
+                        f"() => {NOTEBOOK_JS}.content.activeCell.node.querySelectorAll('.payi-bars .payi-mark').length"
+                        " >= 2 && " + f"{NOTEBOOK_JS}.sessionContext.session.kernel.status === 'idle'",
+                        timeout=60_000, polling=20,
+                    )  # fmt: skip
+                    costs.append((time.monotonic() - started, wire.received - before))
+                figures["drawn_s"], figures["bytes"] = costs[0]
+                figures["rerun_bytes"] = [b for _, b in costs[1:]]
+                print(
+                    f"{app}: new breakdown drawn in {costs[0][0] * 1000:.0f} ms, {costs[0][1]:,} bytes; re-runs {costs}"
+                )
+                assert costs[0][1] <= BREAKDOWN_BYTES, f"a breakdown moved {costs[0][1]:,} bytes"
+                assert max(b for _, b in costs[1:]) <= 1.5 * min(b for _, b in costs), f"traffic grows: {costs}"
 
-            panel.evaluate("element => element.closest('.jp-Cell').scrollIntoView({block: 'start'})")
-            page.wait_for_timeout(300)  # let plotly finish its resize transition before the picture
-            shot = REPO / "build" / "quickstart.png"
-            shot.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(shot))
+                # a new call updates the first breakdown
+                run_new_cell(page, SAMPLE_CALL.format(use_case="after-run"))
+                deadline = time.monotonic() + 60
+                while marks(page, breakdown_cell) < 4 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert marks(page, breakdown_cell) == 4, "the new use case got its bar"
+
+                # reload: the bars come back from the kernel and keep updating
+                save(page, root / "01_quickstart.ipynb", "after-run")
+                page.reload()
+                page.wait_for_function(KERNEL_READY, timeout=120_000)
+                deadline = time.monotonic() + 60
+                while marks(page, breakdown_cell) < 4 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert marks(page, breakdown_cell) == 4, "after a reload the bars are drawn again"
+                page.locator(".payi-bars").first.evaluate(
+                    "element => element.closest('.jp-Cell').scrollIntoView({block: 'start'})"
+                )
+                page.wait_for_timeout(300)
+                screenshot(page, f"reloaded-{app}.png")
+                run_new_cell(page, SAMPLE_CALL.format(use_case="after-reload"))
+                deadline = time.monotonic() + 60
+                while marks(page, breakdown_cell) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert marks(page, breakdown_cell) == 5, "after a reload a new call still updates the bars"
+                wait_idle(page)
+                save(page, root / "01_quickstart.ipynb", "after-reload")
+                page.close()
+
+            # reopened: a new server, a new page, a new kernel that holds none of the widgets' models
+            with jupyter(app, root, tmp_path / "reopen", sandbox) as server:
+                page = open_notebook(browser, server, reopened)
+                page.goto(server.notebook_url("01_quickstart.ipynb"))
+                page.wait_for_function(
+                    f"() => {NOTEBOOK_JS} && {NOTEBOOK_JS}.content && {NOTEBOOK_JS}.content.widgets.length > 10",
+                    timeout=120_000,
+                )
+                deadline = time.monotonic() + 60
+                while marks(page, breakdown_cell) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                text = page.locator("body").inner_text()
+                assert "model not found" not in text
+                assert marks(page, breakdown_cell) == 5, "the saved breakdown draws its bars with no kernel"
+                assert "Quickstart budget" in text and "after-reload" in text
+                page.locator(".payi-bars").first.evaluate(
+                    "element => element.closest('.jp-Cell').scrollIntoView({block: 'start'})"
+                )
+                page.wait_for_timeout(300)
+                screenshot(page, f"reopened-{app}.png")
         finally:
             browser.close()
-    if os.environ.get("PAYI_UPDATE_SCREENSHOT") == "1":
-        (REPO / "docs").mkdir(exist_ok=True)
-        shutil.copy(shot, REPO / "docs" / "quickstart.png")
-    assert shot.stat().st_size > 20_000
+    print(f"{app}: first new breakdown drawn in {figures['drawn_s'] * 1000:.0f} ms, {figures['bytes']:,} bytes; "
+          f"re-runs {figures['rerun_bytes']}")  # fmt: skip
     assert problems == [], "the browser reported problems:\n" + "\n".join(problems)
+    assert reopened == [], "the reopened page reported problems:\n" + "\n".join(reopened)
+    load = max(1.0, min(os.getloadavg()[0] / (os.cpu_count() or 1), 5.0))  # other work on the machine
+    assert figures["drawn_s"] * 1000 <= BREAKDOWN_MS * load, (
+        f"breakdown drawn after {figures['drawn_s']:.2f} s (allowed {BREAKDOWN_MS * load / 1000:.1f} s at this load)"
+    )
+
+
+SAMPLE_CALL = """%%payi --use-case {use_case}
+anthropic_client.messages.create(
+    model="claude-haiku-4-5", max_tokens=50, messages=[{{"role": "user", "content": "hi"}}]
+)
+"""

@@ -193,6 +193,37 @@ def test_proxy_mode_and_a_block_limit_refuse_worker_calls(kernel: Kernel, sandbo
     assert at_payi[first] == 1  # proxied once, never also ingested
 
 
+def test_a_cell_budget_holds_across_the_cluster(kernel: Kernel, sandbox: Any) -> None:
+    kernel.execute(
+        "def capped(i):\n"
+        "    import payi_notebook\n"
+        "    from openai import OpenAI\n"
+        "    oa = OpenAI(base_url=URL + '/v1', api_key='sk-dask-SECRET', max_retries=0)\n"
+        "    try:\n"
+        "        return oa.chat.completions.create(model='gpt-4o-mini', max_tokens=16,\n"
+        "                                          messages=[{'role': 'user', 'content': f'budget {i}'}]).id\n"
+        "    except payi_notebook.BudgetExceeded as exc:\n"
+        "        return 'refused: ' + exc.which",
+    )
+    kernel.execute(
+        "%%payi --use-case dask-budget --budget 0.0002\n"
+        "capped_results = client.gather(client.map(capped, range(60), pure=False))",
+        timeout=180,
+    )
+    kernel.execute("pn.flush(60)", timeout=90)
+    results = _json(kernel, "capped_results")
+    sent = [r for r in results if not r.startswith("refused")]
+    refused = [r for r in results if r.startswith("refused")]
+    assert sent and refused, results
+    assert set(refused) == {"refused: cell budget"}
+    events = [e for e in sandbox.events() if e["context"].get("use_case_name") == "dask-budget"]
+    assert sorted(e["provider_response_id"] for e in events) == sorted(sent)
+    assert sum(e["cost"]["total"] for e in events) <= 0.0002, "the cluster spent past the cell's budget"
+    rows = [r for r in _json(kernel, "rows()") if r["use_case_name"] == "dask-budget"]
+    assert sum(r["status"] == "refused_budget" for r in rows) == len(refused)
+    assert all(r["worker"] for r in rows)
+
+
 def test_secrets_stay_out_of_graphs_rows_and_plugin_state(kernel: Kernel, sandbox: Any) -> None:
     dump = kernel.execute(
         "def plugin_state(dask_scheduler):\n"

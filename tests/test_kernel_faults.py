@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kernels import Kernel, kernel_env
+from kernels import Kernel, kernel_env, recover
 from payi_notebook import sandbox as sandbox_mod
 
 pytestmark = pytest.mark.timeout(300)
@@ -50,12 +50,7 @@ def test_a_kernel_killed_with_events_pending_loses_none_and_doubles_none(tmp_pat
         assert delivered(sb, ids) == []
         sb.clear_faults()
 
-        second = Kernel(env, tmp_path)
-        try:
-            report = second.execute("%load_ext payi_notebook\nimport payi_notebook as pn\nprint(pn.flush(60))")
-            assert "0 failed" in report and "pending" not in report, report
-        finally:
-            second.shutdown()
+        recover(env, tmp_path)
         assert delivered(sb, ids) == sorted(ids), "every call of the killed kernel reached Pay-i exactly once"
         for event in (e for e in sb.events() if e["provider_response_id"] in set(ids)):
             # rebuilt from the raw journal record: model, usage and context as the kernel saw them

@@ -94,3 +94,42 @@ def test_pay_i_holds_exactly_one_event_per_call(executed: tuple[Any, dict[str, A
     events = [e for e in sandbox.events() if e["request_id"] in ids]
     assert len(events) == len(ids) == 5 and {e["source"] for e in events} == {"proxy"}
     assert sum(bool(e["blocked_limit_ids"]) for e in events) == 2
+
+
+def test_an_uncaught_refusal_shows_our_line_first_and_a_short_traceback(sandbox: Any, tmp_path: Any) -> None:
+    from nbclient import NotebookClient
+
+    from payi_notebook.demo import kernel_manager
+
+    cells = [
+        "%load_ext payi_notebook",
+        "import payi_notebook as pn\n"
+        "from openai import OpenAI\n"
+        "oa = OpenAI(base_url=pn.emulator_url() + '/v1', api_key='sk-x', max_retries=0)\n"
+        "tight = pn.limits.create('tight', 0.000001, type='block')\n"
+        "MSG = [{'role': 'user', 'content': 'hi'}]",
+        "%%payi --proxy --limit {tight.limit_id}\noa.chat.completions.create(model='gpt-4o-mini', messages=MSG)",
+        "%%payi --proxy --limit {tight.limit_id}\noa.chat.completions.create(model='gpt-4o-mini', messages=MSG)",
+        "import openai\n"
+        "try:\n"
+        "    with pn.track(proxy=True, limit_ids=[tight.limit_id]):\n"
+        "        oa.chat.completions.create(model='gpt-4o-mini', messages=MSG)\n"
+        "except openai.BadRequestError as exc:\n"
+        "    print('caught the SDK type:', type(exc).__name__)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = NotebookClient(nb, km=kernel_manager(), timeout=120, allow_errors=True,
+                            resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
+    client.execute(env=kernel_env(sandbox, tmp_path / "data"))
+    outputs = nb.cells[3].outputs
+    kinds = [o["output_type"] for o in outputs]
+    assert kinds[0] == "stream" and "1 call was blocked by limit 'tight'" in outputs[0]["text"], outputs
+    assert "error" in kinds and kinds.index("error") > 0, "our line comes before the traceback"
+    error = next(o for o in outputs if o["output_type"] == "error")
+    assert error["ename"] == "BadRequestError", "the exception is the SDK's own"
+    shown = "\n".join(error["traceback"])
+    assert "site-packages" not in shown and len(error["traceback"]) <= 6, shown
+    assert "oa.chat.completions.create" in shown  # the user's own line stays
+    after = "".join(o.get("text", "") for o in outputs[kinds.index("error") + 1 :])
+    assert "blocked by limit" not in after, "explained once"
+    assert "caught the SDK type: BadRequestError" in text_of(nb.cells[4])

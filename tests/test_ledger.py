@@ -60,6 +60,7 @@ DTYPES = {
     "limit_states": "object",
     "error": "str",
     "partial": "bool",
+    "input_tokens_estimated": "bool",
     "use_case_version": "Int64",
     "xproxy_json": "str",
     **dict.fromkeys(
@@ -529,6 +530,7 @@ def test_totals_sum_known_costs_and_count_unpriced():
         statuses={"sent": 2, "pending": 1},
         limit_states={"team-q4": "exceeded", "ana-daily": "ok"},
         errors=1,
+        unpriced_models=("gpt-4.1",),  # the model of row b, the one without a price: the badge's reason
     )
     assert ledger.totals([c]).cost_source == "payi" and ledger.totals([a]).cost_source == "estimate"
     only_unpriced = ledger.totals([b])

@@ -8,8 +8,10 @@ probe cell appended after the notebook's own), the limits' state, the Parquet ex
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask")
+NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask", "06_use_cases_kpis")
 PROBE_MARK = "PROBE:"
 PROBE = f"""
 import json as _json
@@ -59,6 +61,7 @@ class Run:
         self.events = sandbox.events()
         self.limits = {item["limit_id"]: item for item in _limits(sandbox)}
         self.rows = rows
+        self.sandbox = sandbox
         self.elapsed = elapsed
         self.workdir = workdir
 
@@ -162,7 +165,7 @@ def test_quickstart(run_notebook: Callable[[str], Run]) -> None:
     assert "application/vnd.jupyter.widget-view+json" in mimetypes(run.cell("%payi breakdown"))
     state = run.nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert len(state) > 10, "widget state is stored for the HTML export"
-    assert "5 sent" in run.cell("pn.flush()").outputs[0]["data"]["text/plain"]
+    assert "5 sent, 1 proxied" in run.cell("pn.flush()").outputs[0]["data"]["text/plain"]
 
     report = summary(run.events)  # what `make demo` prints, from these very events
     proxied = next(e for e in run.events if e["source"] == "proxy")
@@ -288,6 +291,30 @@ def test_providers(run_notebook: Callable[[str], Run]) -> None:
     assert "cacheWriteInputTokens" in caching and "cacheReadInputTokens" in caching
 
 
+def test_use_cases_kpis(run_notebook: Callable[[str], Run]) -> None:
+    run = run_notebook("06_use_cases_kpis")
+    assert errors(run.nb) == []
+    rows = [r for r in run.rows if r["use_case_name"] == "ticket-reply"]
+    assert len(rows) == len(run.events) == 16 and {r["status"] for r in rows} == {"sent"}
+    table = run.cell("by_version = ").outputs[0]["data"]["text/plain"]
+    assert "cost_per_accepted" in table
+    # the table's numbers are the sandbox's: Pay-i's cost of each version's calls over its accepted replies
+    scores = httpx.get(
+        f"{run.sandbox.base_url}/api/v1/reports/kpi_scores", headers={"xProxy-api-key": run.sandbox.api_key}, timeout=10
+    ).text.splitlines()[1:]
+    accepted_by_instance = {line.split(",")[1]: float(line.split(",")[4]) for line in scores}
+    for version in (1, 2):
+        mine = [e for e in run.events if e["context"]["use_case_version"] == version]
+        cost = sum(e["cost"]["total"] for e in mine)
+        accepted = sum(accepted_by_instance[e["context"]["use_case_id"]] for e in mine)
+        assert 0 < accepted <= 8
+        assert f"{cost / accepted:.6f}" in table
+    assert "application/vnd.plotly.v1+json" in mimetypes(run.cell("px.bar("))
+    assert "'verdict': 'good'" in run.cell("pn.annotate(").outputs[0]["data"]["text/plain"]
+    assert run.events[-1]["context"]["properties"] == {"reviewer": "ana", "verdict": "good"}
+    assert "total_cost" in run.cell("pn.report(").outputs[0]["data"]["text/plain"]
+
+
 def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
     """``make demo``'s job, as a user runs it: a subprocess, its own sandbox, files under the output folder."""
     env = clean_env() | {"PAYI_NOTEBOOK_DATA_DIR": str(tmp_path / "data")}
@@ -305,9 +332,102 @@ def test_demo_runs_the_quickstart_and_prints_both_costs(tmp_path: Path) -> None:
     assert Path(hint.split(": ", 1)[1].split(" lab ")[0]).exists(), "the hint names this environment's jupyter"
     executed = nbformat.read(tmp_path / "build" / "01_quickstart.ipynb", as_version=4)
     assert errors(executed) == [] and all(c.execution_count for c in executed.cells if c.cell_type == "code")
-    html = (tmp_path / "build" / "01_quickstart.html").read_text(encoding="utf-8")
-    assert "application/vnd.jupyter.widget-state+json" in html  # the state the page's widget manager renders
-    assert html.count('<script type="application/vnd.jupyter.widget-view+json">') == 2  # budget panel, breakdown
+    report = tmp_path / "build" / "01_quickstart.html"
+    assert f"HTML report (opens offline, every table and chart visible): {report.resolve()}" in out
+    assert static_views_shown(report.read_text(encoding="utf-8"))
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert state, "the executed notebook keeps its widget state: it reopens in JupyterLab with its widgets"
+    breakdown = [o for c in executed.cells if c.source.startswith("%payi breakdown") for o in c.outputs]
+    assert [next(iter(set(o.data) - {WIDGET_MIME, "text/plain"})) for o in breakdown] == [
+        "text/html", "image/svg+xml", "image/svg+xml"
+    ], "the totals table, then each chart as an image"  # fmt: skip
+    size = len(json.dumps(breakdown)) + sum(len(json.dumps(state[o.data[WIDGET_MIME]["model_id"]])) for o in breakdown)
+    assert size <= 300_000, f"a breakdown takes {size:,} bytes in the saved notebook"
+    assert (tmp_path / "build" / "01_quickstart.ipynb").stat().st_size < 1_000_000
+
+    # the user's own export, with the network off: the widget state left out, every output's twin shows
+    offline = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output-dir",
+         str(tmp_path / "offline"), "--ClearMetadataPreprocessor.enabled=True", str(tmp_path / "build" / "01_quickstart.ipynb")],
+        env=env, check=False, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    if offline.returncode != 0 and "unshare" in offline.stderr:
+        pytest.skip(f"no network namespace here: {offline.stderr.strip()}")
+    assert offline.returncode == 0, offline.stderr
+    assert static_views_shown((tmp_path / "offline" / "01_quickstart.html").read_text(encoding="utf-8"))
+
+    # a renderer that runs no JavaScript and sanitises HTML, as GitHub's notebook view does
+    page = github_like(executed)
+    assert "<script" not in page and "style=" not in page and WIDGET_MIME not in page
+    assert "Quickstart budget" in page and "of $0.0100" in page, "the budget panel's limits, as text"
+    assert page.count('<img src="data:image/svg+xml;base64,') == 2, "the breakdown's two charts"
+    assert "triage" in page and "summarize" in page and "01_quickstart" in page
+    assert re.search(r"\$0\.000\d+", page), "costs, as numbers"
+    if os.environ.get("PAYI_UPDATE_SCREENSHOT") == "1":  # the README's pictures of both static views
+        shots = tmp_path / "github-like.html"
+        shots.write_text(f"<html><body style='font-family:sans-serif;max-width:960px'>{page}</body></html>")
+        picture(tmp_path / "offline" / "01_quickstart.html", REPO / "docs" / "nbconvert-offline.png")
+        picture(shots, REPO / "docs" / "github-like.png")
+
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def picture(page: Path, out: Path) -> None:
+    """A screenshot of a local page, offline and with JavaScript off, scrolled to the breakdown."""
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import CHROMIUM, CHROMIUM_FLAGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            view = browser.new_context(
+                java_script_enabled=False, offline=True, viewport={"width": 1000, "height": 1100}
+            )
+            tab = view.new_page()
+            tab.goto(page.as_uri())
+            tab.locator("text=budgets").first.scroll_into_view_if_needed()
+            tab.screenshot(path=str(out))
+        finally:
+            browser.close()
+
+
+# GitHub's sanitiser keeps structure and text, drops scripts, styles, classes and data: URLs in HTML.
+GITHUB_TAGS = {"a", "b", "i", "strong", "em", "code", "pre", "p", "br", "div", "span", "table", "thead", "tbody",
+               "tr", "th", "td", "img", "ul", "ol", "li", "h1", "h2", "h3", "h4", "sub", "sup", "details", "summary"}  # fmt: skip
+GITHUB_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt", "width", "height"}, "th": {"align"}, "td": {"align"}}
+
+
+def github_like(nb: Any) -> str:
+    """The notebook's outputs as a JS-free renderer shows them: the widget views ignored, each
+    output's best static type chosen, HTML through an allowlist sanitiser, images as images."""
+    import base64
+
+    import nh3
+
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/html" in data:
+                parts.append(nh3.clean(data["text/html"], tags=GITHUB_TAGS, attributes=GITHUB_ATTRIBUTES,
+                                       url_schemes={"http", "https", "mailto"}))  # fmt: skip
+            elif "image/svg+xml" in data:
+                picture = base64.b64encode(data["image/svg+xml"].encode()).decode()
+                parts.append(f'<img src="data:image/svg+xml;base64,{picture}">')
+            elif "text/plain" in data or "text" in output:
+                parts.append(f"<pre>{html.escape(data.get('text/plain') or output.get('text', ''))}</pre>")
+    return "\n".join(parts)
+
+
+def static_views_shown(page: str) -> bool:
+    """An nbconvert page shows our static twins: both charts as images, the budget's limits and the table."""
+    assert "application/vnd.jupyter.widget-state+json" not in page and WIDGET_MIME not in page
+    assert page.count('src="data:image/svg+xml;base64,') == 2, "both breakdown charts, as images"
+    assert "Quickstart budget" in page and "of $0.0100" in page, "the budget panel's limits, as text"
+    assert "payi-breakdown-static" in page and "triage" in page
+    return True
 
 
 def test_demo_names_the_failing_cell(tmp_path: Path) -> None:

@@ -126,8 +126,13 @@ def expected_groups(df: pd.DataFrame, column: str, value: str) -> dict[str, floa
     return {label(key): float(total) for key, total in sums.items()}
 
 
-def shown(trace: Any) -> dict[str, float]:
-    return {str(y): float(x) for x, y in zip(trace.x, trace.y)}
+def shown(widget: CostBreakdown, series: str = "cost (USD)") -> dict[str, float]:
+    """Label -> value of one series of the bars as drawn; the chart holds one mark per non-zero value."""
+    plotted = widget.plotted
+    marks = sum(1 for name, values in plotted.items() if name != "labels" for v in values if v > 0)
+    assert widget.svgs[0].count('class="payi-mark"') == marks
+    assert widget.bars.value.count('class="payi-mark"') == marks
+    return {html.escape(label): value for label, value in zip(plotted["labels"], plotted[series])}
 
 
 # -- CostBreakdown -------------------------------------------------------------------------
@@ -138,16 +143,14 @@ def test_breakdown_bars_equal_a_pandas_groupby(breakdown: CostBreakdown, ledger:
     df = ledger.df
     column = "limit_ids" if by == "limit" else GROUPS[by]
     breakdown.group_by.value = by
-    cost = breakdown.bars.data[0]
-    assert shown(cost) == pytest.approx(expected_groups(df, column, "cost_usd"))
-    assert list(cost.x) == sorted(cost.x, reverse=True)
+    assert shown(breakdown) == pytest.approx(expected_groups(df, column, "cost_usd"))
+    costs = breakdown.plotted["cost (USD)"]
+    assert costs == sorted(costs, reverse=True)
     breakdown.metric.value = "tokens"
-    traces = {t.name: t for t in breakdown.bars.data if t.visible}
-    assert set(traces) == {"input", "cached input", "output"}
-    assert shown(traces["input"]) == expected_groups(df, column, "input_tokens")
-    assert shown(traces["cached input"]) == expected_groups(df, column, "cache_read_tokens")
-    assert shown(traces["output"]) == expected_groups(df, column, "output_tokens")
-    assert breakdown.bars.layout.barmode == "stack"
+    assert set(breakdown.plotted) == {"labels", "input", "cached input", "output"}
+    assert shown(breakdown, "input") == expected_groups(df, column, "input_tokens")
+    assert shown(breakdown, "cached input") == expected_groups(df, column, "cache_read_tokens")
+    assert shown(breakdown, "output") == expected_groups(df, column, "output_tokens")
 
 
 def test_cells_are_labelled_by_their_latest_run(breakdown: CostBreakdown, ledger: Ledger) -> None:
@@ -157,15 +160,15 @@ def test_cells_are_labelled_by_their_latest_run(breakdown: CostBreakdown, ledger
     costs = expected_groups(df, "cell_id", "cost_usd")
     want = {("(none)" if pd.isna(run) else f"In [{int(run)}]"): costs[label(key)] for key, run in runs.items()}
     assert set(want) == {"In [4]", "In [5]", "In [7]", "(none)"}
-    assert shown(breakdown.bars.data[0]) == pytest.approx(want)
+    assert shown(breakdown) == pytest.approx(want)
 
 
 def test_small_groups_merge_into_other(ledger: Ledger) -> None:
     widget = CostBreakdown(ledger, by="user", top=3, live=False)
     try:
-        bars = widget.bars.data[0]
-        assert len(bars.y) == 3 and bars.y[-1] == "other (2)"
-        assert sum(bars.x) == pytest.approx(ledger.df["cost_usd"].sum())
+        labels, costs = widget.plotted["labels"], widget.plotted["cost (USD)"]
+        assert len(labels) == 3 and labels[-1] == "other (2)"
+        assert sum(costs) == pytest.approx(ledger.df["cost_usd"].sum())
     finally:
         widget.close()
 
@@ -185,17 +188,18 @@ def test_cumulative_cost_is_exact_and_downsampled() -> None:
     fill(led, 3 * MAX_POINTS, seed=5)
     widget = CostBreakdown(led, live=False)
     try:
-        line = widget.timeline.data[0]
+        xs, ys = widget.breakdown.times, widget.breakdown.cumulative  # type: ignore[union-attr]
         df = led.df
-        assert len(line.y) <= MAX_POINTS + 1
-        assert line.y[-1] == pytest.approx(df["cost_usd"].sum())
-        assert all(a <= b for a, b in zip(line.y, line.y[1:]))
+        assert len(ys) <= MAX_POINTS + 1
+        assert ys[-1] == pytest.approx(df["cost_usd"].sum())
+        assert all(a <= b for a, b in zip(ys, ys[1:]))
+        assert widget.svgs[1].count('class="payi-mark"') == 1, "past MAX_DOTS points only the last one is a dot"
         # every point is the true running total up to its time (bins end on their right edge)
         ordered = df.sort_values("timestamp")
         ts = ordered["timestamp"].dt.tz_localize(None).to_numpy()
         cum = ordered["cost_usd"].fillna(0).cumsum().to_numpy()
         offset = pd.Timestamp.now().tz_localize(None) - pd.Timestamp.now("UTC").tz_localize(None)
-        for x, y in list(zip(line.x, line.y))[:: MAX_POINTS // 7]:
+        for x, y in list(zip(xs, ys))[:: MAX_POINTS // 7]:
             upto = ts <= pd.Timestamp(x) - offset.round("s")
             assert y == pytest.approx(cum[upto][-1] if upto.any() else 0.0)
     finally:
@@ -203,9 +207,10 @@ def test_cumulative_cost_is_exact_and_downsampled() -> None:
 
 
 def test_small_ledgers_plot_every_call(ledger: Ledger, breakdown: CostBreakdown) -> None:
-    line = breakdown.timeline.data[0]
-    assert len(line.y) == len(ledger)
-    assert line.y[-1] == pytest.approx(ledger.df["cost_usd"].sum())
+    ys = breakdown.breakdown.cumulative  # type: ignore[union-attr]
+    assert len(ys) == len(ledger)
+    assert ys[-1] == pytest.approx(ledger.df["cost_usd"].sum())
+    assert breakdown.timeline.value.count("<path") == 2  # the area and the line through every point
 
 
 def test_live_updates_are_debounced_and_stop_on_close(ledger: Ledger) -> None:
@@ -222,7 +227,7 @@ def test_live_updates_are_debounced_and_stop_on_close(ledger: Ledger) -> None:
     assert wait_for(lambda: widget.breakdown.calls == 700)  # type: ignore[union-attr]
     elapsed = time.monotonic() - started
     assert widget.refreshes - before <= 1 + elapsed / 0.1  # at most one per interval, not one per append
-    assert sum(widget.bars.data[0].x) == pytest.approx(ledger.df["cost_usd"].sum())
+    assert sum(widget.plotted["cost (USD)"]) == pytest.approx(ledger.df["cost_usd"].sum())
     widget.close()
     count = widget.refreshes
     fill(ledger, 5, seed=3, start=1_769_000_000.0)
@@ -234,19 +239,100 @@ def test_live_updates_are_debounced_and_stop_on_close(ledger: Ledger) -> None:
 def test_names_are_escaped_in_every_view(breakdown: CostBreakdown) -> None:
     for by in ("model", "user", "limit"):
         breakdown.group_by.value = by
-        labels = [str(y) for t in breakdown.bars.data for y in (t.y or ())]
-        assert any("&lt;" in y for y in labels)
-        for markup in (breakdown.html(), breakdown.caption.value, *labels, str(breakdown.bars.layout.title.text)):
+        assert any("&lt;" in markup for markup in breakdown.svgs)
+        for markup in (breakdown.html(images=False), breakdown.caption.value, breakdown.bars.value, *breakdown.svgs):
             no_raw_tags(markup)
     assert XSS_LIMIT in breakdown.text()  # plain text shows names as they are
 
 
 def test_breakdown_display_bundle_has_widget_html_and_text(breakdown: CostBreakdown) -> None:
-    data, _ = InteractiveShell.instance().display_formatter.format(breakdown)
-    assert data[WIDGET_MIME]["model_id"] == breakdown.model_id
+    data = breakdown._repr_mimebundle_()
+    assert data[WIDGET_MIME]["model_id"] == breakdown.head.model_id
     assert "<table" in data["text/html"] and "cost by model" in data["text/html"]
+    assert data["text/html"].count('<img alt="') == 2, "one bundle (a layout): both charts as images"
     assert data["text/plain"].startswith("payi · cost by model")
     assert "gpt-4o-mini" in data["text/plain"]
+
+
+def displayed(outputs: list[Any]) -> list[dict[str, Any]]:
+    """The latest bundle of each display id, in the order they were first shown."""
+    latest: dict[str, dict[str, Any]] = {}
+    for output in outputs:
+        latest[output.transient["display_id"]] = output.data
+    return list(latest.values())
+
+
+def test_breakdown_shows_three_outputs_each_with_its_static_twin(breakdown: CostBreakdown) -> None:
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        display(breakdown)
+    head, bars, line = (output.data for output in captured.outputs)
+    assert [head[WIDGET_MIME]["model_id"], bars[WIDGET_MIME]["model_id"], line[WIDGET_MIME]["model_id"]] == [
+        breakdown.head.model_id, breakdown.bars.model_id, breakdown.timeline.model_id
+    ]  # fmt: skip
+    assert "<table" in head["text/html"] and "<img" not in head["text/html"]  # charts are their own outputs
+    assert bars["image/svg+xml"] == breakdown.svgs[0] and bars["image/svg+xml"] in breakdown.bars.value
+    assert line["image/svg+xml"] == breakdown.svgs[1] and line["image/svg+xml"] in breakdown.timeline.value
+    assert all(output.transient["display_id"] for output in captured.outputs)
+
+
+def test_static_twins_follow_the_ledger_and_stop_on_close(ledger: Ledger) -> None:
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    widget = CostBreakdown(ledger, interval=0.05)
+    with capture_output() as captured:
+        display(widget)
+        fill(ledger, 50, seed=11, start=1_768_500_000.0)
+        assert wait_for(lambda: "450 calls" in displayed(captured.outputs)[0]["text/html"], timeout=15)
+        head, bars, line = displayed(captured.outputs)
+        assert "450 calls" in head["text/plain"]
+        assert bars["image/svg+xml"] == widget.svgs[0] and line["image/svg+xml"] == widget.svgs[1]
+        assert any(output.update for output in captured.outputs)
+        widget.close()
+        sent = len(captured.outputs)
+        fill(ledger, 5, seed=12, start=1_768_600_000.0)
+        time.sleep(1.5)
+        assert len(captured.outputs) == sent, "a closed breakdown sends nothing"
+
+
+def test_one_call_draws_a_point() -> None:
+    led = Ledger()
+    fill(led, 1, seed=2)
+    widget = CostBreakdown(led, live=False)
+    try:
+        assert widget.svgs[1].count('class="payi-mark"') == 1 and "<circle" in widget.timeline.value
+    finally:
+        widget.close()
+
+
+def test_unpriced_calls_say_so_in_every_view() -> None:
+    """A model nobody can price: Pay-i answers a total of 0 with unknown units, the local estimate is NaN."""
+    led = Ledger()
+    ref = led.append(
+        UsageEvent(provider="openai", category="system.openai", operation="chat", resource="gpt-nobody-knows",
+                   tokens=TokenCounts(input=10, output=5), est_cost_usd=None, context=Context(use_case_name="x"))
+    )  # fmt: skip
+    from payi_notebook.events import payi_cost
+
+    result = {"cost": {"total": {"base": 0.0}}, "unknown_units": {"text": {"input": 10, "output": 5}}}
+    led.update(ref, xproxy_result=result, payi_cost_usd=payi_cost(result), status="sent")
+    badge = Badge(led.totals([ref]))
+    for text in (badge.text(), badge.html()):
+        assert "unpriced" in text and "no known price for gpt-nobody-knows" in text and "$0" not in text
+    widget = CostBreakdown(led, live=False)
+    try:
+        for text in (widget.text(), widget.html(), widget.caption.value, widget.svgs[0]):
+            assert "unpriced" in text and "$0 " not in text
+        assert "no known price for gpt-nobody-knows" in widget.caption.value
+    finally:
+        widget.close()
+    view = ResultView(result)
+    assert "unpriced" in view.text() and "unpriced" in view.html()
 
 
 def test_bad_arguments_say_what_to_fix(ledger: Ledger) -> None:
@@ -263,7 +349,8 @@ def test_bad_arguments_say_what_to_fix(ledger: Ledger) -> None:
 def test_an_empty_ledger_renders() -> None:
     widget = CostBreakdown(Ledger(), live=False)
     try:
-        assert list(widget.bars.data[0].x) == [] and list(widget.timeline.data[0].y) == []
+        assert widget.plotted["labels"] == [] and len(widget.breakdown.cumulative) == 0  # type: ignore[union-attr]
+        assert all("no calls yet" in markup for markup in widget.svgs)
         assert "0 calls" in widget.html() and "no calls yet" in widget.text()
     finally:
         widget.close()
@@ -500,7 +587,7 @@ def test_budget_panel_escapes_limit_names(panel: BudgetPanel) -> None:
     for markup in (panel.row(limit_id).info.value, panel.html(), panel.notice.value, panel.header.value):
         no_raw_tags(markup)
     assert html.escape(XSS_LIMIT) in panel.html() and XSS_LIMIT in panel.text()
-    data, _ = InteractiveShell.instance().display_formatter.format(panel)
+    data = panel._repr_mimebundle_()
     assert set(data) >= {"text/plain", "text/html", WIDGET_MIME}
     no_raw_tags(data["text/html"])
     pn.limits.delete(limit_id)
@@ -558,7 +645,7 @@ def test_magics_return_the_widgets(shell: InteractiveShell) -> None:
     assert ran.success
     by_user = shell.run_cell("%payi breakdown --by user").result
     assert isinstance(by_user, CostBreakdown) and by_user.group_by.value == "user"
-    assert list(by_user.bars.data[0].y) == [html.escape("<script>x</script>")]
+    assert by_user.plotted["labels"] == ["<script>x</script>"] and "&lt;script&gt;x" in by_user.svgs[0]
     by_user.close()
     assert shell.run_cell("%payi breakdown --by=use-case").result.group_by.value == "use case"
     bad = shell.run_cell("%payi breakdown --by colour")
@@ -591,11 +678,49 @@ def test_stale_refs_and_unknown_rows_do_not_break_a_badge() -> None:
 
 def test_nbconvert_without_widget_state_shows_the_snapshot(breakdown: CostBreakdown) -> None:
     import nbformat
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
     from nbconvert import HTMLExporter
 
-    data, _ = InteractiveShell.instance().display_formatter.format(breakdown)
-    output = nbformat.v4.new_output("display_data", data=data)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%payi breakdown", outputs=[output])])
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        display(breakdown)
+    outputs = [nbformat.v4.new_output("display_data", data=output.data) for output in captured.outputs]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%payi breakdown", outputs=outputs)])
     page, _ = HTMLExporter().from_notebook_node(nb)
     assert "payi-breakdown-static" in page and "cost by model" in page
+    assert page.count('src="data:image/svg+xml;base64,') == 2, "both charts, as images"
     assert "gpt-&lt;script&gt;alert(" in page and "<script>alert(" not in page
+
+
+def test_rerunning_a_cell_retires_the_views_it_showed(shell: InteractiveShell) -> None:
+    """The old breakdown stops following the ledger and closes its widgets: nothing is sent to views gone."""
+    led = get_session().ledger
+    subscribers = len(led._subscribers)  # type: ignore[attr-defined]
+    assert shell.run_cell("b1 = %payi breakdown\nb1", cell_id="cell-a").success
+    first = shell.user_ns["b1"]
+    assert first.head.comm is not None and len(led._subscribers) == subscribers + 1  # type: ignore[attr-defined]
+    assert shell.run_cell("b2 = %payi breakdown\nb2", cell_id="cell-a").success
+    assert first.head.comm is None and first.bars.comm is None and first._closed, "the replaced view is closed"
+    assert len(led._subscribers) == subscribers + 1, "no leaked ledger observer"  # type: ignore[attr-defined]
+    second = shell.user_ns["b2"]
+    assert shell.run_cell("b3 = %payi breakdown\nb3", cell_id="cell-b").success
+    assert second.head.comm is not None, "a view shown by another cell stays live"
+    for name in ("b2", "b3"):
+        shell.user_ns[name].close()
+
+
+def test_payi_df_is_money_first_and_the_ledger_keeps_every_column(shell: InteractiveShell) -> None:
+    from payi_notebook.ledger import COLUMNS
+
+    shell.run_cell(
+        "from openai import OpenAI\n"
+        "oa = OpenAI(base_url=PROVIDER_URL + '/v1', api_key='sk-test', max_retries=0)"
+    )
+    assert shell.run_cell("%%payi --user ana\noa.chat.completions.create(model='gpt-4o-mini', "
+                          "messages=[{'role': 'user', 'content': 'hi'}])").success  # fmt: skip
+    view = shell.run_cell("%payi df").result
+    assert list(view.columns[:3]) == ["cost ($)", "cost from", "model"]
+    assert view["model"].iloc[-1] == "gpt-4o-mini" and view["user"].iloc[-1] == "ana"
+    assert view["cost ($)"].iloc[-1] > 0 and view.index.name == "time"
+    assert list(pn.ledger().df.columns) == list(COLUMNS)

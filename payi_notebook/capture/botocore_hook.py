@@ -38,12 +38,12 @@ _installed: dict[type, Callable[..., Any]] = {}
 _lock = threading.Lock()
 
 
-def rewrite_prepared(request: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> None:
+def rewrite_prepared(request: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> Context:
     """Re-address a signed ``AWSPreparedRequest`` to Pay-i's Bedrock proxy route, in place
     (``route.path`` is the path as signed: the model id stays encoded)."""
     query = urlsplit(request.url).query
     request.url = target.base_url.rstrip("/") + f"{route.spec.proxy_prefix}{route.path}" + (f"?{query}" if query else "")
-    add_proxy_headers(request.headers, route, target, context, model)
+    return add_proxy_headers(request.headers, route, target, context, model)
 
 
 class RawTee(_Reader):

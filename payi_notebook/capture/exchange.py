@@ -19,18 +19,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Any
 
 import orjson
 
+from ..budgets.guard import admit
+from ..budgets.guard import settle as settle_budget
 from ..context import Context
-from ..events import Status, UsageEvent, new_event_id
+from ..events import Status, UsageEvent, new_event_id, payi_cost
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
+from .estimate import estimate_input_tokens
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
-from .proxying import ProxyTarget, context_from_headers, proxyable, rewrite_to_proxy
+from .proxying import ProxyTarget, apply_context, proxyable, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
 from .sse import SSEEvent
@@ -46,6 +48,8 @@ class CaptureConfig:
     default_mode: str = "telemetry"
     log_default: bool = True
     proxy: ProxyTarget | None = None
+    session_budget: Any = None  # a budgets.Reserver for every tracked call, or None
+    record_refusal: Callable[[UsageEvent, TrackingScope], None] | None = None
 
 
 EMPTY_UNITS = {"text": {"input": 0, "output": 0}}
@@ -82,6 +86,7 @@ class Exchange:
         "event_id",
         "lazy",
         "unguarded",
+        "hold",
         "_done",
         "_event",
         "_lock",
@@ -93,7 +98,7 @@ class Exchange:
         scope: TrackingScope,
         route: Route,
         request: Any,
-        rewrite: Callable[[Any, Route, ProxyTarget, Context, str | None], None] = rewrite_to_proxy,
+        rewrite: Callable[[Any, Route, ProxyTarget, Context, str | None], Context] = rewrite_to_proxy,
     ) -> None:
         """``rewrite`` re-addresses the request to Pay-i's proxy (the HTTP library's request type)."""
         self.config = config
@@ -146,10 +151,13 @@ class Exchange:
         if content is not None:
             _replace_body(request, content)
         if route.proxied:
-            self.context = context_from_headers(request.headers, scope.context)
+            self.context = apply_context(request.headers, self.context)
         elif self.mode == "proxy":
-            rewrite(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
+            self.context = rewrite(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
         self.timestamp = time.time()
+        self.hold = None
+        if scope.budgets or config.session_budget is not None:  # the only budget work when none applies
+            self.hold = admit(self, raw)  # raises BudgetExceeded (recorded) before anything is sent
         self.start = time.perf_counter()
 
     def report(self, what: str, exc: BaseException | None) -> None:
@@ -211,6 +219,8 @@ class Exchange:
                 return
             self._done = True
         self.end = time.perf_counter()
+        if self.hold is not None:
+            settle_budget(self)
         # deferred: plain JSON calls, except telemetry ones whose prompts must stay off the disk journal
         self.lazy = not self.streaming and (self.mode == "proxy" or bool(self.log))
         if not self.lazy:
@@ -287,12 +297,20 @@ def build_event(x: Any) -> UsageEvent:
     partial = x.streaming and ok and not obs.complete
     usage = obs.usage
     wire = x.adapter.wire
+    estimated = False
     if partial:
         usage = _partial_usage(wire, usage, obs.deltas)
     resource = x.adapter.resource(model, obs.model)
     units = units_for(wire, usage, resource) if usage else dict(EMPTY_UNITS)
+    if partial and not token_counts(units).input:  # the prompt's usage never came: estimate it
+        tokens = estimate_input_tokens(_loads(x.request_body) if x.request_body else None)
+        if tokens:
+            usage, estimated = _with_input(wire, usage, tokens), True
+            units = units_for(wire, usage, resource)
     if partial and obs.error is None:
         obs.error = "stream ended before its final usage; counts are partial"
+    if estimated:
+        obs.error = f"{obs.error}; input tokens estimated from the request"
     log = x.log
     scope = x.scope
     event = UsageEvent(
@@ -313,6 +331,7 @@ def build_event(x: Any) -> UsageEvent:
         status=_status(x.mode, obs),
         error=obs.error,
         partial=partial,
+        input_estimated=estimated,
         context=x.context,
         execution_count=scope.execution_count if scope is not None else None,
         cell_id=scope.cell_id if scope is not None else None,
@@ -337,9 +356,7 @@ def _proxy_outcome(event: UsageEvent, obs: Observation) -> None:
         blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
         event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
         return
-    cost = (result.get("cost") or {}).get("total") or {}
-    if isinstance(cost.get("base"), (int, float)):
-        event.payi_cost_usd = float(cost["base"])
+    event.payi_cost_usd = payi_cost(result)
     if event.status == "failed":
         code = (obs.xproxy_error or {}).get("code")
         status = f"HTTP {event.http_status}" if event.http_status else "no answer"
@@ -387,7 +404,7 @@ class _Replay:
         self.start, self.end = 0.0, float(record.get("latency_ms") or 0.0) / 1000.0
         self.first_byte_at = None
         self.status_code = record.get("http_status")
-        self.context = _context_from(record.get("context") or {})
+        self.context = Context.from_json(record.get("context") or {})
         self.log = self.context.log_prompt_and_response is not False
         self.scope = None
         self.headers = [tuple(pair) for pair in record["headers"]] if record.get("headers") else None
@@ -406,7 +423,7 @@ def _context_json(context: Context) -> bytes:
     global _context_cache
     cached, encoded = _context_cache
     if cached is not context:
-        encoded = orjson.dumps({**context.as_dict(), "log_prompt_and_response": context.log_prompt_and_response})
+        encoded = orjson.dumps(context.to_json())
         _context_cache = (context, encoded)
     return encoded
 
@@ -422,21 +439,6 @@ def _without_limits(context: Context) -> Context:
         unlimited = replace(context, limit_ids=())
         _unlimited_cache = (context, unlimited)
     return unlimited
-
-
-def _context_from(data: dict[str, Any]) -> Context:
-    return Context(
-        use_case_name=data.get("use_case_name"),
-        use_case_id=data.get("use_case_id"),
-        use_case_version=data.get("use_case_version"),
-        use_case_step=data.get("use_case_step"),
-        user_id=data.get("user_id"),
-        account_name=data.get("account_name"),
-        limit_ids=tuple(data.get("limit_ids") or ()),
-        properties=MappingProxyType(dict(data.get("properties") or {})),
-        use_case_properties=MappingProxyType(dict(data.get("use_case_properties") or {})),
-        log_prompt_and_response=data.get("log_prompt_and_response"),
-    )
 
 
 def _bytes(text: str | None) -> bytes | None:
@@ -456,6 +458,20 @@ def _partial_usage(wire: str, usage: dict[str, Any] | None, deltas: int) -> dict
     if usage:
         return usage
     return {"prompt_tokens": 0, "completion_tokens": deltas} if deltas else None
+
+
+def _with_input(wire: str, usage: dict[str, Any] | None, tokens: int) -> dict[str, Any]:
+    """``usage`` with ``tokens`` prompt tokens, in the wire format's own field for them."""
+    merged = dict(usage or {})
+    if wire == "google":
+        merged["promptTokenCount"] = tokens
+        return merged
+    if wire == "bedrock" and ("inputTokens" in merged or not merged):  # Bedrock's own TokenUsage shape
+        merged["inputTokens"] = tokens
+        return merged
+    responses_style = wire == "anthropic" or "input_tokens" in merged or "output_tokens" in merged
+    merged["input_tokens" if responses_style else "prompt_tokens"] = tokens
+    return merged
 
 
 def _raw(request: Any) -> bytes | None:

@@ -26,6 +26,8 @@ from ..flusher import FlushReport
 from ..ledger import RowRef
 from ..session import Session
 from ..tracking import TrackingScope
+from .budgets import PLUGIN_NAME as BUDGETS_PLUGIN
+from .budgets import Moved, PayiBudgets, share
 from .payload import ANNOTATION, TOPIC, event_from_row, scope_payload
 from .plugin import PLUGIN_NAME, PayiWorkerPlugin
 from .worker import WorkerConfig, flush_worker
@@ -46,6 +48,7 @@ class Instrumented:
         self.contexts: dict[str, Context] = {}  # one Context per scope token: rows of a cell share it
         self._lock = threading.Lock()
         self._original = client._graph_to_futures
+        self.moved: Moved = weakref.WeakKeyDictionary()  # the scopes' budgets now kept by the scheduler
 
     def install(self) -> None:
         endpoint = self.session.endpoint
@@ -61,6 +64,7 @@ class Instrumented:
             notebook_pid=os.getpid(),
             notebook_host=socket.gethostname(),
         )
+        self.client.register_plugin(PayiBudgets(), name=BUDGETS_PLUGIN)
         self.client.subscribe_topic(TOPIC, self._on_rows)
         self.client._graph_to_futures = self._submit
         self.client.register_plugin(PayiWorkerPlugin(config), name=PLUGIN_NAME)
@@ -78,12 +82,17 @@ class Instrumented:
 
     # -- submission ---------------------------------------------------------------------
 
+    def _scheduler_call(self, op: str, **kwargs: Any) -> Any:
+        return self.client.sync(getattr(self.client.scheduler, op), **kwargs)
+
     def _submit(self, *args: Any, **kwargs: Any) -> Any:
         scope = tracking.current()
         if scope is None:
             return self._original(*args, **kwargs)
         payload = scope_payload(scope)
         self.scopes[payload["token"]] = scope
+        if scope.budgets:
+            payload["budgets"] = share(scope, self._scheduler_call, self.moved)
         with dask.annotate(**{ANNOTATION: payload}):
             return self._original(*args, **kwargs)
 

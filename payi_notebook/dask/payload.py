@@ -16,7 +16,7 @@ import weakref
 from dataclasses import replace
 from typing import Any
 
-from ..capture.exchange import _context_from
+from ..context import Context
 from ..events import UsageEvent
 from ..tracking import TrackingScope
 from ..units import TokenCounts
@@ -46,7 +46,7 @@ def scope_payload(scope: TrackingScope) -> dict[str, Any]:
 
 def scope_from_payload(payload: dict[str, Any], worker: str | None) -> TrackingScope:
     """The worker-side scope of tasks carrying ``payload``."""
-    context = replace(_context_from(dict(payload.get("context") or {})), proxy=payload.get("proxy"))
+    context = replace(Context.from_json(dict(payload.get("context") or {})), proxy=payload.get("proxy"))
     return TrackingScope(
         context=context,
         execution_count=payload.get("execution_count"),
@@ -83,6 +83,6 @@ def event_from_row(row: dict[str, Any], worker: str | None) -> UsageEvent:
         **fields,
         units={name: dict(sides) for name, sides in (row.get("units") or {}).items()},
         tokens=TokenCounts(*(int(n) for n in row.get("tokens") or ())),
-        context=_context_from(dict(row.get("context") or {})),
+        context=Context.from_json(dict(row.get("context") or {})),
         worker=worker,
     )

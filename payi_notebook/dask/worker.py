@@ -15,6 +15,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ class _Forwarder:
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker
-        self._rows: list[tuple[Any, str | None]] = []  # (exchange, scope token)
+        self._rows: list[tuple[Callable[[], Any], str | None]] = []  # (the row's event, built on demand; scope token)
         self._updates: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -58,9 +59,9 @@ class _Forwarder:
         self._thread = threading.Thread(target=self._run, name="payi-dask-forwarder", daemon=True)
         self._thread.start()
 
-    def row(self, exchange: Any, token: str | None) -> None:
+    def row(self, make_event: Callable[[], Any], token: str | None) -> None:
         with self._lock:
-            self._rows.append((exchange, token))
+            self._rows.append((make_event, token))
 
     def update(self, event_id: str, changes: dict[str, Any]) -> None:
         with self._lock:
@@ -81,7 +82,7 @@ class _Forwarder:
             return
         try:
             message = {
-                "rows": [row_message(exchange.event(), token) for exchange, token in rows],
+                "rows": [row_message(make_event(), token) for make_event, token in rows],
                 "updates": [[event_id, _plain(changes)] for event_id, changes in updates],
             }
             self.worker.log_event(TOPIC, message)
@@ -129,6 +130,10 @@ class _Resolver:
             if scope is None:
                 scope = scope_from_payload(payload, worker.address)
                 scope.refs = _Discard()  # a worker keeps no per-scope row list: the notebook does
+                if payload.get("budgets"):
+                    from .budgets import on_worker
+
+                    scope.budgets = on_worker(payload["budgets"], worker)
                 self._scopes[cache_key] = scope
                 self.tokens[scope] = payload["token"]
                 if len(self._scopes) > _SCOPES_KEPT:
@@ -179,7 +184,7 @@ def setup_worker(worker: Any, config: WorkerConfig) -> None:
         session.start()
     forwarder = _Forwarder(worker)
     worker._payi_forwarder = forwarder  # one per worker: teardown stops it
-    session.call_listeners.append(lambda exchange, scope: forwarder.row(exchange, token_of(scope)))
+    session.call_listeners.append(lambda make_event, scope: forwarder.row(make_event, token_of(scope)))
     flusher = session.flusher
     if flusher is not None:
         flusher.on_update = forwarder.update

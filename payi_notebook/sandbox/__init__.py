@@ -87,7 +87,7 @@ class Sandbox:
     ) -> None:
         """Fail the next ``count`` requests on ``route`` with ``status`` (no store change for them).
 
-        ``route`` is one of ingest, bulk, proxy, limits, requests or ``*``.
+        ``route`` is one of ingest, bulk, proxy, limits, requests, use_cases (also reports) or ``*``.
         """
         body: dict[str, Any] = {"route": route, "status": status, "count": count}
         if retry_after is not None:
@@ -128,11 +128,14 @@ def start(
     db: str | Path | None = None,
     api_key: str | None = None,
     provider_port: int = 0,
+    strict_use_cases: bool = False,
 ) -> Sandbox:
     """Serve the sandbox and the provider emulator on ``host`` (loopback only) in a background thread.
 
     ``db`` keeps events and limits in that SQLite file across restarts; without it a temporary
     database is used and deleted by ``stop()``. Without ``api_key`` a random key is generated.
+    ``strict_use_cases`` refuses calls naming a use case that has no definition (``use_case_not_found``),
+    like a Pay-i that requires definitions.
     """
     _check_port("port", port)
     _check_port("provider_port", provider_port)
@@ -163,7 +166,7 @@ def start(
     recorder = Recorder(store)
     proxy = Proxy(recorder, provider_url)
     emulator = create_emulator()
-    app = create_app(store, recorder, key, faults, proxy)
+    app = create_app(store, recorder, key, faults, proxy, strict_use_cases=strict_use_cases)
     thread = ServerThread([(app, service_sock), (emulator, provider_sock)])
     try:
         thread.start()

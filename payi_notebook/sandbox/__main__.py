@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=None, help="the xProxy-api-key to accept (default: a random one)")
     parser.add_argument("--provider-port", type=_port, default=0, help="provider emulator port (default 0: a free one)")
     parser.add_argument(
+        "--strict-use-cases",
+        action="store_true",
+        help="refuse calls naming a use case that has no definition (use_case_not_found), like a Pay-i that requires them",
+    )
+    parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
         help="also exit when stdin closes (a parent process that dies takes the sandbox with it)",
@@ -59,7 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         sandbox = start(
-            host=args.host, port=args.port, db=args.db, api_key=args.api_key, provider_port=args.provider_port
+            host=args.host,
+            port=args.port,
+            db=args.db,
+            api_key=args.api_key,
+            provider_port=args.provider_port,
+            strict_use_cases=args.strict_use_cases,
         )
     except (ValueError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

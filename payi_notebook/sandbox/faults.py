@@ -13,7 +13,7 @@ from typing import Any
 
 from . import errors
 
-ROUTES = ("ingest", "bulk", "proxy", "limits", "requests", "*")
+ROUTES = ("ingest", "bulk", "proxy", "limits", "requests", "use_cases", "*")
 FIELDS = {"route", "status", "count", "retry_after"}
 
 

@@ -119,6 +119,7 @@ class Recorder:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.use_cases: Any = None  # sandbox.use_cases.UseCases: checks (strict mode) and records instances
 
     def _named_limits(self, db: Any, attribution: Attribution, proxied: bool) -> list[Limit]:
         found = self.store.limits_by_id(db, attribution.limit_ids)
@@ -154,6 +155,8 @@ class Recorder:
         request_id = str(uuid.uuid4())
         now = utc_now()
         with self.store.transaction() as db:
+            if self.use_cases is not None:
+                attribution = self.use_cases.admit(db, attribution)
             if event.provider_response_id:
                 original = self.store.find_duplicate(db, event.category, event.provider_response_id)
                 if original is not None:
@@ -188,6 +191,9 @@ class Recorder:
         named on it reports ``blocked_external``. The provider is not called and nothing is priced.
         """
         attribution = event.attribution
+        if self.use_cases is not None and attribution.use_case_name:
+            with self.store.transaction() as db:
+                self.use_cases.check(db, attribution)
         if not attribution.limit_ids:
             return
         now = utc_now()

@@ -26,7 +26,10 @@ from .faults import Faults, parse_fault
 from .limits_api import LimitsApi
 from .proxy import Proxy
 from .record import Event, Recorded, Recorder, iso, utc_now
+from .requests_api import RequestsApi
 from .store import MAX_SEQ, Store
+from .use_cases import UseCases
+from .use_cases_api import UseCasesApi
 
 API_KEY_HEADER = b"xproxy-api-key"
 # The largest request body the sandbox reads (413 past it); Pay-i documents none. Ingest and
@@ -68,6 +71,8 @@ def route_kind(path: str) -> str | None:
         return "limits"
     if path.startswith("/api/v1/requests"):
         return "requests"
+    if path.startswith(("/api/v1/use_cases", "/api/v1/reports")):
+        return "use_cases"
     return None
 
 
@@ -296,11 +301,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return errors.PayiError(500, errors.UNEXPECTED_ERROR, f"unexpected sandbox error: {type(exc).__name__}").response()
 
 
-def create_app(store: Store, recorder: Recorder, api_key: str, faults: Faults, proxy: Proxy) -> ASGIApp:
-    """The sandbox's ASGI app (Pay-i API, proxy routes, /sandbox/v1) behind the auth gate."""
+def create_app(
+    store: Store, recorder: Recorder, api_key: str, faults: Faults, proxy: Proxy, strict_use_cases: bool = False
+) -> ASGIApp:
+    """The sandbox's ASGI app (Pay-i API, proxy routes, /sandbox/v1) behind the auth gate.
+
+    ``strict_use_cases``: calls naming an undefined use case are refused with ``use_case_not_found``.
+    """
+    use_cases = recorder.use_cases = UseCases(store, strict=strict_use_cases)
     routes = [
         *Service(store, recorder, faults).routes(),
         *LimitsApi(store).routes(),
+        *UseCasesApi(use_cases).routes(),
+        *RequestsApi(store, use_cases).routes(),
         *proxy.routes(),
         *BedrockProxy(proxy).routes(),
     ]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..ledger import Ledger
+from .style import unpriced_reason
 
 GROUPS: dict[str, str] = {
     "model": "resource",
@@ -69,6 +70,7 @@ class Breakdown:
     times: np.ndarray = field(default_factory=lambda: np.array([], dtype="datetime64[us]"))
     cumulative: np.ndarray = field(default_factory=lambda: np.array([], dtype=float))
     version: int = -1
+    unpriced_models: tuple[str, ...] = ()
 
     def ordered(self, metric: str, top: int) -> pd.DataFrame:
         """The table sorted by ``metric``, the groups after the first ``top`` merged into one row."""
@@ -92,7 +94,7 @@ class Breakdown:
         ]
         unpriced = self.source_calls.get("unknown", 0)
         if unpriced:
-            parts.append(f"{unpriced:,} unpriced")
+            parts.append(f"{unpriced:,} unpriced ({unpriced_reason(self.unpriced_models)})")
         return " / ".join(parts) if parts else "no calls yet"
 
 
@@ -101,7 +103,7 @@ def compute(ledger: Ledger, by: str) -> Breakdown:
     version = ledger.version
     column = GROUPS[by]
     keys = [] if column == "limit_id" else [column, *(["execution_count"] if by == "cell" else [])]
-    frame = ledger.frame([*keys, "timestamp", "cost_source", *SUMS])
+    frame = ledger.frame(list(dict.fromkeys([*keys, "resource", "timestamp", "cost_source", *SUMS])))
     if column == "limit_id":  # a call counts toward each of its limits, as Pay-i adds its cost to each
         table = _by_column(ledger.frame([column, *SUMS]), column, cell=False)
     else:
@@ -120,6 +122,7 @@ def compute(ledger: Ledger, by: str) -> Breakdown:
         times=times,
         cumulative=cumulative,
         version=version,
+        unpriced_models=tuple(sorted({str(m) for m in frame.loc[frame["cost_usd"].isna(), "resource"].dropna()})),
     )
 
 
@@ -127,6 +130,7 @@ def _sum_groups(keys: pd.Series, sums: pd.DataFrame) -> pd.DataFrame:
     grouped = sums.groupby(keys, observed=True, dropna=False, sort=False)
     table = grouped.sum(min_count=0)
     table.insert(0, "calls", grouped.size())
+    table.insert(1, "unpriced", sums["cost_usd"].isna().groupby(keys, observed=True, dropna=False, sort=False).sum())
     return table.rename(columns={"cache_read_tokens": "cached_tokens"})
 
 

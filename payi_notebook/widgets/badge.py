@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ledger import Ledger, RowRef, Totals
-from .style import FONT, MUTED, NO_MATH, SOURCE_NAMES, STATUS_COLOURS, esc, money, plural, state_chip
+from .style import (
+    FONT,
+    MUTED,
+    NO_MATH,
+    SOURCE_NAMES,
+    STATUS_COLOURS,
+    esc,
+    money,
+    plural,
+    state_chip,
+    unpriced_reason,
+)
 
 COST_WAIT_S = 60.0  # after the last row settles, how long a badge waits for Pay-i costs (bulk lookups)
 
@@ -27,20 +38,29 @@ class Badge:
     ``(estimated)``, delivery state counts and one chip per limit in its state's colour.
     """
 
-    def __init__(self, totals: Totals, label: str = "payi", note: str | None = None) -> None:
+    def __init__(self, totals: Totals, label: str = "payi", note: str | None = None, extra: Any = None) -> None:
         self.totals = totals
         self.label = label
         self.note = note  # degraded durability (journal off or disk full), shown after the line
+        self.extra = extra  # more to say (the budget line): an object with ``text()`` and ``html()``
 
     def _tokens(self) -> str:
         t = self.totals
         cached = f" ({t.cache_read_tokens:,} cached)" if t.cache_read_tokens else ""
         return f"{t.input_tokens:,} in{cached} / {t.output_tokens:,} out tokens"
 
-    def _source(self) -> str:
-        """Whose cost this is: ``Pay-i``, ``estimated``, ``Pay-i + estimated``, plus unpriced calls."""
+    def _cost(self) -> str:
+        """The money, or ``unpriced`` when no call could be priced (never a bare $0)."""
         t = self.totals
-        unpriced = f", {t.unpriced} unpriced" if t.unpriced and not math.isnan(t.cost_usd) else ""
+        return "unpriced" if t.calls and (t.cost_source == "unknown" or math.isnan(t.cost_usd)) else money(t.cost_usd)
+
+    def _source(self) -> str:
+        """Whose cost this is (``Pay-i``, ``estimated``, ...), and why some calls have none."""
+        t = self.totals
+        reason = unpriced_reason(t.unpriced_models)
+        if t.calls and self._cost() == "unpriced":
+            return reason
+        unpriced = f", {t.unpriced} unpriced: {reason}" if t.unpriced else ""
         return SOURCE_NAMES.get(t.cost_source, t.cost_source) + unpriced
 
     def _statuses(self) -> list[tuple[str, str]]:
@@ -54,10 +74,12 @@ class Badge:
     def text(self) -> str:
         t = self.totals
         statuses = ", ".join(text for _, text in self._statuses())
-        parts = [plural(t.calls, "call"), self._tokens(), f"{money(t.cost_usd)} ({self._source()})", statuses]
+        parts = [plural(t.calls, "call"), self._tokens(), f"{self._cost()} ({self._source()})", statuses]
         line = f"{self.label} · " + " · ".join(p for p in parts if p)
         limits = "; ".join(f"{lid}: {state}" for lid, state in sorted(t.limit_states.items()))
         line = f"{line} · limits {limits}" if limits else line
+        extra = self.extra.text() if self.extra is not None else ""
+        line = f"{line} · {extra}" if extra else line
         return f"{line} · ⚠ {self.note}" if self.note else line
 
     def html(self) -> str:
@@ -75,11 +97,13 @@ class Badge:
             f"<b>{esc(self.label)}</b>",
             esc(plural(t.calls, "call")),
             esc(self._tokens()),
-            f'<span title="{esc(cost_title)}"><b>{esc(money(t.cost_usd))}</b> '
+            f'<span title="{esc(cost_title)}"><b>{esc(self._cost())}</b> '
             f'<span style="color:{MUTED}">({esc(self._source())})</span></span>',
         ]
         if statuses:
             parts.append(statuses)
+        if self.extra is not None and (extra := self.extra.html()):
+            parts.append(extra)
         return (
             f'<div class="payi-badge {NO_MATH}" '
             f'style="font-family:{FONT};font-size:12px;color:{MUTED};line-height:20px">'
@@ -111,11 +135,17 @@ class BadgeBoard:
         self._timer: threading.Timer | None = None
         self._unsubscribe = ledger.subscribe(self._changed)
 
-    def show(self, refs: Sequence[RowRef]) -> Badge:
-        """Display a badge for these rows now; keep it live while any row is not final."""
-        badge = Badge(self._ledger.totals(refs), note=self._note())
-        handle = self._display(badge)
-        live = _Live(list(refs), handle, badge.text())
+    def show(self, refs: Sequence[RowRef], extra: Callable[[], Any] | None = None, handle: Any = None) -> Badge:
+        """Display a badge for these rows now (or update ``handle``); keep it live while any row is not final.
+
+        ``extra()`` gives what else the badge says (a ``Badge`` extra), re-read on each refresh.
+        """
+        badge = Badge(self._ledger.totals(refs), note=self._note(), extra=extra() if extra is not None else None)
+        if handle is not None:
+            handle.update(badge)
+        else:
+            handle = self._display(badge)
+        live = _Live(list(refs), handle, badge.text(), extra)
         if handle is not None and not live.final(badge.totals):
             with self._lock:
                 self._live.append(live)
@@ -136,7 +166,7 @@ class BadgeBoard:
             live, self._live = self._live, []
         keep = []
         for item in live:
-            badge = Badge(self._ledger.totals(item.refs), note=self._note())
+            badge = Badge(self._ledger.totals(item.refs), note=self._note(), extra=item.extra() if item.extra is not None else None)
             text = badge.text()
             if text != item.shown:
                 try:
@@ -164,6 +194,7 @@ class _Live:
     refs: list[RowRef]
     handle: Any
     shown: str
+    extra: Callable[[], Any] | None = None
     settled_at: float | None = None
 
     def final(self, totals: Totals) -> bool:

@@ -2,10 +2,13 @@
 
 A dropdown picks the grouping, a toggle the metric (cost, or tokens split into input,
 cached and output), a bar chart shows the groups and a line the cumulative cost over time.
-It reads only the columns it needs and aggregates them (``aggregate.compute``), so the
-widget costs about the same for a million rows as for a hundred. It follows the ledger:
-a change schedules one refresh on a timer thread (at most ``1 / interval`` per second);
-the subscription callback itself does no work.
+The charts are our own SVG (``svg``) in plain HTML widgets: no plotly.js reaches the page,
+a breakdown is a few kB on the wire, and the same picture is the static twin that exports
+and GitHub show. Displayed, it is three outputs (controls and totals table, bars, timeline)
+so that each chart's twin is an image. It reads only the columns it needs and aggregates
+them (``aggregate.compute``), so it costs about the same for a million rows as for a
+hundred. It follows the ledger: a change schedules one refresh on a timer thread (at most
+``1 / interval`` per second); the subscription callback itself does no work.
 """
 
 from __future__ import annotations
@@ -16,24 +19,31 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
-import plotly.graph_objects as go
 
 from ..ledger import Ledger
-from . import aggregate
+from . import aggregate, svg
 from .aggregate import GROUPS, METRICS, Breakdown, group_label
-from .style import MUTED, SERIES_COLOURS, TABLE, TRACK, box, count, esc, money, muted, plural
+from .style import (
+    MUTED,
+    NO_MATH,
+    SERIES_COLOURS,
+    TABLE,
+    TRACK,
+    box,
+    cost_text,
+    count,
+    esc,
+    money,
+    muted,
+    plural,
+)
 from .view import Snapshot, close_tree
 
 TOKEN_SERIES = (("input_tokens", "input"), ("cached_tokens", "cached input"), ("output_tokens", "output"))
-_AXIS = {"gridcolor": "rgba(128,128,128,0.18)", "zerolinecolor": "rgba(128,128,128,0.35)", "automargin": True}
-_LAYOUT = {
-    "template": "none",
-    "paper_bgcolor": "rgba(0,0,0,0)",
-    "plot_bgcolor": "rgba(0,0,0,0)",
-    "font": {"size": 11, "color": "#7f7f7f"},
-    "margin": {"l": 10, "r": 20, "t": 34, "b": 30},
-    "hoverlabel": {"namelength": -1},
-}
+
+
+def _chart(markup: str) -> str:
+    return f'<div class="payi-chart-box {NO_MATH}" style="overflow-x:auto">{markup}</div>'
 
 
 class CostBreakdown(Snapshot, w.VBox):
@@ -77,21 +87,16 @@ class CostBreakdown(Snapshot, w.VBox):
         )
         self.metric = w.ToggleButtons(options=list(METRICS), value=metric, style={"button_width": "64px"})
         self.caption = w.HTML()
-        self.bars = go.FigureWidget(
-            data=[go.Bar(orientation="h", x=[], y=[], visible=i == 0) for i in range(len(TOKEN_SERIES))],
-            layout={**_LAYOUT, "barmode": "stack", "height": 160, "showlegend": False,
-                    "xaxis": dict(_AXIS), "yaxis": {**_AXIS, "autorange": "reversed", "type": "category"}},
-        )  # fmt: skip
-        self.timeline = go.FigureWidget(
-            data=[go.Scatter(x=[], y=[], mode="lines", line={"shape": "hv", "color": SERIES_COLOURS[0], "width": 2},
-                             fill="tozeroy", fillcolor="rgba(76,120,168,0.12)", name="cumulative cost",
-                             hovertemplate="%{x}<br>$%{y:.6f}<extra></extra>")],
-            layout={**_LAYOUT, "height": 200, "title": {"text": "cumulative cost", "font": {"size": 12}},
-                    "xaxis": dict(_AXIS),
-                    "yaxis": {**_AXIS, "tickprefix": "$", "tickformat": ",.6~f", "rangemode": "tozero"}},
-        )  # fmt: skip
+        self.bars = w.HTML()
+        self.timeline = w.HTML()
+        self.bars.add_class("payi-bars")
+        self.timeline.add_class("payi-timeline")
+        self.svgs = ("", "")  # (bars, timeline) as last drawn
+        self.plotted: dict[str, list[Any]] = {}  # what the bars show: "labels" and one list per series
         controls = w.HBox([self.group_by, self.metric], layout=w.Layout(align_items="center"))
-        super().__init__(children=[controls, self.caption, self.bars, self.timeline])
+        self.head = w.VBox([controls, self.caption])
+        self.head.add_class("payi-breakdown")
+        super().__init__(children=[self.head, self.bars, self.timeline])
         self.add_class("payi-breakdown")
         self.refresh()
         self.group_by.observe(self._on_control, "value")
@@ -154,6 +159,7 @@ class CostBreakdown(Snapshot, w.VBox):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.retired()
         for child in self.children:
             close_tree(child)
         super().close()
@@ -162,35 +168,27 @@ class CostBreakdown(Snapshot, w.VBox):
 
     def _draw(self, breakdown: Breakdown, metric: str) -> None:
         table = breakdown.ordered(metric, self.top)
-        labels = [esc(label) for label in table.index]  # plotly reads tags in text; entities show as text
-        calls = table["calls"].to_numpy()
-        with self.bars.batch_update():
-            if metric == "cost":
-                series = [("cost_usd", "cost (USD)")]
-                template = "%{y}<br>$%{x:.6f}<br>%{customdata:,} calls<extra></extra>"
-            else:
-                series = list(TOKEN_SERIES)
-                template = "%{y}<br>%{fullData.name}: %{x:,} tokens<extra></extra>"
-            for i, trace in enumerate(self.bars.data):
-                if i < len(series):
-                    column, name = series[i]
-                    trace.update(x=table[column].to_numpy(), y=labels, name=name, visible=True, customdata=calls,
-                                 hovertemplate=template, marker={"color": SERIES_COLOURS[i]})  # fmt: skip
-                else:
-                    trace.update(x=[], y=[], visible=False)
-            self.bars.layout.height = max(160, 64 + 24 * len(table))
-            self.bars.layout.showlegend = metric == "tokens"
-            self.bars.layout.title = {"text": f"{metric} by {esc(breakdown.by)}", "font": {"size": 12}}
-            self.bars.layout.xaxis.tickprefix = "$" if metric == "cost" else ""
-            self.bars.layout.xaxis.tickformat = ",.6~f" if metric == "cost" else "~s"
-        with self.timeline.batch_update():
-            self.timeline.data[0].update(x=breakdown.times, y=breakdown.cumulative)
+        labels = [str(label) for label in table.index]
+        if metric == "cost":
+            series = [("cost (USD)", table["cost_usd"].to_numpy())]
+            notes = [cost_text(row.cost_usd, row.calls, row.unpriced) for row in table.itertuples()]
+            fmt: Callable[[float], str] = money
+        else:
+            series = [(name, table[column].to_numpy()) for column, name in TOKEN_SERIES]
+            notes, fmt = None, lambda v: f"{count(v)} tokens"
+        self.plotted = {"labels": labels, **{name: [float(v) for v in values] for name, values in series}}
+        bars = svg.bar_chart(labels, series, f"{metric} by {breakdown.by}", fmt, notes=notes)
+        line = svg.step_chart(breakdown.times, breakdown.cumulative, "cumulative cost", money)
+        self.svgs = (bars, line)
+        self.bars.value = _chart(bars)
+        self.timeline.value = _chart(line)
         self.caption.value = box(self._caption(breakdown), "payi-caption")
+        self.update_static()
 
     @staticmethod
     def _caption(b: Breakdown) -> str:
         parts = [
-            f"<b>{esc(money(b.cost_usd))}</b>",
+            f"<b>{esc(cost_text(b.cost_usd, b.calls, b.source_calls.get('unknown', 0)))}</b>",
             esc(plural(b.calls, "call")),
             muted(f"cost: {b.source_caption()}"),
         ]
@@ -200,7 +198,28 @@ class CostBreakdown(Snapshot, w.VBox):
 
     # -- static views ----------------------------------------------------------------------
 
-    def html(self) -> str:
+    def parts(self) -> list[tuple[Any, dict[str, str]]]:
+        """Three outputs: controls over the totals table, the bars, the timeline (charts as SVG images)."""
+        b = self.breakdown
+        bars = line = "[chart: nothing computed yet]"
+        if b is not None:
+            plotted = self.plotted
+            values = [(name, v) for name, v in plotted.items() if name != "labels"]
+            rows = [
+                f"{label}: " + " / ".join(f"{count(v[i]) if len(values) > 1 else money(v[i])}" for _, v in values)
+                for i, label in enumerate(plotted.get("labels", []))
+            ]
+            bars = f"[chart: {self.metric.value} by {b.by}] " + "; ".join(rows)
+            line = f"[chart: cumulative cost] {cost_text(b.cost_usd, b.calls, b.source_calls.get('unknown', 0))}"
+            line += f" over {plural(b.calls, 'call')}"
+        return [
+            (self.head, {"text/plain": self.text(), "text/html": self.html(images=False)}),
+            (self.bars, {"text/plain": bars, "image/svg+xml": self.svgs[0]}),
+            (self.timeline, {"text/plain": line, "image/svg+xml": self.svgs[1]}),
+        ]
+
+    def html(self, images: bool = True) -> str:
+        """Title, totals and one row per group; with ``images`` the two charts as ``<img>`` too."""
         b = self.breakdown
         if b is None:
             return box(muted("cost breakdown: nothing computed yet"), "payi-breakdown-static")
@@ -222,13 +241,20 @@ class CostBreakdown(Snapshot, w.VBox):
                 "</div></div>"
             )
             tokens = f"{count(row.input_tokens)} / {count(row.cached_tokens)} / {count(row.output_tokens)}"
-            cells = ((esc(label), "left"), (esc(f"{int(row.calls):,}"), "right"), (esc(money(row.cost_usd)), "right"),
+            cost = cost_text(row.cost_usd, row.calls, row.unpriced)
+            cells = ((esc(label), "left"), (esc(f"{int(row.calls):,}"), "right"), (esc(cost), "right"),
                      (esc(tokens), "right"), (bar, "left"))  # fmt: skip
             tds = "".join(f'<td style="text-align:{align};padding:2px 8px">{cell}</td>' for cell, align in cells)
             rows.append(f"<tr>{tds}</tr>")
         table_html = f'<table style="{TABLE}"><tr>{head}</tr>{"".join(rows)}</table>'
-        title = f'<div><b>payi</b> · {esc(metric)} by {esc(b.by)} · {self._caption(b)}</div>'
-        return box(title + table_html, "payi-breakdown-static")
+        title = f"<div><b>payi</b> · {esc(metric)} by {esc(b.by)} · {self._caption(b)}</div>"
+        charts = ""
+        if images and self.svgs[0]:
+            charts = "".join(
+                f'<div><img alt="{esc(alt)}" src="{svg.data_uri(picture)}"></div>'
+                for alt, picture in zip((f"{metric} by {b.by}", "cumulative cost"), self.svgs)
+            )
+        return box(title + table_html + charts, "payi-breakdown-static")
 
     def text(self) -> str:
         b = self.breakdown
@@ -237,10 +263,11 @@ class CostBreakdown(Snapshot, w.VBox):
         metric = self.metric.value
         table = b.ordered(metric, self.top)
         width = max([len(b.by), *(len(str(label)) for label in table.index)])
-        total = f"{money(b.cost_usd)} · {plural(b.calls, 'call')} · cost: {b.source_caption()}"
+        total = f"{cost_text(b.cost_usd, b.calls, b.source_calls.get('unknown', 0))} · {plural(b.calls, 'call')} · cost: {b.source_caption()}"
         lines = [f"payi · {metric} by {b.by} · {total}"]
-        lines.append(f"  {b.by.ljust(width)}  {'calls':>9}  {'cost':>14}  {'in/cached/out tokens':>24}")
+        lines.append(f"  {b.by.ljust(width)}  {'calls':>9}  {'cost':>16}  {'in/cached/out tokens':>24}")
         for label, row in table.iterrows():
             tokens = f"{count(row.input_tokens)}/{count(row.cached_tokens)}/{count(row.output_tokens)}"
-            lines.append(f"  {str(label).ljust(width)}  {int(row.calls):>9,}  {money(row.cost_usd):>14}  {tokens:>24}")
+            cost = cost_text(row.cost_usd, row.calls, row.unpriced)
+            lines.append(f"  {str(label).ljust(width)}  {int(row.calls):>9,}  {cost:>16}  {tokens:>24}")
         return "\n".join(lines)

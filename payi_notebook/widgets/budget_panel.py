@@ -183,6 +183,7 @@ class BudgetPanel(Snapshot, w.VBox):
         else:
             self.rows.children = [self._empty]
         self.header.value = box(self._summary_html(), "payi-budget-header")
+        self.update_static()
 
     def _summary_html(self) -> str:
         states: dict[str, int] = {}
@@ -196,6 +197,7 @@ class BudgetPanel(Snapshot, w.VBox):
     def _say(self, kind: str, text: str) -> None:
         self.message = (kind, text)
         self.notice.value = message(text, kind)
+        self.update_static()
 
     def _run(self, what: str, action: Callable[[], Any], done: str) -> bool:
         """Do one action, then re-read; any failure becomes the panel's message."""
@@ -278,6 +280,7 @@ class BudgetPanel(Snapshot, w.VBox):
             if self._after_cell in self.session.cell_listeners:
                 self.session.cell_listeners.remove(self._after_cell)
             self._rows = {}
+        self.retired()
         for child in (*self.children, self._empty):
             close_tree(child)
         super().close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..events import payi_cost
 from .style import BORDER, ERROR, MUTED, TABLE, box, chip, esc, money, muted, state_chip
 
 _LATEST = object()
@@ -76,6 +77,12 @@ class ResultView:
         cost = (self.result or {}).get("cost")
         if not isinstance(cost, Mapping):
             return None
+        if (
+            isinstance(self.result, Mapping)
+            and self.result.get("unknown_units")
+            and payi_cost(dict(self.result)) is None
+        ):
+            return "unpriced: Pay-i has no price for these units (see unknown units)"
         parts = []
         for key in ("input", "output", "total"):
             part = cost.get(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from typing import Any
 
 FONT = "var(--jp-ui-font-family, -apple-system, 'Segoe UI', Roboto, sans-serif)"
@@ -61,6 +62,22 @@ def money(value: Any) -> str:
     if abs(value) < 0.01:
         return f"${value:.6f}".rstrip("0")
     return f"${value:,.4f}"
+
+
+def unpriced_reason(models: Sequence[str]) -> str:
+    """Why calls have no cost: the models neither Pay-i nor the local price list can price."""
+    if not models:
+        return "no known price"
+    shown = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
+    return f"no known price for {shown}"
+
+
+def cost_text(cost: float, calls: int, unpriced: int) -> str:
+    """A group's cost for people: never a bare $0 when its calls could not be priced."""
+    calls, unpriced = int(calls), int(unpriced)  # a pandas row may hold them as floats
+    if calls and unpriced >= calls:
+        return "unpriced"
+    return money(cost) + (f" + {unpriced:,} unpriced" if unpriced else "")
 
 
 def count(value: Any) -> str:

@@ -169,6 +169,11 @@ def handle(call: Call) -> Response:
     return json_response(message.body(), call.faults, {})
 
 
+def count_tokens(call: Call) -> Response:
+    """``POST /v1/messages/count_tokens``: the prompt's input tokens, as a call would bill them (free)."""
+    return json_response({"input_tokens": len(render_prompt(call.body))}, call.faults, {})
+
+
 class _Message:
     """One reply as a Message object, or as the events that build it up."""
 

@@ -176,8 +176,9 @@ class Emulator:
 def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 404
     routes = (
-        "POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, /openai/..., "
-        "/anthropic/v1/messages, /{version}/models/{model}:{action} and /{version}/projects/.../models/{model}:{action}"
+        "POST /v1/chat/completions, /v1/responses, /v1/embeddings, /v1/messages, /v1/messages/count_tokens, "
+        "/openai/..., /anthropic/v1/messages, /{version}/models/{model}:{action} and "
+        "/{version}/projects/.../models/{model}:{action}"
     )
     if status == 405:
         message = f"{request.method} is not allowed on {request.url.path}; the emulator serves {routes}."
@@ -209,6 +210,7 @@ def create_app(*, request_log_size: int = 1000, cache_entries: int = 65536) -> S
             emulator.route(BEDROCK_FORMATS + "/openai/v1/responses", OPENAI, openai_responses.handle),
             emulator.route(BEDROCK_FORMATS + "/anthropic/v1/messages", ANTHROPIC, anthropic_messages.handle),
             *_cloud_routes(emulator),
+            emulator.route("/v1/messages/count_tokens", ANTHROPIC, anthropic_messages.count_tokens),
         ],
         exception_handlers={404: _not_found, 405: _not_found},
     )
