@@ -56,6 +56,7 @@ __all__ = [
     "UseCase",
     "annotate",
     "anthropic_url",
+    "bedrock_url",
     "child_init",
     "child_state",
     "configure",
@@ -179,6 +180,12 @@ def openai_url() -> str:
 def anthropic_url() -> str:
     """Base URL for an Anthropic client that goes through the Pay-i proxy by itself."""
     return proxy_url(instrument().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
+
+
+def bedrock_url() -> str:
+    """Endpoint URL for a boto3 ``bedrock-runtime`` client that goes through the Pay-i proxy by itself
+    (its requests then need ``pn.proxy_headers(...)`` and ``xProxy-Provider-BaseUri`` added)."""
+    return proxy_url(instrument().endpoint.base_url, "bedrock")  # type: ignore[union-attr]
 
 
 def emulator_url() -> str | None:

@@ -278,7 +278,7 @@ class Session:
         from .sandbox.emulator import sdk_base_urls
 
         providers = {k: list(v) for k, v in self.settings.providers.items()}
-        for provider, base in sdk_base_urls(provider_url).items():
+        for provider, base in sdk_base_urls(provider_url):
             if base not in providers.setdefault(provider, []):
                 providers[provider].append(base)
         self.settings.providers = providers

@@ -159,8 +159,40 @@ def google_units(usage: Mapping[str, Any] | None, model: str | None = None) -> U
     return units
 
 
+def bedrock_units(usage: Mapping[str, Any] | None) -> Units:
+    """Units for Bedrock's ``TokenUsage`` (Converse, ConverseStream's ``metadata`` event).
+
+    ``inputTokens`` excludes cache reads and writes, which become ``text_cache_read`` and
+    ``text_cache_write`` (Pay-i's names for them, as for Anthropic); a ``cacheDetails`` entry
+    with ttl ``1h`` moves those writes to ``text_cache_write_1h``. Pay-i's own SDK drops the
+    cache counts for Converse; they are billed, so we send them.
+    """
+    if not usage:
+        return {"text": {"input": 0, "output": 0}}
+    units: Units = {"text": {"input": _int(usage.get("inputTokens")), "output": _int(usage.get("outputTokens"))}}
+    write = _int(usage.get("cacheWriteInputTokens"))
+    details = usage.get("cacheDetails")
+    hour = 0
+    if isinstance(details, list):
+        hour = sum(_int(d.get("inputTokens")) for d in details if isinstance(d, Mapping) and d.get("ttl") == "1h")
+    hour = min(hour, write)
+    _put(units, "text_cache_write", "input", write - hour)
+    _put(units, "text_cache_write_1h", "input", hour)
+    _put(units, "text_cache_read", "input", _int(usage.get("cacheReadInputTokens")))
+    return units
+
+
 def units_for(wire: str, usage: Mapping[str, Any] | None, model: str | None = None) -> Units:
-    """Units for a raw ``usage`` object in a wire format: ``"openai"``, ``"anthropic"`` or ``"google"``."""
+    """Units for a raw ``usage`` object in a wire format: ``"openai"``, ``"anthropic"``, ``"google"`` or ``"bedrock"``.
+
+    Bedrock serves several usage shapes (its own ``TokenUsage``, Anthropic's and OpenAI's
+    bodies through InvokeModel): the shape decides.
+    """
+    if wire == "bedrock":
+        if not usage or "inputTokens" in usage or "outputTokens" in usage:
+            return bedrock_units(usage)
+        openai_shape = "prompt_tokens" in usage or "total_tokens" in usage or "input_tokens_details" in usage
+        wire = "openai" if openai_shape else "anthropic"
     if wire == "anthropic":
         return anthropic_units(usage)
     if wire == "openai":

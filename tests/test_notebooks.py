@@ -252,7 +252,8 @@ def test_exploring_costs(run_notebook: Callable[[str], Run]) -> None:
 def test_providers(run_notebook: Callable[[str], Run]) -> None:
     run = run_notebook("04_providers")
     assert errors(run.nb) == []
-    seen = [(r["provider"], r["category"], r["mode"], r["status"]) for r in run.rows]
+    rows = [r for r in run.rows if r["provider"] != "bedrock"]
+    seen = [(r["provider"], r["category"], r["mode"], r["status"]) for r in rows]
     assert seen[:5] + sorted(seen[5:]) == [
         ("azure_openai", "system.azureopenai", "telemetry", "sent"),
         ("azure_anthropic", "system.azure", "proxy", "proxied"),
@@ -262,16 +263,32 @@ def test_providers(run_notebook: Callable[[str], Run]) -> None:
         ("vertex", "system.google.vertex", "proxy", "proxied"),
         ("vertex", "system.google.vertex", "proxy", "proxied"),
     ], seen  # the two Vertex calls run concurrently: either may come first
-    assert run.rows[0]["deployment"] == "support-gpt" and run.rows[0]["resource"] == "gpt-4o-mini-2024-07-18"
-    assert {r["resource"] for r in run.rows[5:]} == {"google.gemini-2.5-flash", "anthropic.claude-sonnet-4-5@20250929"}
-    assert all(r["cost_source"] == "payi" and r["payi_cost_usd"] > 0 for r in run.rows)
-    by_request = {e["request_id"]: e for e in run.events}
-    assert len(run.events) == len(run.rows) == len(by_request)
-    assert sorted(by_request[r["payi_request_id"]]["source"] for r in run.rows) == ["ingest"] * 4 + ["proxy"] * 3
+    assert rows[0]["deployment"] == "support-gpt" and rows[0]["resource"] == "gpt-4o-mini-2024-07-18"
+    assert {r["resource"] for r in rows[5:]} == {"google.gemini-2.5-flash", "anthropic.claude-sonnet-4-5@20250929"}
+    assert all(r["cost_source"] == "payi" and r["payi_cost_usd"] > 0 for r in rows)
+    events = [e for e in run.events if e["category"] != "system.aws.bedrock"]
+    by_request = {e["request_id"]: e for e in events}
+    assert len(events) == len(rows) == len(by_request)
+    assert sorted(by_request[r["payi_request_id"]]["source"] for r in rows) == ["ingest"] * 4 + ["proxy"] * 3
     assert text(run.cell("generate_content_stream")).count("Block limits cannot apply") == 1
     others = [c for c in run.nb.cells if c.cell_type == "code" and "generate_content_stream" not in c.source]
     assert all("Block limits cannot apply" not in text(c) for c in others)
     assert "3 turns" in text(run.cell("automatic_function_calling_history"))
+    # Bedrock: boto3 (Converse with caching, streams, InvokeModel), AnthropicBedrock, proxy under a Block limit
+    rows = [r for r in run.rows if r["provider"] == "bedrock"]
+    assert {r["category"] for r in rows} == {"system.aws.bedrock"}
+    telemetry = [r for r in rows if r["mode"] == "telemetry"]
+    proxied = [r for r in rows if r["mode"] == "proxy"]
+    assert len(telemetry) == 6 and {r["status"] for r in telemetry} == {"sent"}
+    assert proxied and proxied[-1]["status"] == "blocked" and {r["status"] for r in proxied[:-1]} == {"proxied"}
+    assert all(r["payi_cost_usd"] > 0 for r in rows if r["status"] != "blocked")
+    events = [e for e in run.events if e["category"] == "system.aws.bedrock"]
+    assert len(events) == len(rows), "one Pay-i event per call (Pay-i records the refused one too)"
+    sources = [e["source"] for e in events]
+    assert sources.count("proxy") == len(proxied) and len(sources) - sources.count("proxy") == len(telemetry)
+    assert "refused at call" in text(run.cell("refused = attempt"))
+    caching = text(run.cell("first = bedrock.converse"))
+    assert "cacheWriteInputTokens" in caching and "cacheReadInputTokens" in caching
 
 
 def test_use_cases_kpis(run_notebook: Callable[[str], Run]) -> None:

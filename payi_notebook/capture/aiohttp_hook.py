@@ -24,7 +24,7 @@ class _Reader4aiohttp(_Reader):
     """The shared tee logic, in pass-through mode: bytes go on untouched, events are read after."""
 
     def __init__(self, exchange: Exchange, sse: bool) -> None:
-        super().__init__(None, exchange, sse, None)  # aiohttp has already decompressed the body
+        super().__init__(None, exchange, "sse" if sse else None, None)  # aiohttp has already decompressed the body
         self._filter = False
 
     def seen(self, data: bytes, at_eof: bool) -> None:
@@ -161,7 +161,7 @@ def _headers(headers: Any) -> list[tuple[str, str]]:
 
 
 class _Peek:
-    """Just enough of a request for the route match (``url.scheme/host/port/path``)."""
+    """Just enough of a request for the route match (``url.scheme/host/port/raw_path``)."""
 
     __slots__ = ("url",)
 
@@ -170,7 +170,8 @@ class _Peek:
 
 
 class _PeekURL:
-    __slots__ = ("scheme", "host", "port", "path")
+    __slots__ = ("scheme", "host", "port", "raw_path")
 
     def __init__(self, url: Any) -> None:
-        self.scheme, self.host, self.port, self.path = url.scheme, url.host or "", url.explicit_port, url.path
+        self.scheme, self.host, self.port = url.scheme, url.host or "", url.explicit_port
+        self.raw_path = url.raw_path.encode("ascii")  # as sent, like httpx's (routes match encoded paths)

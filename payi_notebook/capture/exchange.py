@@ -29,8 +29,9 @@ from ..context import Context
 from ..events import Status, UsageEvent, new_event_id, payi_cost
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
-from .adapters import ApiAdapter, Observation, endpoint_for, read_error
+from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
 from .estimate import estimate_input_tokens
+from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .proxying import ProxyTarget, apply_context, proxyable, rewrite_to_proxy
 from .redact import response_headers
 from .routes import Route, RouteTable
@@ -91,7 +92,15 @@ class Exchange:
         "_lock",
     )
 
-    def __init__(self, config: CaptureConfig, scope: TrackingScope, route: Route, request: Any) -> None:
+    def __init__(
+        self,
+        config: CaptureConfig,
+        scope: TrackingScope,
+        route: Route,
+        request: Any,
+        rewrite: Callable[[Any, Route, ProxyTarget, Context, str | None], Context] = rewrite_to_proxy,
+    ) -> None:
+        """``rewrite`` re-addresses the request to Pay-i's proxy (the HTTP library's request type)."""
         self.config = config
         self.scope = scope
         self.route = route
@@ -144,7 +153,7 @@ class Exchange:
         if route.proxied:
             self.context = apply_context(request.headers, self.context)
         elif self.mode == "proxy":
-            self.context = rewrite_to_proxy(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
+            self.context = rewrite(request, route, config.proxy, self.context, self.model)  # type: ignore[arg-type]
         self.timestamp = time.time()
         self.hold = None
         if scope.budgets or config.session_budget is not None:  # the only budget work when none applies
@@ -164,10 +173,10 @@ class Exchange:
             self.finish_body(response._content, eof=True)
             return response
         content_type = response.headers.get("content-type", "")
-        sse = "text/event-stream" in content_type
+        framing = "sse" if "text/event-stream" in content_type else "eventstream" if EVENTSTREAM in content_type else None
         encoding = response.headers.get("content-encoding")
         cls = stream_classes[1] if is_async else stream_classes[0]
-        response.stream = cls(response.stream, self, sse, encoding.strip().lower() if encoding else None)
+        response.stream = cls(response.stream, self, framing, encoding.strip().lower() if encoding else None)
         return response
 
     def observe_event(self, event: SSEEvent, now: float) -> bool:
@@ -270,6 +279,8 @@ def build_event(x: Any) -> UsageEvent:
     obs: Observation = x.obs
     x.adapter.settle(obs)
     status = x.status_code
+    if x.headers is not None:
+        x.adapter.read_headers(obs, x.headers)
     if x.body:
         data = _loads(x.body)
         if status is not None and status >= 400:
@@ -436,6 +447,8 @@ def _bytes(text: str | None) -> bytes | None:
 
 def _partial_usage(wire: str, usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
     """Usage for a stream that stopped early: what arrived, else one token per content event."""
+    if wire == "bedrock":
+        return bedrock.partial_usage(usage, deltas)
     if wire == "google":
         return usage or ({"candidatesTokenCount": deltas} if deltas else None)
     if wire == "anthropic":
@@ -453,6 +466,9 @@ def _with_input(wire: str, usage: dict[str, Any] | None, tokens: int) -> dict[st
     if wire == "google":
         merged["promptTokenCount"] = tokens
         return merged
+    if wire == "bedrock" and ("inputTokens" in merged or not merged):  # Bedrock's own TokenUsage shape
+        merged["inputTokens"] = tokens
+        return merged
     responses_style = wire == "anthropic" or "input_tokens" in merged or "output_tokens" in merged
     merged["input_tokens" if responses_style else "prompt_tokens"] = tokens
     return merged
@@ -461,6 +477,9 @@ def _with_input(wire: str, usage: dict[str, Any] | None, tokens: int) -> dict[st
 def _raw(request: Any) -> bytes | None:
     try:
         return request.content
+    except AttributeError:  # botocore's prepared request
+        body = getattr(request, "body", None)
+        return body if isinstance(body, bytes) else None
     except Exception:  # a streaming request body we must not consume
         return None
 

@@ -43,7 +43,8 @@ def _begin(request: Any) -> tuple[CaptureConfig, Any, Any] | None:
     if scope is None or config is None:
         return None
     url = request.url
-    route = config.routes.match(url.scheme, url.host, url.port, url.path)
+    path = url.raw_path.partition(b"?")[0].decode("ascii")  # as sent and signed: a Bedrock ARN keeps its %2F
+    route = config.routes.match(url.scheme, url.host, url.port, path)
     if route is None:
         return None
     return config, scope, route
@@ -129,6 +130,10 @@ def install() -> list[str]:
             hooked.append(lib.__name__)
         if _hook_aiohttp():
             hooked.append("aiohttp")
+    from . import botocore_hook  # boto3 sends through botocore/urllib3, not httpx
+
+    if botocore_hook.install():
+        hooked.append("botocore")
     return hooked
 
 
@@ -154,8 +159,14 @@ def uninstall() -> None:
         for (cls, attr), original in _installed.items():
             setattr(cls, attr, original)
         _installed.clear()
+    from . import botocore_hook
+
+    botocore_hook.uninstall()
 
 
 def hooked_libraries() -> tuple[str, ...]:
     """Names of the hooked HTTP libraries (for ``%payi status``)."""
-    return tuple(sorted({cls.__module__.split(".")[0] for cls, _ in _installed}))
+    from . import botocore_hook
+
+    names = {cls.__module__.split(".")[0] for cls, _ in _installed} | ({"botocore"} if botocore_hook.installed() else set())
+    return tuple(sorted(names))

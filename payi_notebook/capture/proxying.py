@@ -104,7 +104,10 @@ def apply_context(headers: Any, context: Context) -> Context:
     given: dict[str, str] = {}
     emptied: list[str] = []
     for name, value in headers.items():
+        name = name.lower()  # httpx's names are lower-case already; botocore keeps the case it was given
         if name.startswith("xproxy-"):
+            if isinstance(value, bytes):  # botocore may hold values as bytes
+                value = value.decode("latin-1")
             if name in _FIELDS:
                 given[name] = value
             if not value:
@@ -161,24 +164,34 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
 
     The SDK builds a fresh request for every attempt, so nothing else sees the change, and
     nothing is copied on the caller's hot path. ``model`` fills ``xProxy-PriceAs-Resource``
-    where the route requires it (Azure Anthropic).
+    where the route requires it (Azure Anthropic). ``route.path`` is the path as sent (a
+    Bedrock model id stays encoded as it was signed).
     """
-    spec = route.spec
-    url = _proxy_url(type(request.url), target.base_url, spec.proxy_prefix, route.path)
+    url = _proxy_url(type(request.url), target.base_url, route.spec.proxy_prefix, route.path)
     if request.url.query:
         url = url.copy_with(query=request.url.query)
-    headers = request.headers
+    request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
+    context = add_proxy_headers(request.headers, route, target, context, model)
+    request.headers["host"] = url.netloc.decode("ascii")
+    if _AZURE_AUTH_ORIGIN in request.extensions:  # openai's Azure client drops api-key when the origin moves
+        request.extensions = {**request.extensions, _AZURE_AUTH_ORIGIN: (url.scheme, url.host, url.port or _PORTS.get(url.scheme))}
+    return context
+
+
+def add_proxy_headers(headers: Any, route: Route, target: ProxyTarget, context: Context, model: str | None = None) -> Context:
+    """Pay-i's key, the provider base URI and the context's ``xProxy-*`` headers, on a request
+    already re-addressed to the proxy (httpx headers, or botocore's through ``botocore_hook``'s
+    view); return the call's context."""
+    spec = route.spec
     base_uri = "xproxy-provider-baseuri" not in headers and (
         target.always_base_uri or spec.public_base is None or route.base.rstrip("/") != spec.public_base
     )
-    request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key
     context = apply_context(headers, context)
+    if "xproxy-api-key" in headers:  # botocore's headers append on set: one key only
+        del headers["xproxy-api-key"]
     headers["xProxy-api-key"] = target.api_key.reveal()
     if base_uri:
         headers["xProxy-Provider-BaseUri"] = route.base
     if spec.price_as_resource and model and "xproxy-priceas-resource" not in headers:
         headers["xProxy-PriceAs-Resource"] = model
-    headers["host"] = url.netloc.decode("ascii")
-    if _AZURE_AUTH_ORIGIN in request.extensions:  # openai's Azure client drops api-key when the origin moves
-        request.extensions = {**request.extensions, _AZURE_AUTH_ORIGIN: (url.scheme, url.host, url.port or _PORTS.get(url.scheme))}
     return context

@@ -25,6 +25,8 @@ _SKIPPED = frozenset({"transfer-encoding", "connection", "keep-alive"})
 def is_secret(name: str) -> bool:
     """Whether a header may carry a credential (by exact name or by a telling word in it)."""
     lowered = name.lower()
+    if lowered.endswith("-token-count"):  # Bedrock's usage counts (x-amzn-bedrock-input-token-count)
+        return False
     return lowered in SECRET_HEADERS or any(word in lowered for word in _SECRET_WORDS)
 
 
@@ -36,5 +38,8 @@ def _kept(name: str) -> bool:
 
 def response_headers(headers: Iterable[tuple[str, str]] | Any) -> list[dict[str, str]]:
     """Provider response headers worth keeping (request ids, rate limits), minus secrets and framing."""
-    items = headers.multi_items() if hasattr(headers, "multi_items") else headers
+    if hasattr(headers, "multi_items"):  # httpx
+        items = headers.multi_items()
+    else:  # botocore's HeadersDict, or pairs read back from the journal
+        items = headers.items() if hasattr(headers, "items") else headers
     return [{"name": name, "value": value} for name, value in items if _kept(name)]

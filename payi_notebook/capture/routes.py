@@ -5,7 +5,9 @@ under them; users add base URLs for gateways and the emulator. Requests to Pay-i
 provider calls, except its proxy routes, which a user may have configured by hand: those
 are recognised as already proxied. A URL seen before costs one dict lookup; a new one, a
 lookup by origin (wildcard origins are resolved once per host) and a template match per
-candidate. Routes are immutable, so one per URL is shared by all its calls.
+candidate. Routes are immutable, so one per URL is shared by all its calls. Paths are
+matched encoded, as sent and signed (a Bedrock ARN model id keeps its ``%2F``); parameters
+are decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .adapters import PROVIDERS, Endpoint, Provider
 
@@ -47,9 +49,16 @@ def _origin(scheme: str, host: str, port: int | None) -> tuple[str, str, int]:
 
 @lru_cache(maxsize=256)
 def _template(template: str) -> re.Pattern[str]:
-    """A path template (``/{version}/models/{model}:generateContent``) as an anchored pattern."""
+    """A path template (``/{version}/models/{model}:generateContent``) as an anchored pattern.
+
+    A parameter ends at ``/``, and at ``:`` where the template continues with one (Google's
+    ``:verb``); elsewhere ``:`` belongs to it (Bedrock model ids: ``anthropic.claude-…-v1:0``, ARNs).
+    """
     parts = re.split(r"\{(\w+)\}", template)
-    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/:]+)" for i, p in enumerate(parts))
+    pattern = "".join(
+        re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/:]+)" if parts[i + 1].startswith(":") else f"(?P<{p}>[^/]+)"
+        for i, p in enumerate(parts)
+    )
     return re.compile(pattern)
 
 
@@ -150,5 +159,19 @@ def _find(provider: Provider, rest: str) -> tuple[Endpoint, Mapping[str, str]] |
             continue
         matched = _template(endpoint.template).fullmatch(rest)
         if matched:
-            return endpoint, matched.groupdict()
+            params = matched.groupdict()
+            if "%" in rest:
+                params = {name: unquote(value) for name, value in params.items()}
+            return endpoint, params
     return None
+
+
+def client_route(provider: str, scheme: str, host: str, port: int | None, path: str) -> Route | None:
+    """The route of a request from a client known to be ``provider``'s, on any host (a boto3
+    ``bedrock-runtime`` client given an ``endpoint_url``: a VPC endpoint, the emulator)."""
+    found = _find(PROVIDERS[provider], path)
+    if found is None:
+        return None
+    endpoint, params = found
+    base = f"{scheme}://{host}" + (f":{port}" if port else "")
+    return Route(provider, endpoint.operation, False, base, endpoint, path, params)

@@ -1,4 +1,5 @@
-"""Response-body wrappers: a tee for server-sent events and a collector for plain bodies.
+"""Response-body wrappers: a tee for event streams (SSE, or AWS's binary event stream) and a
+collector for plain bodies.
 
 Both sit where the HTTP library keeps the raw byte stream (``response.stream``), so the
 caller's SDK reads through them unchanged. The SSE tee hands each event on as soon as it
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import eventstream
 from .sse import SSESplitter, parse_event
 
 if TYPE_CHECKING:
@@ -39,14 +41,18 @@ def _decompressor(encoding: str | None) -> Any:
 class _Reader:
     """Shared per-chunk logic of the sync and async wrappers."""
 
-    def __init__(self, inner: Any, exchange: Exchange, sse: bool, encoding: str | None) -> None:
+    def __init__(self, inner: Any, exchange: Exchange, framing: str | None, encoding: str | None) -> None:
+        """``framing``: "sse", "eventstream" (AWS's binary events) or None (a body read whole)."""
         self._inner = inner
         self._exchange = exchange
         self._decoder = _decompressor(encoding)
         readable = self._decoder is not False
-        self._splitter = SSESplitter() if sse and readable else None
+        self._splitter: Any = None
+        self._parse = eventstream.as_sse if framing == "eventstream" else parse_event
+        if framing and readable:
+            self._splitter = eventstream.Splitter() if framing == "eventstream" else SSESplitter()
         self._filter = self._decoder is None  # events may be dropped only when bytes are plain
-        self._body: list[bytes] | None = [] if not sse and readable else None
+        self._body: list[bytes] | None = [] if not framing and readable else None
         self._size = 0
         self._unread: list[bytes] = []  # events passed on, not yet read
         self._unread_at = 0.0
@@ -71,7 +77,7 @@ class _Reader:
                 self.catch_up()
                 events = self._splitter.split(self._decode(chunk))
                 if self._filter and any(exchange.adapter.may_hide(raw) for raw in events):
-                    kept = [raw for raw in events if exchange.observe_event(parse_event(raw), now)]
+                    kept = [raw for raw in events if exchange.observe_event(self._parse(raw), now)]
                     return kept[0] if len(kept) == 1 else b"".join(kept)
                 self._unread, self._unread_at = events, now
                 if not self._filter:
@@ -95,7 +101,7 @@ class _Reader:
         unread, self._unread = self._unread, []
         try:
             for raw in unread:
-                self._exchange.observe_event(parse_event(raw), self._unread_at)
+                self._exchange.observe_event(self._parse(raw), self._unread_at)
         except Exception as exc:  # the caller already has these bytes; stop reading, keep passing
             self._exchange.report("reading the response stream failed", exc)
             self._splitter = None

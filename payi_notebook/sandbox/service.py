@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import attribution, errors, spec
+from .bedrock_proxy import BedrockProxy
 from .faults import Faults, parse_fault
 from .limits_api import LimitsApi
 from .proxy import Proxy
@@ -314,6 +315,7 @@ def create_app(
         *UseCasesApi(use_cases).routes(),
         *RequestsApi(store, use_cases).routes(),
         *proxy.routes(),
+        *BedrockProxy(proxy).routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -6,10 +6,10 @@ classes) and its name in ``MODULES``; routing, proxying and the settings read th
 
 from __future__ import annotations
 
-from . import anthropic, azure_anthropic, azure_openai, gemini, openai, vertex
+from . import anthropic, azure_anthropic, azure_openai, bedrock, gemini, openai, vertex
 from .base import ApiAdapter, Endpoint, Observation, Provider, read_error
 
-MODULES = (openai, anthropic, azure_openai, azure_anthropic, gemini, vertex)
+MODULES = (openai, anthropic, azure_openai, azure_anthropic, gemini, vertex, bedrock)
 PROVIDERS: dict[str, Provider] = {module.PROVIDER.name: module.PROVIDER for module in MODULES}
 
 

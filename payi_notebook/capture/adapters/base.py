@@ -81,6 +81,9 @@ class ApiAdapter:
         model = (answered or requested) if self.response_model else (requested or answered)
         return self.resource_prefix + model if model else None
 
+    def read_headers(self, obs: Observation, headers: Any) -> None:
+        """The response headers (a mapping, or pairs read back from the journal); Bedrock's carry usage."""
+
     def prepare(self, body: dict[str, Any]) -> bool:
         """Adjust the outgoing body in place; True when it was changed (and events may be hidden)."""
         return False
@@ -121,7 +124,8 @@ class Endpoint:
     """One call path under a provider base: ``template`` with ``{name}`` segments.
 
     ``proxy``: Pay-i has a proxy route for this path (else proxy mode sends it direct and
-    ingests it). ``stream``: the path itself asks for a stream (Google's ``:stream*``).
+    ingests it). ``stream``: the path itself asks for a stream (Google's ``:stream*``,
+    Bedrock's ``converse-stream``).
     """
 
     template: str

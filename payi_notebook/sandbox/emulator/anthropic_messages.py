@@ -148,17 +148,22 @@ def _thinking_tokens(body: dict[str, Any], max_tokens: int, seed: int) -> int | 
     return tokens
 
 
-def handle(call: Call) -> Response:
+def message_for(call: Call) -> _Message:
+    """The reply to a Messages request body (also what Bedrock's InvokeModel answers for Claude)."""
     body = call.body
     max_tokens = CHECK.field(body, ("max_tokens",), "integer", required=True)
     CHECK.at_least(("max_tokens",), max_tokens, 1)
     prompt = render_prompt(body)
-    stream = bool(CHECK.field(body, ("stream",), "boolean"))
     seed = prompt.seed(call.model)
     thinking = _thinking_tokens(body, max_tokens, seed)
     cache = call.cache.anthropic_usage(prompt, call.model)
     reply = plan_reply(seed, cap=max_tokens, reasoning=thinking or 0, length=call.faults.reply)
-    message = _Message(call, reply, thinking is not None, seed, len(prompt), cache)
+    return _Message(call, reply, thinking is not None, seed, len(prompt), cache)
+
+
+def handle(call: Call) -> Response:
+    stream = bool(CHECK.field(call.body, ("stream",), "boolean"))
+    message = message_for(call)
     if stream:
         return event_stream(message.events(), call.faults, {})
     return json_response(message.body(), call.faults, {})

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from . import (
     anthropic_messages,
+    bedrock_serve,
     cloud,
     gemini,
     ids,
@@ -56,6 +57,8 @@ class Provider:
     request_id_header: str
     check: Checker
 
+
+BEDROCK_FORMATS = "/bedrock"  # where Bedrock's OpenAI- and Anthropic-format endpoints are served
 
 OPENAI = Provider(
     "openai", openai_common.authenticate, openai_error, ids.openai_request_id, "x-request-id", openai_common.CHECK
@@ -199,6 +202,13 @@ def create_app(*, request_log_size: int = 1000, cache_entries: int = 65536) -> S
             emulator.route("/v1/responses", OPENAI, openai_responses.handle),
             emulator.route("/v1/embeddings", OPENAI, openai_embeddings.handle),
             emulator.route("/v1/messages", ANTHROPIC, anthropic_messages.handle),
+            *bedrock_serve.routes(emulator),
+            # Bedrock's OpenAI- and Anthropic-format endpoints (BedrockOpenAI, AnthropicBedrockMantle):
+            # on the emulator's one URL Azure has /openai/v1 and Foundry /anthropic, so they live under
+            # /bedrock (SDK_BASE_SUFFIX registers it), as their own hosts tell them apart in real life
+            emulator.route(BEDROCK_FORMATS + "/openai/v1/chat/completions", OPENAI, openai_chat.handle),
+            emulator.route(BEDROCK_FORMATS + "/openai/v1/responses", OPENAI, openai_responses.handle),
+            emulator.route(BEDROCK_FORMATS + "/anthropic/v1/messages", ANTHROPIC, anthropic_messages.handle),
             *_cloud_routes(emulator),
             emulator.route("/v1/messages/count_tokens", ANTHROPIC, anthropic_messages.count_tokens),
         ],

@@ -61,8 +61,11 @@ async def _paced(events: Iterable[bytes], faults: Faults) -> AsyncIterator[bytes
         pending = following
 
 
-def event_stream(events: Iterable[bytes], faults: Faults, headers: Mapping[str, str]) -> StreamingResponse:
-    """An SSE reply sending each event as its own write."""
-    return StreamingResponse(
-        _paced(events, faults), headers={**SSE_HEADERS, **headers}, media_type="text/event-stream; charset=utf-8"
-    )
+def event_stream(
+    events: Iterable[bytes],
+    faults: Faults,
+    headers: Mapping[str, str],
+    media_type: str = "text/event-stream; charset=utf-8",
+) -> StreamingResponse:
+    """An event-stream reply (SSE, or AWS's binary framing) sending each event as its own write."""
+    return StreamingResponse(_paced(events, faults), headers={**SSE_HEADERS, **headers}, media_type=media_type)
