@@ -388,6 +388,7 @@ def test_quickstart_survives_reload_and_reopen(chromium: Path, sandbox: Any, tmp
                 )
                 page.wait_for_timeout(300)
                 screenshot(page, f"reopened-{app}.png")
+                page.close()  # before the server stops: else its kernel socket's refused reconnect is logged
         finally:
             browser.close()
     print(f"{app}: first new breakdown drawn in {figures['drawn_s'] * 1000:.0f} ms, {figures['bytes']:,} bytes; "
