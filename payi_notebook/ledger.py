@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import itertools
 import json
 import logging
 import math
@@ -108,6 +109,7 @@ FRAME_COLUMNS: tuple[str, ...] = (*COLUMNS, LIMIT_ID)
 
 DfView = Callable[[pd.DataFrame, tuple[int, int, int]], pd.DataFrame]
 _DF_VIEWS: list[DfView] = []
+_LEDGER_UIDS = itertools.count(1)
 
 
 def add_df_view(view: DfView) -> None:
@@ -466,6 +468,7 @@ class Ledger:
         self._generation = 0
         self._version = 0
         self._frames: dict[tuple[str, ...], tuple[int, pd.DataFrame]] = {}  # by column list: (version, frame)
+        self._uid = next(_LEDGER_UIDS)  # names this ledger in df views' cache keys (an id() is reused after GC)
         self._filling = threading.Lock()  # one materialize() at a time keeps rows in reservation order
         self._clear()
 
@@ -835,7 +838,7 @@ class Ledger:
         version, cached = self._cached(COLUMNS)
         frame = cached.copy(deep=False)  # copy-on-write: shares data until either side writes
         for view in _DF_VIEWS:  # e.g. analytics' KPI scores and annotations, kept outside the storage
-            frame = view(frame, (id(self), self._generation, version))
+            frame = view(frame, (self._uid, self._generation, version))
         return frame
 
     def frame(self, columns: Sequence[str]) -> pd.DataFrame:
