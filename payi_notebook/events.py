@@ -78,17 +78,3 @@ class UsageEvent:
     payi_cost_usd: float | None = None
 
 
-def payi_cost(result: Any) -> float | None:
-    """Pay-i's total for one call from its ``xproxy_result``; None when there is none.
-
-    A total of 0 that comes with ``unknown_units`` means Pay-i has no price for the model,
-    not that the call was free: it is no cost at all, so every view says "unpriced".
-    """
-    if not isinstance(result, dict):
-        return None
-    total = ((result.get("cost") or {}).get("total") or {}).get("base")
-    if not isinstance(total, (int, float)) or isinstance(total, bool):
-        return None
-    if total == 0 and result.get("unknown_units"):
-        return None
-    return float(total)

@@ -58,12 +58,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from . import wire
+from . import wire, xproxy
 from .client import AsyncPayiClient, PayiError, check_endpoint
 from .config import Settings
-from .events import UsageEvent, payi_cost
-from .pricing import price_units
+from .events import UsageEvent
 from .journal import LARGE_BYTES, JournalStatus, others, write_info
+from .pricing import price_units
 from .secret import Secret
 from .spool import Spool, SpoolRecord, endpoint_dir, endpoint_key_for
 
@@ -1119,7 +1119,7 @@ def _rebuild_call(event_id: str, call: dict[str, Any]) -> UsageEvent:
 def _result_changes(result: dict[str, Any], request_id: str | None) -> dict[str, Any]:
     """Ledger changes from an ``xproxy_result``: Pay-i's cost, request id and limit states."""
     changes: dict[str, Any] = {"xproxy_result": result}
-    total = payi_cost(result)
+    total = xproxy.cost(result)
     if total is not None:
         changes["payi_cost_usd"] = total
     if rid := result.get("request_id") or request_id:

@@ -24,6 +24,7 @@ import pandas as pd
 from . import limit_rules
 from .client import PayiClient, PayiError, PayiUnavailable
 from .limit_rules import LIMIT_TYPES
+
 COLUMNS = [
     "limit_id",
     "limit_name",

@@ -9,8 +9,8 @@ re-sends, so Pay-i's de-duplication on (category, provider_response_id) still wo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .events import UsageEvent

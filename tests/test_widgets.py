@@ -317,7 +317,7 @@ def test_unpriced_calls_say_so_in_every_view() -> None:
         UsageEvent(provider="openai", category="system.openai", operation="chat", resource="gpt-nobody-knows",
                    tokens=TokenCounts(input=10, output=5), est_cost_usd=None, context=Context(use_case_name="x"))
     )  # fmt: skip
-    from payi_notebook.events import payi_cost
+    from payi_notebook.xproxy import cost as payi_cost
 
     result = {"cost": {"total": {"base": 0.0}}, "unknown_units": {"text": {"input": 10, "output": 5}}}
     led.update(ref, xproxy_result=result, payi_cost_usd=payi_cost(result), status="sent")

@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 
+from .. import xproxy
 from ..budgets.guard import admit
 from ..budgets.guard import settle as settle_budget
 from ..context import Context
-from ..events import Status, UsageEvent, new_event_id, payi_cost
+from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
@@ -356,7 +357,7 @@ def _proxy_outcome(event: UsageEvent, obs: Observation) -> None:
         blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
         event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
         return
-    event.payi_cost_usd = payi_cost(result)
+    event.payi_cost_usd = xproxy.cost(result)
     if event.status == "failed":
         code = (obs.xproxy_error or {}).get("code")
         status = f"HTTP {event.http_status}" if event.http_status else "no answer"

@@ -31,8 +31,8 @@ from payi_notebook.capture.adapters import bedrock as readers
 
 from . import attribution, errors, spec
 from .proxy import (
-    Proxy,
     ProviderApi,
+    Proxy,
     RelayResponse,
     UpstreamCut,
     _upstream_base,
@@ -41,7 +41,6 @@ from .proxy import (
 )
 from .record import Event, utc_now
 from .sse import ChatTracker, splice
-
 
 BEDROCK = readers.PROVIDER
 CATEGORY = BEDROCK.category

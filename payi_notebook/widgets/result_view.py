@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..events import payi_cost
+from .. import xproxy
 from .style import BORDER, ERROR, MUTED, TABLE, box, chip, esc, money, muted, state_chip
 
 _LATEST = object()
@@ -80,7 +80,7 @@ class ResultView:
         if (
             isinstance(self.result, Mapping)
             and self.result.get("unknown_units")
-            and payi_cost(dict(self.result)) is None
+            and xproxy.cost(dict(self.result)) is None
         ):
             return "unpriced: Pay-i has no price for these units (see unknown units)"
         parts = []

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from payi_notebook.capture import eventstream
 
 from . import anthropic_messages, ids
-from .bedrock import BedrockError, Answer, body_field, event_reply, converse_prompt
+from .bedrock import Answer, BedrockError, body_field, converse_prompt, event_reply
 from .call import Call
 from .delivery import dumps, json_response
 from .prompt import Prompt, PromptBuilder
