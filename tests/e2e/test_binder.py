@@ -26,7 +26,7 @@ from payi_notebook.demo import errors
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOT_SHIPPED = shutil.ignore_patterns(
     ".git", ".venv", "build", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints"
 )

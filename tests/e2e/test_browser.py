@@ -38,7 +38,7 @@ from payi_notebook.demo import sandbox_env
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("PAYI_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless",

@@ -15,8 +15,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from kernels import kernel_env, notebook
 from payi_notebook.demo import kernel_manager
+
+from support.kernels import kernel_env, notebook
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kernels import Kernel, kernel_env
+from support.kernels import Kernel, kernel_env
 
 pytestmark = pytest.mark.timeout(240)
 

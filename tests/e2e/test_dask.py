@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kernels import Kernel, kernel_env
+
+from support.kernels import Kernel, kernel_env
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.timeout(300)

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from kernels import Kernel, kernel_env
 from payi_notebook import sandbox as sandbox_mod
 from payi_notebook.spool import endpoint_dir
+
+from support.kernels import Kernel, kernel_env
 
 pytestmark = pytest.mark.timeout(300)
 

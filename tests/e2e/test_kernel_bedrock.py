@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kernels import kernel_env, notebook, run_notebook, text_of
+from support.kernels import kernel_env, notebook, run_notebook, text_of
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -17,19 +17,20 @@ from typing import Any
 
 import pytest
 
-import children_work
 import payi_notebook as pn
-from kernels import Kernel, flush_all, kernel_env, recover
 from payi_notebook import sandbox as sandbox_mod
+
+from support import children_work
+from support.kernels import Kernel, flush_all, kernel_env, recover
 
 pytestmark = pytest.mark.timeout(400)
 
-TESTS = str(Path(__file__).parent)
+TESTS = str(Path(__file__).resolve().parents[1])  # support/ is importable from here
 SETUP = (
     "%load_ext payi_notebook\n"
     "import json, os, sys, multiprocessing as mp, payi_notebook as pn\n"
     f"sys.path.insert(0, {TESTS!r})\n"
-    "import children_work\n"
+    "from support import children_work\n"
     "from concurrent.futures import ProcessPoolExecutor\n"
     "from openai import OpenAI\n"
     "URL = pn.emulator_url()\n"

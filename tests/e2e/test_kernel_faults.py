@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from kernels import Kernel, kernel_env, recover
 from payi_notebook import sandbox as sandbox_mod
+
+from support.kernels import Kernel, kernel_env, recover
 
 pytestmark = pytest.mark.timeout(300)
 

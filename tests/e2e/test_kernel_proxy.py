@@ -10,7 +10,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from kernels import kernel_env, run_notebook, text_of
+from support.kernels import kernel_env, run_notebook, text_of
 
 pytestmark = pytest.mark.timeout(240)
 

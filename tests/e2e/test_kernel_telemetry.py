@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kernels import kernel_env, notebook, run_notebook, text_of
-from openapi_spec import validate_component
+from support.kernels import kernel_env, notebook, run_notebook, text_of
+from support.openapi_spec import validate_component
 
 pytestmark = pytest.mark.timeout(240)
 

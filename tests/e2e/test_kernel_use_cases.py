@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kernels import kernel_env, notebook, run_notebook, text_of
 
 import payi_notebook.sandbox as sandbox_pkg
+
+from support.kernels import kernel_env, notebook, run_notebook, text_of
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -29,7 +29,7 @@ from payi_notebook.ledger import read_parquet
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ("01_quickstart", "02_proxy_and_budgets", "03_exploring_costs", "04_providers", "05_dask", "06_use_cases_kpis")
 PROBE_MARK = "PROBE:"
@@ -376,7 +376,6 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 def picture(page: Path, out: Path) -> None:
     """A screenshot of a local page, offline and with JavaScript off, scrolled to the breakdown."""
     from playwright.sync_api import sync_playwright
-
     from test_browser import CHROMIUM, CHROMIUM_FLAGS
 
     with sync_playwright() as playwright:

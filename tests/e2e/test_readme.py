@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from kernels import Kernel, kernel_env
+from support.kernels import Kernel, kernel_env
 
 pytestmark = pytest.mark.timeout(300)
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 PRELUDE = """\

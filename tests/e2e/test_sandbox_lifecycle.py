@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from openapi_spec import VENDORED, shared_spec_path
-from sandbox_fixtures import Api, openai_event
 
 import payi_notebook.sandbox as sandbox_pkg
 import payi_notebook.sandbox.__main__ as cli
+
+from support.openapi_spec import VENDORED, shared_spec_path
+from support.sandbox_api import Api, openai_event
 
 CLI = [sys.executable, "-m", "payi_notebook.sandbox"]
 LINE_NAMES = ["PAYI_BASE_URL", "PAYI_API_KEY", "PAYI_SANDBOX_PROVIDER_URL"]

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from payi import NotFoundError, Payi
-from spec_recorder import SpecRecorder
 
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.analytics import routes
@@ -24,6 +23,8 @@ from payi_notebook.analytics.kpis import Kpis, ScoreBook
 from payi_notebook.analytics.reports import Reports
 from payi_notebook.analytics.use_cases import UseCases
 from payi_notebook.client import PayiClient
+
+from support.spec_recorder import SpecRecorder
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "strict"])

@@ -12,7 +12,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import payi_notebook as pn
-from shells import loaded_shell, ok, rows, run
+
+from support.shells import loaded_shell, ok, rows, run
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,7 +13,8 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import payi_notebook as pn
-from shells import loaded_shell, ok, rows, run
+
+from support.shells import loaded_shell, ok, rows, run
 
 pytestmark = pytest.mark.timeout(120)
 

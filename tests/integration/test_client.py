@@ -7,17 +7,18 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
-from openapi_spec import validate_component
 
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook import wire
 from payi_notebook.client import USER_AGENT, AsyncPayiClient, PayiClient, PayiError, PayiUnavailable, parse_retry_after
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
+
+from support.openapi_spec import validate_component
 
 KEY = "payi-test-key-" + uuid.uuid4().hex
 
@@ -232,7 +233,7 @@ def test_bad_endpoint_settings_are_refused(base_url: str, key: str) -> None:
 
 
 def test_retry_after_parsing() -> None:
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("0.5") == 0.5
     assert parse_retry_after("-4") == 0.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import math
 import os
 import signal
@@ -13,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections import Counter
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openapi_spec import validate_component
 
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.client import PayiClient
@@ -33,9 +32,11 @@ from payi_notebook.pricing import price_units
 from payi_notebook.spool import endpoint_dir
 from payi_notebook.units import anthropic_units, openai_units
 
+from support.openapi_spec import validate_component
+
 KEY = "payi-flusher-key-" + uuid.uuid4().hex
 FAST = dict(backoff_base=0.01, backoff_max=0.05, lookup_delay=0.01, exit_timeout=1.0)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from genai_prices import Usage, calc_price
 from IPython.core.interactiveshell import InteractiveShell
 
 import payi_notebook as pn
-from shells import loaded_shell, ok, rows
+
+from support.shells import loaded_shell, ok, rows
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,7 +13,8 @@ from IPython.utils.capture import capture_output
 import payi_notebook as pn
 from payi_notebook.secret import Secret
 from payi_notebook.session import get_session
-from shells import loaded_shell, ok, rows, run
+
+from support.shells import loaded_shell, ok, rows, run
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,11 +13,12 @@ import httpx
 import pytest
 
 import payi_notebook as pn
-from openapi_spec import validate_response
 from payi_notebook.client import PayiClient
 from payi_notebook.sandbox.service import MAX_BODY_BYTES
 from payi_notebook.sandbox.spec import MAX_DEPTH
-from sandbox_fixtures import Api, api, openai_event  # noqa: F401  (fixture)
+
+from support.openapi_spec import validate_response
+from support.sandbox_api import Api, openai_event
 
 pytestmark = pytest.mark.timeout(120)
 

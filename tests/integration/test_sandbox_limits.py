@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sandbox_fixtures import Api, api, openai_event  # noqa: F401  (fixtures)
 
 from payi_notebook.pricing import price_units
+
+from support.sandbox_api import Api, openai_event
 
 LIMITS = "/api/v1/limits"
 ONE = "/api/v1/limits/{limit_id}"

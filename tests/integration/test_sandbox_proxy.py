@@ -13,12 +13,13 @@ import anthropic
 import httpx
 import openai
 import pytest
-from openapi_spec import validate_component, validate_response
-from sandbox_fixtures import Api, api  # noqa: F401  (fixtures)
 
 from payi_notebook.pricing import price_units
 from payi_notebook.sandbox import Sandbox
 from payi_notebook.units import units_for
+
+from support.openapi_spec import validate_component, validate_response
+from support.sandbox_api import Api
 
 CHAT = "/api/v1/proxy/openai/v1/chat/completions"
 MESSAGES = "/api/v1/proxy/anthropic/v1/messages"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from openapi_spec import validate_component, validate_response
-from sandbox_fixtures import Api, api, openai_event  # noqa: F401  (fixtures)
 
 from payi_notebook.pricing import price_units
+
+from support.openapi_spec import validate_component, validate_response
+from support.sandbox_api import Api, openai_event
 
 INGEST = "/api/v1/ingest"
 
@@ -93,7 +94,7 @@ def test_ingest_prices_units_and_echoes_context(api: Api) -> None:
 
 
 def test_event_timestamp_is_kept_and_echoed(api: Api) -> None:
-    when = datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
+    when = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
     response = api.ingest(openai_event(event_timestamp=_iso(when)))
     assert response.status_code == 200
     assert datetime.fromisoformat(response.json()["event_timestamp"].replace("Z", "+00:00")) == when
@@ -137,7 +138,7 @@ def test_events_without_provider_response_id_are_never_duplicates(api: Api) -> N
     assert "duplicate_request" not in second.json()["xproxy_result"]
 
 
-FUTURE = _iso(datetime.now(timezone.utc) + timedelta(days=1))  # far ahead: the suite may run long after collection
+FUTURE = _iso(datetime.now(UTC) + timedelta(days=1))  # far ahead: the suite may run long after collection
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ def test_malformed_json_is_refused(api: Api) -> None:
 
 
 def test_a_timestamp_slightly_ahead_is_accepted(api: Api) -> None:
-    soon = _iso(datetime.now(timezone.utc) + timedelta(minutes=4))
+    soon = _iso(datetime.now(UTC) + timedelta(minutes=4))
     assert api.ingest(openai_event(event_timestamp=soon)).status_code == 200
 
 

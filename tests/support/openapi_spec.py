@@ -18,7 +18,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VENDORED = REPO / "payi_notebook" / "sandbox" / "payi-openapi.json"
 FALLBACK = Path("/work/shared/reference/payi-openapi.json")
 RELATIVE = Path("shared") / "reference" / "payi-openapi.json"

@@ -1,16 +1,16 @@
-"""Shared pieces for the sandbox tests: a spec-checking HTTP client on conftest's ``sandbox``."""
+"""Shared pieces for the sandbox tests: a spec-checking HTTP client (the ``api`` fixture in
+integration/conftest.py wraps conftest's ``sandbox``) and a valid ingest body."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from openapi_spec import validate_response
 
 import payi_notebook.sandbox as sandbox_pkg
+
+from support.openapi_spec import validate_response
 
 
 class Api:
@@ -69,10 +69,3 @@ def openai_event(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture(scope="module")
-def api(sandbox: sandbox_pkg.Sandbox) -> Iterator[Api]:
-    client = Api(sandbox)
-    yield client
-    client.http.close()

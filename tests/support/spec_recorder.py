@@ -8,9 +8,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from openapi_spec import spec_path, validate_request, validate_response
 
 from payi_notebook.client import PayiClient
+
+from support.openapi_spec import spec_path, validate_request, validate_response
 
 
 @dataclass

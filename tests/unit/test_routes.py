@@ -14,12 +14,13 @@ import pytest
 from google import genai
 from google.genai import types
 from google.oauth2.credentials import Credentials
-from openapi_spec import spec
 
 from payi_notebook.capture.proxying import proxyable
 from payi_notebook.capture.redact import is_secret
 from payi_notebook.capture.routes import RouteTable
 from payi_notebook.sandbox.proxy_routes import APIS
+
+from support.openapi_spec import spec
 
 TABLE = RouteTable(payi_base_url="https://api.pay-i.com")
 GEMINI = {"candidates": [], "usageMetadata": {"promptTokenCount": 1}}

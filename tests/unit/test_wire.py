@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from openapi_spec import validate_component
 
 from payi_notebook import wire
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
 from payi_notebook.units import anthropic_units, openai_units
+
+from support.openapi_spec import validate_component
 
 SECRETS = ("sk-provider-secret", "sk-ant-secret", "payi-key-secret")
 
@@ -111,7 +112,7 @@ def test_timestamp_is_iso_utc_from_the_event_time() -> None:
     event = _openai_event(timestamp=1_700_000_000.0)
     stamp = wire.ingest_body(event)["event_timestamp"]
     assert stamp == "2023-11-14T22:13:20.000Z"
-    assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == datetime.fromtimestamp(1_700_000_000, timezone.utc)
+    assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == datetime.fromtimestamp(1_700_000_000, UTC)
 
 
 @pytest.mark.parametrize(
