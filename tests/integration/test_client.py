@@ -18,6 +18,7 @@ from payi_notebook.client import USER_AGENT, AsyncPayiClient, PayiClient, PayiEr
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
 
+from support.events import openai_event
 from support.openapi_spec import validate_component
 
 KEY = "payi-test-key-" + uuid.uuid4().hex
@@ -36,19 +37,8 @@ def client(sandbox: sandbox_pkg.Sandbox) -> Iterator[PayiClient]:
 
 
 def _event(limit_ids: list[str] | None = None, **overrides: object) -> UsageEvent:
-    fields: dict[str, object] = dict(
-        provider="openai",
-        category="system.openai",
-        operation="chat",
-        resource="gpt-4o-mini",
-        provider_response_id=f"chatcmpl-{uuid.uuid4().hex}",
-        units={"text": {"input": 1200, "output": 300}},
-        latency_ms=420.0,
-        http_status=200,
-        context=derive(Context(), use_case_name="client-test", user_id="ana", limit_ids=limit_ids),
-    )
-    fields.update(overrides)
-    return UsageEvent(**fields)  # type: ignore[arg-type]
+    context = derive(Context(), use_case_name="client-test", user_id="ana", limit_ids=limit_ids)
+    return openai_event(1200, 300, context=context, **overrides)
 
 
 def _free_port() -> int:

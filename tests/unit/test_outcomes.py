@@ -12,17 +12,11 @@ from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger
 
+from support.events import openai_event
+
 
 def _event(ctx: Context, cost: float) -> UsageEvent:
-    return UsageEvent(
-        provider="openai",
-        category="system.openai",
-        operation="chat",
-        resource="gpt-4o-mini",
-        units={"text": {"input": 10, "output": 5}},
-        est_cost_usd=cost,
-        context=ctx,
-    )
+    return openai_event(10, 5, est_cost_usd=cost, context=ctx)
 
 
 def test_scores_join_on_name_and_instance_and_a_cached_view_sees_new_scores() -> None:

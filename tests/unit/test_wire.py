@@ -10,8 +10,9 @@ import pytest
 from payi_notebook import wire
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
-from payi_notebook.units import anthropic_units, openai_units
+from payi_notebook.units import anthropic_units
 
+from support.events import openai_event
 from support.openapi_spec import validate_component
 
 SECRETS = ("sk-provider-secret", "sk-ant-secret", "payi-key-secret")
@@ -33,23 +34,11 @@ def _context(**overrides: object) -> Context:
 
 
 def _openai_event(**overrides: object) -> UsageEvent:
-    usage = {
-        "prompt_tokens": 1200,
-        "completion_tokens": 340,
-        "prompt_tokens_details": {"cached_tokens": 200},
-        "completion_tokens_details": {"reasoning_tokens": 40},
-    }
     fields: dict[str, object] = dict(
-        provider="openai",
-        category="system.openai",
-        operation="chat",
-        resource="gpt-4o-mini",
         provider_response_id="chatcmpl-abc123",
-        units=openai_units(usage),
         timestamp=1_767_225_600.25,  # 2026-01-01T00:00:00.250Z
         latency_ms=812.6,
         ttft_ms=143.2,
-        http_status=200,
         context=_context(),
         provider_uri="https://api.openai.com/v1",
         request_json=json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
@@ -65,7 +54,7 @@ def _openai_event(**overrides: object) -> UsageEvent:
         ],
     )
     fields.update(overrides)
-    return UsageEvent(**fields)  # type: ignore[arg-type]
+    return openai_event(1200, 340, cached=200, reasoning=40, **fields)
 
 
 def test_full_openai_event_renders_to_a_valid_ingest_request() -> None:
