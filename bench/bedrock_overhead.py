@@ -19,19 +19,17 @@ Targets (issue #12): added time <= 100 us per call and <= 5% of a loopback call.
 
 from __future__ import annotations
 
-import argparse
 import contextvars
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+from _common import loopback_run
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
-from capture_overhead import interleaved, report, start_sandbox
+from capture_overhead import interleaved, report
 
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 MESSAGES = [
@@ -87,13 +85,7 @@ def client(url: str) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300, help="calls per variant (default 300)")
-    args = parser.parse_args()
-
-    proc, env = start_sandbox()
-    os.environ.update(env)
-    os.environ["PAYI_NOTEBOOK_DATA_DIR"] = tempfile.mkdtemp(prefix="payi-bench-")
+    args, sandbox, env = loopback_run(__doc__, 300)
     import payi_notebook as pn
 
     try:
@@ -180,8 +172,7 @@ def main() -> None:
         print(f"  converse_stream time to the first event    ratio {ttft_ratio:6.3f}")
     finally:
         pn.instrument().stop(timeout=5)
-        proc.terminate()
-        proc.wait(60)
+        sandbox.stop()
 
 
 if __name__ == "__main__":

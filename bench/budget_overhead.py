@@ -17,22 +17,16 @@ Target (issue #13): the reservation adds <= 20 us per call.
 
 from __future__ import annotations
 
-import argparse
 import contextvars
-import os
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import httpx2  # noqa: E402
-import orjson  # noqa: E402
-from capture_overhead import MESSAGES, canned_transport, start_sandbox, timed  # noqa: E402
-from openai import OpenAI  # noqa: E402
+import httpx2
+import orjson
+from _common import loopback_run
+from capture_overhead import MESSAGES, canned_transport, timed
+from openai import OpenAI
 
 
 def median_us(fn: Callable[[], object], n: int) -> float:
@@ -86,13 +80,7 @@ def guard_parts(raw: bytes, budgeted: object, tracked: object, n: int) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000, help="calls per variant (default 2000)")
-    args = parser.parse_args()
-
-    proc, env = start_sandbox()
-    os.environ.update(env)
-    os.environ["PAYI_NOTEBOOK_DATA_DIR"] = tempfile.mkdtemp(prefix="payi-bench-")
+    args, sandbox, env = loopback_run(__doc__, 2000)
     import payi_notebook as pn
     from payi_notebook.budgets import LocalBudget
     from payi_notebook.budgets.bounds import actual_cost, request_bound
@@ -149,7 +137,7 @@ def main() -> None:
         print(f"  (budget after the run: {scope.budget!r})")
         print(pn.flush(60))
     finally:
-        proc.terminate()
+        sandbox.stop()
 
 
 if __name__ == "__main__":

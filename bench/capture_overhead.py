@@ -24,36 +24,17 @@ import contextvars
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 import httpx2
+from _common import start_sandbox
 from google import genai
 from google.genai import types
 from openai import AzureOpenAI, OpenAI
 
 MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
-
-
-def start_sandbox() -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "payi_notebook.sandbox", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # streams closed early make the server log; not ours to show
-        text=True,
-    )
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    while len(env) < 3:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("sandbox did not start")
-        key, _, value = line.strip().partition("=")
-        env[key] = value
-    return proc, env
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -119,7 +100,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400, help="calls per variant (default 400)")
     args = parser.parse_args()
 
-    proc, env = start_sandbox()
+    sandbox, env = start_sandbox()
     data = tempfile.mkdtemp(prefix="payi-bench-")
     os.environ.update(env)
     os.environ["PAYI_NOTEBOOK_DATA_DIR"] = data
@@ -171,7 +152,7 @@ def main() -> None:
 
             return run
 
-        for warm in range(20):
+        for _ in range(20):
             call(client)()
             tracked(call(client))()
         print(f"{args.calls} calls per variant, interleaved; medians; Pay-i drained between rows\n")
@@ -203,8 +184,7 @@ def main() -> None:
             print(f"  {name:<6} added on a loopback call    {loop * 1e6:7.1f} us = {100 * (ratio - 1):5.2f}%   target <= 5%")
     finally:
         pn.instrument().stop(timeout=5)
-        proc.terminate()
-        proc.wait(10)
+        sandbox.stop()
 
 
 if __name__ == "__main__":

@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture_overhead import start_sandbox
+from _common import start_sandbox
 
 
 def calls(first: int, count: int) -> float:
@@ -51,7 +48,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200, help="one-call tasks per side for the per-task figure")
     args = parser.parse_args()
 
-    proc, env = start_sandbox()
+    sandbox, env = start_sandbox()
     os.environ.update(env)
     os.environ["PAYI_NOTEBOOK_DATA_DIR"] = tempfile.mkdtemp(prefix="payi-bench-dask-")
     from distributed import Client, LocalCluster
@@ -96,7 +93,7 @@ def main() -> None:
         client.close()
         cluster.close()
     finally:
-        proc.terminate()
+        sandbox.stop()
 
 
 if __name__ == "__main__":

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _common  # noqa: F401  (the repo and tests/ on the path)
 
-from payi_notebook.analytics import outcomes  # noqa: E402
-from payi_notebook.analytics.kpis import Kpis, ScoreBook  # noqa: E402
-from payi_notebook.analytics.use_cases import UseCases  # noqa: E402
-from payi_notebook.client import PayiClient  # noqa: E402
-from payi_notebook.context import Context, derive  # noqa: E402
-from payi_notebook.events import UsageEvent  # noqa: E402
-from payi_notebook.ledger import Ledger  # noqa: E402
+from payi_notebook.analytics import outcomes
+from payi_notebook.analytics.kpis import Kpis, ScoreBook
+from payi_notebook.analytics.use_cases import UseCases
+from payi_notebook.client import PayiClient
+from payi_notebook.context import Context, derive
+from payi_notebook.ledger import Ledger
+
+from support.events import openai_event
 
 
 def _ledger(rows: int, instances: int, book: ScoreBook) -> Ledger:
@@ -36,17 +35,7 @@ def _ledger(rows: int, instances: int, book: ScoreBook) -> Ledger:
     for ctx in contexts:
         book.set(("bench", ctx.use_case_id, "accepted"), float(hash(ctx.use_case_id) % 2))  # type: ignore[arg-type]
     for n in range(rows):
-        ledger.append(
-            UsageEvent(
-                provider="openai",
-                category="system.openai",
-                operation="chat",
-                resource="gpt-4o-mini",
-                units={"text": {"input": 100 + n % 50, "output": 20}},
-                est_cost_usd=1e-5,
-                context=contexts[n % instances],
-            )
-        )
+        ledger.append(openai_event(100 + n % 50, 20, est_cost_usd=1e-5, context=contexts[n % instances]))
     return ledger
 
 
@@ -62,7 +51,7 @@ def _median(fn, runs: int) -> float:  # type: ignore[no-untyped-def]
 def bench_join(rows: int, instances: int, runs: int) -> None:
     book, notes = ScoreBook(), outcomes.Notes()
     ledger = _ledger(rows, instances, book)
-    ledger.df  # build and cache
+    _ = ledger.df  # build and cache
     key = (id(ledger), 0, ledger.version)
     bare = _median(lambda: ledger.df, runs)
     joined = _median(lambda: outcomes.join(ledger.df, book, notes), runs)

@@ -16,20 +16,14 @@ sandbox runs in a child process. A benchmark, not a test: machines here are nois
 
 from __future__ import annotations
 
-import argparse
 import contextvars
-import os
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from _common import loopback_run
+from capture_overhead import MESSAGES
 from openai import OpenAI
-
-sys.path.insert(0, str(Path(__file__).parent))
-from capture_overhead import MESSAGES, start_sandbox  # noqa: E402  (a sibling benchmark's helpers)
 
 
 def median_us(samples: list[float]) -> float:
@@ -37,13 +31,7 @@ def median_us(samples: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=400, help="calls per variant (default 400)")
-    args = parser.parse_args()
-
-    proc, env = start_sandbox()
-    os.environ.update(env)
-    os.environ["PAYI_NOTEBOOK_DATA_DIR"] = tempfile.mkdtemp(prefix="payi-bench-")
+    args, sandbox, env = loopback_run(__doc__, 400)
     import payi_notebook as pn
 
     try:
@@ -91,8 +79,7 @@ def main() -> None:
         print(f"\n{pn.flush(60)} (proxied calls are never ingested)")
     finally:
         pn.instrument().stop(timeout=5)
-        proc.terminate()
-        proc.wait(10)
+        sandbox.stop()
 
 
 if __name__ == "__main__":

@@ -85,12 +85,12 @@ def measure(ledger: Ledger, sessions: Sessions, runs: int) -> dict[str, str]:
     for _ in range(runs):
         ledger.append(more.pop())
         for label in [*GROUPS][1:] + [next(iter(GROUPS))]:
-            switches[label].append(timed(lambda: setattr(widget.group_by, "value", label)))
+            switches[label].append(timed(lambda label=label: setattr(widget.group_by, "value", label)))
     per_group = {label: statistics.median(samples) for label, samples in switches.items()}
     out["group-by switch, median"] = f"{statistics.median(per_group.values()) * 1e3:10.1f} ms"
     worst = max(per_group, key=per_group.__getitem__)
     out["group-by switch, slowest"] = f"{per_group[worst] * 1e3:.1f} ms ({worst})"
-    metric = [timed(lambda: setattr(widget.metric, "value", m)) for _ in range(runs) for m in ("tokens", "cost")]
+    metric = [timed(lambda m=m: setattr(widget.metric, "value", m)) for _ in range(runs) for m in ("tokens", "cost")]
     out["metric toggle (cost/tokens)"] = median_ms(metric)
 
     live = []

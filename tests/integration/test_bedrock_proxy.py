@@ -34,9 +34,8 @@ from anthropic import AnthropicBedrock
 ab = AnthropicBedrock(aws_access_key='AKIAEXAMPLE', aws_secret_key='x-SECRET', aws_region='us-east-1',
                       base_url=PROVIDER_URL, max_retries=0)
 def converse(client=None, **kw):
-    return (client or rt).converse(modelId=%r, messages=MSG, **kw)
-"""
-    % HAIKU
+    return (client or rt).converse(modelId=MODEL_ID, messages=MSG, **kw)
+""".replace("MODEL_ID", repr(HAIKU))
 )
 
 
