@@ -72,7 +72,7 @@ def usage_event(
         resource=model,
         provider_response_id=f"{id_prefix}{uuid.uuid4().hex}",
         units=units,
-        tokens=token_counts(units),
+        tokens=overrides.pop("tokens") if "tokens" in overrides else token_counts(units),
         latency_ms=420.0,
         http_status=200,
         provider_uri=uri,
