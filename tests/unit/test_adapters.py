@@ -188,3 +188,15 @@ def test_error_bodies_leave_no_usage_and_name_the_error(adapter: ApiAdapter, bod
     assert obs.usage is None and not obs.complete
     read_error(obs, body)
     assert obs.error == message
+
+
+def test_an_anthropic_message_delta_with_cumulative_input_counts_does_not_double_them() -> None:
+    """Newer API versions repeat the input and cache counts on ``message_delta`` (cumulative, not added)."""
+    raw = fixture("anthropic_messages_stream.sse").replace(
+        b'"usage":{"output_tokens":15}',
+        b'"usage":{"input_tokens":25,"cache_creation_input_tokens":null,"cache_read_input_tokens":2048,"output_tokens":15}',
+    )
+    assert b'"cache_read_input_tokens":2048,"output_tokens":15' in raw
+    adapter = AnthropicMessages()
+    obs = drive(adapter, stream=raw)
+    assert units(adapter, obs) == {"text": {"input": 25, "output": 15}, "text_cache_read": {"input": 2048}}
