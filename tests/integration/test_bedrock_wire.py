@@ -13,13 +13,14 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
-from test_journal import journal_records
 
 import payi_notebook as pn
 from payi_notebook.capture import RouteTable, eventstream
 from payi_notebook.capture.exchange import event_from_journal
 from payi_notebook.pricing import price_units
 from payi_notebook.units import bedrock_units, token_counts, units_for
+
+from integration.test_journal import journal_records
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,1 @@
+"""End-to-end tests (a package, so a test module may share its name with one in another folder)."""

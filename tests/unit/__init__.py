@@ -1,0 +1,1 @@
+"""Unit tests (a package, so a test module may share its name with one in another folder)."""
