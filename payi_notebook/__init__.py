@@ -19,30 +19,28 @@ In a script::
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
+from . import widgets  # lazy: ipywidgets/plotly load on first use of a widget
 
-from . import (  # widgets: lazy, ipywidgets/plotly load on first use of a widget
-    tracking,
-    widgets,
-)
-from .analytics import outcomes as _outcomes
-from .analytics.annotate import Annotator
-from .analytics.calls import AnalyticsError
-from .analytics.kpis import Kpi, Kpis, ScoreBook
-from .analytics.reports import Reports
-from .analytics.use_cases import UseCase, UseCases
-from .budgets import BudgetExceeded, BudgetWarning
-from .capture import proxy_url
-from .children import ChildState, child_init, child_state
-from .client import PayiClient
-from .context import Context, ContextError, derive
-from .ledger import Ledger, add_df_view
-from .limits import Limit, LimitError, Limits
-from .session import Session, get_session
-from .tracking import Track
+if TYPE_CHECKING:  # imported on first use (see ``_LAZY``), so ``%load_ext`` stays fast
+    import pandas as pd
+
+    from . import limits
+    from .analytics.calls import AnalyticsError
+    from .analytics.kpis import Kpi
+    from .analytics.use_cases import UseCase
+    from .budgets import BudgetExceeded, BudgetWarning
+    from .children import ChildState, child_init, child_state
+    from .context import ContextError
+    from .ledger import Ledger
+    from .limits import Limit, LimitError
+    from .session import Session
+    from .tracking import Track
 
 __all__ = [
     "AnalyticsError",
@@ -97,6 +95,13 @@ def instrument() -> Session:
     return get_session().start()
 
 
+def get_session() -> Session:
+    """The process's session (created on first use, not started)."""
+    from .session import get_session as _get
+
+    return _get()
+
+
 def ledger() -> Ledger:
     """The ledger of captured calls; ``pn.ledger().df`` is the pandas DataFrame."""
     return get_session().ledger
@@ -113,6 +118,8 @@ def track(**options: Any) -> Track:
     session = instrument()
     if options.get("limit_ids") is not None:
         options["limit_ids"] = session.resolve_limit_ids(options["limit_ids"])
+    from .tracking import Track
+
     return Track(session.root_context, **options)
 
 
@@ -172,20 +179,28 @@ def journal(action: str | None = None, name: str | None = None) -> str:
     return get_session().journal(action, name)
 
 
+def _proxy_url(provider: str) -> str:
+    from .capture import proxy_url
+
+    endpoint = instrument().endpoint
+    assert endpoint is not None
+    return proxy_url(endpoint.base_url, provider)
+
+
 def openai_url() -> str:
     """Base URL for an OpenAI client that goes through the Pay-i proxy by itself."""
-    return proxy_url(instrument().endpoint.base_url, "openai")  # type: ignore[union-attr]
+    return _proxy_url("openai")
 
 
 def anthropic_url() -> str:
     """Base URL for an Anthropic client that goes through the Pay-i proxy by itself."""
-    return proxy_url(instrument().endpoint.base_url, "anthropic")  # type: ignore[union-attr]
+    return _proxy_url("anthropic")
 
 
 def bedrock_url() -> str:
     """Endpoint URL for a boto3 ``bedrock-runtime`` client that goes through the Pay-i proxy by itself
     (its requests then need ``pn.proxy_headers(...)`` and ``xProxy-Provider-BaseUri`` added)."""
-    return proxy_url(instrument().endpoint.base_url, "bedrock")  # type: ignore[union-attr]
+    return _proxy_url("bedrock")
 
 
 def emulator_url() -> str | None:
@@ -212,48 +227,51 @@ def proxy_headers(**context: Any) -> dict[str, str]:
     assert session.endpoint is not None
     if context.get("limit_ids") is not None:
         context["limit_ids"] = session.resolve_limit_ids(context["limit_ids"])
+    from .context import Context, derive
+
     headers = derive(Context(), **context).proxy_headers()
     headers["xProxy-api-key"] = session.endpoint.api_key.reveal()
     return headers
 
 
-limits = Limits(lambda: instrument().payi_client(), ids=lambda: get_session().limit_ids)
-"""Pay-i limits: ``pn.limits.list()``, ``.create(name, max, type=...)``, ``.update``, ``.reset``, ``.delete``."""
+_LAZY = {  # name → module that defines it; imported on first use, then kept in globals()
+    "AnalyticsError": ".analytics.calls",
+    "BudgetExceeded": ".budgets",
+    "BudgetWarning": ".budgets",
+    "ChildState": ".children",
+    "child_init": ".children",
+    "child_state": ".children",
+    "ContextError": ".context",
+    "Kpi": ".analytics.kpis",
+    "UseCase": ".analytics.use_cases",
+    "Limit": ".limits",
+    "LimitError": ".limits",
+    "use_cases": ".facade",
+    "kpis": ".facade",
+    "_payi_client": ".facade",
+    "_notes": ".facade",
+}
+_RENAMED = {"_payi_client": "payi_client", "_notes": "notes"}
+_MODULES = ("dask", "limits")  # ``pn.limits`` is the module (its functions use the session's limits)
 
 
 def __getattr__(name: str) -> Any:
-    """``pn.dask`` is imported on first use (Dask is an optional extra: ``payi_notebook[dask]``)."""
-    if name == "dask":
-        from importlib import import_module
+    """The names in ``_LAZY`` and the ``dask``/``limits`` modules, imported on first use.
 
-        return import_module(".dask", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ---- analytics: use cases, KPIs, properties after the fact, reports ----------------------
-
-
-def _payi_client() -> PayiClient:
-    return instrument().shared_client()
-
-
-def _current_instance() -> tuple[str | None, str | None]:
-    """The use case instance of the innermost tracked scope (the ``%%payi`` cell), if any."""
-    scope = tracking.current()
-    return (scope.context.use_case_name, scope.context.use_case_id) if scope is not None else (None, None)
+    ``pn.dask`` needs the optional extra ``payi_notebook[dask]``.
+    """
+    if name in _MODULES:
+        return import_module(f".{name}", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
 
 
-_scores = ScoreBook()
-_notes = _outcomes.Notes()
-
-use_cases = UseCases(_payi_client)
-"""Use case definitions: ``pn.use_cases.list()``, ``.create(name, description)``, ``.increment_version(name)``, ``.set_limit``..."""
-
-kpis = Kpis(_payi_client, _scores, _current_instance)
-"""KPI definitions and scores: ``pn.kpis.create(use_case, name, type="boolean", goal=0.8)``, ``.list(use_case)``..."""
-
-_annotator = Annotator(_payi_client, lambda: ledger().df, lambda timeout: flush(timeout), _notes)
-_reports = Reports(_payi_client)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_MODULES})
 
 
 def kpi(
@@ -271,10 +289,12 @@ def kpi(
     ``use_case_name=`` and ``use_case_id=``.
     """
     if (score is None) == (add is None):
+        from .analytics.calls import AnalyticsError
+
         raise AnalyticsError('pn.kpi(name, score) sets a score and pn.kpi(name, add=1) adds to it: give one of the two')
     if add is not None:
-        return kpis.increment(name, add, use_case_name=use_case_name, use_case_id=use_case_id)
-    return kpis.score(name, score, use_case_name=use_case_name, use_case_id=use_case_id)  # type: ignore[arg-type]
+        return _facade().kpis.increment(name, add, use_case_name=use_case_name, use_case_id=use_case_id)
+    return _facade().kpis.score(name, score, use_case_name=use_case_name, use_case_id=use_case_id)
 
 
 def annotate(target: Any, /, **properties: Any) -> dict[str, str]:
@@ -283,12 +303,12 @@ def annotate(target: Any, /, **properties: Any) -> dict[str, str]:
     ``target``: a row of ``pn.ledger().df`` or its ``event_id`` / ``payi_request_id`` /
     ``provider_response_id``. ``None`` removes a property. Returns the row's properties now.
     """
-    return _annotator(target, **properties)
+    return _facade().annotator(target, **properties)
 
 
 def report(report_id: str, start: Any = None, end: Any = None) -> pd.DataFrame:
     """A saved Pay-i report for [``start``, ``end``) as a DataFrame (Pay-i's CSV report route)."""
-    return _reports(report_id, start, end)
+    return _facade().reports(report_id, start, end)
 
 
 def outcomes(fetch: bool = False) -> pd.DataFrame:
@@ -298,26 +318,18 @@ def outcomes(fetch: bool = False) -> pd.DataFrame:
     Cost per accepted answer by version: ``o = pn.outcomes(); s = o.groupby("use_case_version")
     [["cost_usd", "kpi_accepted"]].sum(); s.cost_usd / s.kpi_accepted``.
     """
+    from .analytics.outcomes import instances
+
     df = ledger().df
     if fetch:
         pairs = df[["use_case_name", "use_case_id"]].dropna().drop_duplicates()
-        kpis.fetch([(str(n), str(i)) for n, i in pairs.itertuples(index=False)])
+        _facade().kpis.fetch([(str(n), str(i)) for n, i in pairs.itertuples(index=False)])
         df = ledger().df
-    return _outcomes.instances(df)
+    return instances(df)
 
 
-_view = _outcomes.View(_scores, _notes)
-
-
-def _ledger_view(df: pd.DataFrame, key: tuple[int, int, int]) -> pd.DataFrame:
-    try:
-        return _view(df, key)
-    except Exception as exc:  # the ledger still shows, without the join
-        get_session().report("joining KPI scores and annotations to the ledger failed", exc)
-        return df
-
-
-add_df_view(_ledger_view)
+def _facade() -> Any:
+    return import_module(".facade", __name__)
 
 
 def load_ipython_extension(shell: Any) -> None:
@@ -332,3 +344,21 @@ def unload_ipython_extension(shell: Any) -> None:
     from .magic import unload
 
     unload(shell)
+
+
+class _Package(ModuleType):
+    """This package, keeping ``pn.ledger`` and ``pn.journal`` the functions defined above.
+
+    Submodules load lazily now (after this file ran), and importing ``payi_notebook.journal``
+    would otherwise replace the function ``pn.journal`` with the module of that name.
+    ``from payi_notebook.journal import ...`` is unaffected (it reads ``sys.modules``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FUNCTIONS_OVER_MODULES and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_FUNCTIONS_OVER_MODULES = frozenset({"ledger", "journal"})
+sys.modules[__name__].__class__ = _Package

@@ -25,8 +25,9 @@ from typing import Any
 
 from . import tracking
 from .context import Context
+from .endpoint import Endpoint
 from .secret import Secret
-from .session import Endpoint, drain_at_process_exit, get_session
+from .session import drain_at_process_exit, get_session
 from .tracking import TrackingScope
 
 

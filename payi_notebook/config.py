@@ -8,6 +8,7 @@ it from here when they need it, and keep no copy that could go stale. The API ke
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from typing import Any
@@ -137,3 +138,43 @@ class Settings(HasTraits):
     def __repr__(self) -> str:
         key = "set" if self.api_key else "unset"
         return f"Settings(base_url={self.base_url!r}, mode={self.mode!r}, api_key={key})"
+
+
+_current: Settings | None = None
+
+
+def current_settings() -> Settings:
+    """The process's settings, read from the environment on first use.
+
+    ``%config PayiMagics.*`` shows and changes these before the session exists (it is built
+    in the background at ``%load_ext``), and the session then starts with them.
+    """
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def forget_settings() -> None:
+    """The next ``current_settings()`` reads the environment again (the session was closed)."""
+    global _current
+    _current = None
+
+
+def magic_traits() -> dict[str, TraitType[Any, Any]]:
+    """Fresh copies of the settings' traits (all but the key) for ``PayiMagics``, tagged for ``%config``.
+
+    The settings declare each option once (type, default, help); the magic shows the same ones.
+    """
+    return {
+        name: copy.deepcopy(trait).tag(config=True)
+        for name, trait in Settings.class_traits().items()
+        if name in MAGIC_SETTINGS
+    }
+
+
+MAGIC_SETTINGS = (
+    "mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout",
+    "create_use_cases", "session_budget", "budget_thresholds",
+)  # fmt: skip
+"""The settings ``%config PayiMagics.<name>`` shows (the API key is only ``pn.configure``'s)."""

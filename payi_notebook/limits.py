@@ -307,3 +307,16 @@ class Limits:
 
     def __repr__(self) -> str:
         return "pn.limits: .list() .get(id) .create(name, max, type='allow'|'block', threshold=None) .update(id, max=, name=) .reset(id) .delete(id)"
+
+
+def __getattr__(name: str) -> Any:
+    """``pn.limits.list()``, ``.create(...)``...: this module stands for the session's ``Limits``.
+
+    ``import payi_notebook.limits`` and ``pn.limits`` are the same object (this module), so
+    ``pn.limits.Limits`` is the class and ``pn.limits.create`` the session's bound method.
+    """
+    if name.startswith("_") or not hasattr(Limits, name):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .session import get_session
+
+    return getattr(get_session().limits, name)

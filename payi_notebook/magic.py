@@ -5,38 +5,40 @@ cell's tracking scope, followed by the untouched body, so top-level ``await`` ke
 (a cell magic running its body through ``run_cell`` would not). The scope is closed in
 ``post_run_cell`` by setting the parent back, which works whether or not the kernel ran the
 cell in a context of its own. Bad options raise ``UsageError`` before the body runs.
+
+Loading is cheap on purpose: this module imports no pandas, pricing or HTTP client, and
+``load`` starts the session (sandbox, sender, capture) on a thread of ours. Every way into a
+tracked scope goes through ``Session.start``, which waits for that start, so the first
+tracked call waits only if the session is not up yet. Subcommands live in ``subcommands.py``.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Bool, Dict, Enum, Float, List, Unicode, observe
+from traitlets import observe
 
-from . import refusals, tracking
+from . import refusals, subcommands, tracking
 from .argline import LineError, split_line
-from .budgets import check_budget
-from .budgets.cells import badge_extra, budget_lines, cell_budget, check_estimate, live_badge
-from .context import Context, ContextError, check_options, merge, parse_property
+from .config import MAGIC_SETTINGS, current_settings, magic_traits
+from .context import Context, ContextError, check_options, parse_property
 from .naming import notebook_name
-from .session import Session, close_session, get_session
 from .tracking import TrackingScope
 
+if TYPE_CHECKING:
+    from .session import Session
+
 CELL_PREFIX = "%%payi"
-SETTINGS = (
-    "mode", "base_url", "log_prompt_and_response", "quiet", "spool_dir", "providers", "exit_timeout",
-    "create_use_cases", "session_budget", "budget_thresholds",
-)  # fmt: skip
-NO_ARGUMENTS = frozenset({"status", "df", "result", "off", "reset", "limits", "sandbox", "budget"})
-SUBCOMMANDS = (
-    "status", "df", "flush", "result", "mode", "on", "off", "reset", "provider", "limits", "sandbox", "breakdown", "budget",
-    "journal",
-)  # fmt: skip
+SETTINGS = MAGIC_SETTINGS
+SUBCOMMANDS = tuple(subcommands.COMMANDS)
+_TRAITS = magic_traits()
 
 
 @magic_arguments()
@@ -71,6 +73,9 @@ def parse_cell_options(
         raise UsageError(f"invalid %%payi options: {' '.join(words)!r}; see %%payi?") from None
     if args.proxy and args.telemetry:
         raise UsageError("--proxy and --telemetry exclude each other: give one")
+    from .budgets import check_budget
+    from .budgets.cells import check_estimate
+
     try:
         limit_ids = resolve_limits(args.limit_ids) if resolve_limits and args.limit_ids else args.limit_ids
         options = check_options(
@@ -121,20 +126,21 @@ def begin_cell(args: str) -> None:
 class PayiMagics(Magics):
     """``%%payi`` / ``%payi``. Options below are settable with ``%config PayiMagics.<option> = ...``."""
 
-    mode = Enum(["telemetry", "proxy"], default_value="telemetry", help="Default mode of tracked calls.").tag(config=True)
-    base_url = Unicode(None, allow_none=True, help="Pay-i base URL (default: PAYI_BASE_URL).").tag(config=True)
-    log_prompt_and_response = Bool(True, help="Send prompts and responses to Pay-i.").tag(config=True)
-    quiet = Bool(False, help="Hide the summary line under tracked cells.").tag(config=True)
-    spool_dir = Unicode(None, allow_none=True, help="Directory of the durable send journal.").tag(config=True)
-    providers = Dict(help="Extra provider base URLs, e.g. {'openai': ['http://localhost:8000/v1']}.").tag(config=True)
-    exit_timeout = Float(5.0, help="Seconds to wait at exit for pending events.").tag(config=True)
-    create_use_cases = Bool(True, help="Define a use case when Pay-i answers use_case_not_found.").tag(config=True)
-    session_budget = Float(None, allow_none=True, help="USD all tracked calls of the session may spend.").tag(config=True)
-    budget_thresholds = List(Float(), default_value=[0.8, 0.95], help="Budget fractions that warn once each.").tag(config=True)
+    shell: Any  # set by IPython's Magics; never None once registered
+    mode = _TRAITS["mode"]
+    base_url = _TRAITS["base_url"]
+    log_prompt_and_response = _TRAITS["log_prompt_and_response"]
+    quiet = _TRAITS["quiet"]
+    spool_dir = _TRAITS["spool_dir"]
+    providers = _TRAITS["providers"]
+    exit_timeout = _TRAITS["exit_timeout"]
+    create_use_cases = _TRAITS["create_use_cases"]
+    session_budget = _TRAITS["session_budget"]
+    budget_thresholds = _TRAITS["budget_thresholds"]
 
-    def __init__(self, shell: Any, session: Session) -> None:
+    def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.session = session
+        self.settings = current_settings()
         self._cell: tuple[int | None, str | None] = (None, None)
         self._cell_scope: TrackingScope | None = None
         self._on_options: tuple[dict[str, Any], bool] | None = None
@@ -143,13 +149,20 @@ class PayiMagics(Magics):
         self._nested = 0  # cells run by the %%payi cell-magic fallback, inside the outer cell
         self._unmirror: Callable[[], None] = lambda: None
 
+    @property
+    def session(self) -> Session:
+        """The process's session (built on our start thread; waiting here only if it is mid-build)."""
+        from .session import get_session
+
+        return get_session()
+
     # -- configuration ---------------------------------------------------------------------
 
     def _mirror(self) -> None:
         """Show the session's settings as this object's traits, and follow them when they change
         elsewhere (``pn.configure``): the settings are the one owner, these traits a view, so
         ``%config PayiMagics.mode = ...`` is never ignored for matching a stale value."""
-        settings = self.session.settings
+        settings = self.settings
 
         def pull(change: dict[str, Any]) -> None:
             setattr(self, change["name"], change["new"])
@@ -162,12 +175,12 @@ class PayiMagics(Magics):
     @observe(*SETTINGS)
     def _forward(self, change: dict[str, Any]) -> None:
         name, value = change["name"], change["new"]
-        if name == "base_url" and value is None:
-            return
+        if (name == "base_url" and value is None) or getattr(self.settings, name) == value:
+            return  # nothing changes (a mirrored value, say): no need to build the session for it
         try:
             self.session.configure(**{name: value})
         except ValueError as exc:
-            self.set_trait(name, getattr(self.session.settings, name))  # keep showing what holds
+            self.set_trait(name, getattr(self.settings, name))  # keep showing what holds
             raise UsageError(str(exc)) from None
 
     # -- cell lifecycle --------------------------------------------------------------------
@@ -186,26 +199,32 @@ class PayiMagics(Magics):
             self._open(*self._on_options)
 
     def _open(self, options: dict[str, Any], quiet: bool) -> TrackingScope:
-        parent = tracking.current()
-        context = merge(parent.context if parent else self.base_context(), options)
-        budget = cell_budget(options)
-        inherited = parent.budgets if parent else ()
-        scope = TrackingScope(
-            context=context,
-            parent=parent,
-            execution_count=self._cell[0],
-            cell_id=self._cell[1],
-            quiet=quiet or self.quiet,
-            proxied=[],
-            budget=budget,
-            budgets=(budget, *inherited) if budget is not None else inherited,
+        from .budgets.cells import cell_budget
+
+        scope = tracking.child_scope(
+            self.base_context(), options, quiet or self.quiet, cell_budget(options), cell=self._cell, proxied=[]
         )
         tracking.set_current(scope)
-        if parent is None:
+        if scope.parent is None:
             self._cell_scope = scope
             if not scope.quiet:
                 self._live_spend().start(scope)
         return scope
+
+    def track_every_cell(self, options: tuple[dict[str, Any], bool] | None) -> None:
+        """``%payi on`` (cell options and quiet flag) / ``%payi off`` (None)."""
+        self._on_options = options
+
+    def start(self) -> Session:
+        """The started session; UsageError saying what to fix if it cannot start."""
+        session = self.session
+        try:
+            return session.start()
+        except Exception as exc:
+            raise UsageError(
+                f"payi_notebook could not start ({type(exc).__name__}: {exc}). Fix that and run the cell again "
+                "(or %unload_ext and %load_ext payi_notebook)."
+            ) from exc
 
     def words(self, line: str) -> list[str]:
         """``line`` split like a shell command, ``{expr}`` and ``$name`` expanded inside each word."""
@@ -217,8 +236,8 @@ class PayiMagics(Magics):
     def open_cell_scope(self, args: str) -> None:
         """``{expr}`` and ``$name`` in the options expand inside the (shell-like) words."""
         options, quiet = parse_cell_options(self.words(args), self.session.resolve_limit_ids)
-        self.session.start()
-        self._announce()
+        self.start()
+        self.announce()
         try:
             self._open(options, quiet)
         except ContextError as exc:
@@ -233,6 +252,10 @@ class PayiMagics(Magics):
             return
         handle = self._live.stop(scope) if self._live is not None else None
         try:
+            from .budgets.cells import budget_lines
+
+            if budget_lines not in self.session.cell_listeners:
+                self.session.cell_listeners.append(budget_lines)
             self.session.after_cell(scope, (lambda refs: self._show(refs, scope, handle)) if not scope.quiet else None)
         except Exception as exc:  # display problems never break the cell
             self.session.report("showing the cell summary failed", exc)
@@ -245,11 +268,14 @@ class PayiMagics(Magics):
             self._board = BadgeBoard(
                 self.session.ledger, lambda badge: display(badge, display_id=True), note=self.session.journal_warning
             )
+        from .budgets.cells import badge_extra
+
         extra = badge_extra(scope, self.session.budgets.session) if scope is not None else None
         self._board.show(refs, extra=extra, handle=handle)
 
     def _live_spend(self) -> Any:
         if self._live is None:
+            from .budgets.cells import live_badge
             from .budgets.live import LiveSpend
 
             self._live = LiveSpend(
@@ -258,7 +284,8 @@ class PayiMagics(Magics):
             )
         return self._live
 
-    def _announce(self) -> None:
+    def announce(self) -> None:
+        """Print, once, what the session has to say (the sandbox's URLs, a degraded journal)."""
         message, self.session.announcement = self.session.announcement, None
         if message:
             print(message)
@@ -276,16 +303,7 @@ class PayiMagics(Magics):
         """
         if cell is not None:
             return self._run_cell_fallback(line, cell)
-        words = self.words(line)
-        if not words:
-            return self._status()
-        command, rest = words[0], words[1:]
-        if command not in SUBCOMMANDS:
-            raise UsageError(f"unknown %payi subcommand {command!r}; use one of: {', '.join(SUBCOMMANDS)}")
-        if command in NO_ARGUMENTS and rest:
-            raise UsageError(f"%payi {command} takes no arguments, got {' '.join(rest)!r}")
-        handler: Callable[[list[str]], Any] = getattr(self, f"_cmd_{command}")
-        return handler(rest)
+        return subcommands.run(self, self.words(line))
 
     def _run_cell_fallback(self, line: str, cell: str) -> Any:
         """``run_cell_magic("payi", ...)``, which the input transformer never sees: the body runs as
@@ -298,125 +316,19 @@ class PayiMagics(Magics):
         finally:
             self._nested -= 1
 
-    def _status(self) -> Any:
-        self.session.start()
-        self._announce()
-        return self.session.status_report()
-
-    def _cmd_status(self, rest: list[str]) -> Any:
-        return self._status()
-
-    def _cmd_df(self, rest: list[str]) -> Any:
-        from .widgets.ledger_view import readable
-
-        return readable(self.session.ledger)
-
-    def _cmd_flush(self, rest: list[str]) -> Any:
-        if len(rest) > 1:
-            raise UsageError(f"usage: %payi flush [TIMEOUT]  (seconds), got {' '.join(rest)!r}")
-        try:
-            return self.session.flush(float(rest[0]) if rest else 30.0)
-        except ValueError as exc:  # float() or the timeout check: both say what to write
-            raise UsageError(f"%payi flush takes a timeout in seconds, e.g. %payi flush 10: {exc}") from None
-
-    def _cmd_result(self, rest: list[str]) -> Any:
-        from .widgets.result_view import ResultView
-
-        return ResultView(self.session.last_result(wait=2.0))
-
-    def _cmd_mode(self, rest: list[str]) -> Any:
-        if not rest:
-            print(f"mode: {self.session.settings.mode}")
-            return None
-        if rest[0] not in ("proxy", "telemetry") or len(rest) > 1:
-            raise UsageError("usage: %payi mode [proxy|telemetry]")
-        self.mode = rest[0]
-        print(f"mode: {self.session.settings.mode}")
-        return None
-
-    def _cmd_on(self, rest: list[str]) -> Any:
-        options = parse_cell_options(rest, self.session.resolve_limit_ids)
-        self.session.start()
-        self._announce()
-        self._on_options = options
-        print("payi: tracking every cell from the next one on (%payi off to stop)")
-        return None
-
-    def _cmd_off(self, rest: list[str]) -> Any:
-        self._on_options = None
-        print("payi: tracking only %%payi cells")
-        return None
-
-    def _cmd_reset(self, rest: list[str]) -> Any:
-        report = self.session.reset()
-        print(f"payi: ledger cleared ({report})")
-        return None
-
-    def _cmd_provider(self, rest: list[str]) -> Any:
-        if rest == ["list"] or not rest:
-            return self.session.provider_table()
-        if rest[0] != "add" or len(rest) != 3:
-            from .capture.adapters import PROVIDERS
-
-            names = "|".join(PROVIDERS)
-            raise UsageError(f"usage: %payi provider add {names} URL (the URL you give the SDK)  (or %payi provider list)")
-        try:
-            self.session.add_provider(rest[1], rest[2])
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        print(f"payi: {rest[1]} calls to {rest[2]} will be captured")
-        return None
-
-    def _cmd_limits(self, rest: list[str]) -> Any:
-        try:
-            return self.session.limits.list()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _cmd_sandbox(self, rest: list[str]) -> Any:
-        return self.session.sandbox_report()
-
-    def _cmd_breakdown(self, rest: list[str]) -> Any:
-        from .widgets.aggregate import GROUPS, group_label
-
-        by = "model"
-        if rest:
-            if rest[0].startswith("--by="):
-                rest = ["--by", rest[0][5:], *rest[1:]]
-            if rest[0] != "--by" or len(rest) != 2:
-                raise UsageError(f"usage: %payi breakdown [--by COLUMN]  (COLUMN: {', '.join(GROUPS)})")
-            try:
-                by = group_label(rest[1])
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        from .widgets.breakdown import CostBreakdown
-
-        return CostBreakdown(self.session.ledger, by=by)
-
-    def _cmd_journal(self, rest: list[str]) -> Any:
-        if len(rest) not in (0, 2):
-            raise UsageError("usage: %payi journal [deliver|discard NAME|all]  (NAME as %payi journal lists it)")
-        try:
-            print(self.session.journal(*rest))
-        except (ValueError, RuntimeError) as exc:
-            raise UsageError(str(exc)) from None
-        return None
-
-    def _cmd_budget(self, rest: list[str]) -> Any:
-        from .widgets.budget_panel import BudgetPanel
-
-        self.session.start()
-        self._announce()
-        return BudgetPanel(session=self.session)
-
 
 def load(shell: Any) -> PayiMagics:
-    """Register magics, the input transformer and the cell hooks (once per shell)."""
+    """Register magics, the input transformer and the cell hooks (once per shell); start the session.
+
+    The session starts on a thread of ours (``session.start_in_background``), so this returns
+    at once; the load line says what is still starting and ``%payi status`` shows the end state.
+    A data directory that cannot be made is refused here, before anything is installed.
+    """
     global _magics
     if _magics is not None and _magics.shell is shell:
         return _magics
-    session = get_session()
-    magics = PayiMagics(shell, session)
+    _check_data_dir()
+    magics = PayiMagics(shell)
     shell.register_magics(magics)
     shell.configurables.append(magics)
     magics._mirror()
@@ -425,20 +337,47 @@ def load(shell: Any) -> PayiMagics:
         shell.input_transformers_cleanup.insert(0, transform_payi_cell)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.events.register("post_run_cell", magics.post_run_cell)
-    refusals.install(shell, session)
-    if budget_lines not in session.cell_listeners:
-        session.cell_listeners.append(budget_lines)
+    refusals.install(shell, lambda: magics.session)
     _magics = magics
+    session_module = sys.modules.get(f"{__package__}.session")
+    if session_module is not None and session_module.running() is not None:
+        magics.announce()  # started before (pn.instrument, say): say what it has to say now
+        return magics
+    threading.Thread(target=_start_session, name="payi_notebook-start", daemon=True).start()
+    print(_starting_line(magics.settings))
+    return magics
+
+
+def _start_session() -> None:
+    """On our start thread: import the heavy modules (pandas, pricing, HTTP) and start the session."""
+    from .session import start_in_background
+
+    start_in_background()
+
+
+def _starting_line(settings: Any) -> str:
+    if settings.api_key:
+        return f"payi_notebook: loaded; starting delivery to {settings.base_url} in the background (see %payi status)."
+    return (
+        "payi_notebook: loaded; no PAYI_API_KEY, so the local Pay-i sandbox is starting in the background "
+        "(nothing is sent to Pay-i; its URLs show with the first tracked cell and in %payi status)."
+    )
+
+
+def _check_data_dir() -> None:
+    """Without a key the sandbox keeps its database in the data directory: refuse one we cannot make."""
+    from .endpoint import data_dir
+    from .files import private_dir
+
+    if current_settings().api_key:
+        return
     try:
-        session.start()
-    except Exception as exc:  # nothing stays half-installed: a retried %load_ext starts afresh
-        unload(shell)
+        private_dir(data_dir())
+    except OSError as exc:
         raise UsageError(
             f"payi_notebook could not start ({type(exc).__name__}: {exc}); nothing was installed. "
             "Fix that and run %load_ext payi_notebook again."
         ) from exc
-    magics._announce()
-    return magics
 
 
 def unload(shell: Any) -> None:
@@ -464,4 +403,6 @@ def unload(shell: Any) -> None:
         magics._board.close()
     tracking.set_current(None)
     _magics = None
+    from .session import close_session
+
     close_session()

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import sysconfig
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from . import tracking
+from .xproxy import blocked_limit_ids
 
 _LIBRARIES = tuple(
     os.path.realpath(p) + os.sep for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
@@ -43,7 +45,7 @@ def _handler(shell: Any, etype: type, value: BaseException, tb: TracebackType, t
     scope = tracking.current()
     calls = scope.root.proxied if scope is not None else None
     refused = [c.event() for c in calls or () if c.event().status in ("blocked", "failed")]
-    lines = _session.explain_refusals(refused) if refused and _session is not None else []
+    lines = explain(_session(), refused) if refused and _session is not None else []
     if not lines:  # what IPython shows without a custom handler
         if issubclass(etype, SyntaxError):
             shell.showsyntaxerror()
@@ -59,10 +61,10 @@ def _handler(shell: Any, etype: type, value: BaseException, tb: TracebackType, t
     shell._showtraceback(etype, value, stb)
 
 
-_session: Any = None
+_session: Callable[[], Any] | None = None
 
 
-def install(shell: Any, session: Any) -> bool:
+def install(shell: Any, session: Callable[[], Any]) -> bool:
     """Handle uncaught exceptions of tracked cells (unless the shell already has a custom handler)."""
     global _session
     if shell.custom_exceptions not in ((), (Exception,)) or (shell.custom_exceptions and _session is None):
@@ -77,3 +79,46 @@ def uninstall(shell: Any) -> None:
     if _session is not None and shell.custom_exceptions == (Exception,):
         shell.set_custom_exc((), None)
     _session = None
+
+
+# -- the text: why calls were refused, told once per limit / use case ------------------------
+
+
+def explain(session: Any, events: list[Any]) -> list[str]:
+    """One line per limit that blocked ``events`` (its max and spend), per undefined use case, per proxy failure."""
+    from .analytics.use_cases import UseCases, explain_undefined
+    from .flusher import USE_CASE_NOT_FOUND
+
+    lines: list[str] = []
+    blocked: dict[str, int] = {}
+    undefined: set[str] = set()
+    for event in events:
+        if event.status == "blocked":
+            for limit_id in blocked_limit_ids(event.xproxy_result) or ["?"]:
+                blocked[limit_id] = blocked.get(limit_id, 0) + 1
+        elif event.error and USE_CASE_NOT_FOUND in event.error and event.context.use_case_name:
+            undefined.add(event.context.use_case_name)
+        elif event.error:
+            lines.append(f"payi: {event.error}")
+    for name in sorted(undefined):
+        lines.append(explain_undefined(UseCases(session.payi_client), name, session.settings.create_use_cases))
+    for limit_id, count in blocked.items():
+        calls = f"{count} call" + ("s were" if count > 1 else " was")
+        try:
+            limit = session.limits.get(limit_id)
+            lines.append(
+                f"payi: {calls} blocked by limit {limit.limit_name!r} ({limit_id}, {limit.limit_type}): "
+                f"${limit.spent:.4f} spent of ${limit.max:.4f} max; nothing was sent to the provider. "
+                "Raise its max or reset it (pn.limits / %payi budget)."
+            )
+        except Exception as exc:  # still say what happened, even if the lookup fails
+            lines.append(f"payi: {calls} blocked by limit {limit_id} (its details are unavailable: {exc})")
+    return lines
+
+
+def unguarded_note(providers: list[str]) -> str:
+    """Why Block limits could not apply to calls Pay-i has no proxy route for."""
+    return (
+        f"payi: Pay-i has no proxy route for these {', '.join(providers)} calls, so they went direct and were "
+        "ingested without their limit IDs (Pay-i refuses Block limits on ingest); Block limits cannot apply to them."
+    )

@@ -1,75 +1,53 @@
-"""The process-wide session: settings, ledger, flusher, endpoint, and capture wiring.
+"""The process-wide session: it wires settings, ledger, flusher, endpoint and capture together.
 
 Everything public (``pn.*``, ``%payi``) goes through one ``Session``. Starting it resolves
-the Pay-i endpoint (a key means Pay-i; no key starts the local sandbox and says so),
-starts the background flusher and installs capture. Capture hands each finished event
-to ``sink``, which is the only place a call enters the ledger and the send queue.
+the endpoint (``endpoint.py``), starts the background flusher and installs capture; under
+``%load_ext`` that happens on a thread of ours (``start_in_background``) and the first use
+that needs it waits in ``start``. Capture hands each finished call to ``sink``, the only
+place a call enters the ledger and the send queue. Failures of ours go to one ``Problems``
+sink that capture, the flusher and ``%payi status`` share.
 """
 
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from importlib import import_module
 from typing import Any
 
-import platformdirs
-
-from . import capture, tracking
-from .analytics.use_cases import UseCases, explain_undefined
+from . import capture, refusals, tracking
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
 from .client import PayiClient
-from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
+from .config import Settings, check_timeout, current_settings, forget_settings
 from .context import Context, ContextError, derive
+from .endpoint import Endpoint, data_dir, resolve
 from .events import UsageEvent
-from .files import private_dir
-from .flusher import USE_CASE_NOT_FOUND, Flusher, FlushReport
+from .flusher import Flusher, FlushReport
 from .journal import discard, find, others
 from .ledger import Ledger, RowRef
 from .limit_rules import MAX_LIMIT_TEXT
 from .limits import Limits
 from .naming import notebook_name, script_name
-from .secret import Secret
+from .problems import Problems
+from .status_report import StatusReport
 from .tracking import TrackingScope
-from .widgets.status import StatusReport
+
+__all__ = ["Endpoint", "Session", "close_session", "data_dir", "get_session", "running", "start_in_background"]
 
 log = logging.getLogger("payi_notebook")
 _UNSET = object()
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where events go. ``kind`` is "Pay-i", "sandbox" (ours, in-process or CLI) or "custom"."""
-
-    kind: str
-    base_url: str
-    api_key: Secret
-    key: str  # identity of the endpoint for the spool (never the API key)
-
-    def __repr__(self) -> str:
-        return f"Endpoint(kind={self.kind!r}, base_url={self.base_url!r})"
-
-
-@dataclass(frozen=True)
-class Problem:
-    when: float
-    message: str
-
-
-def data_dir() -> Path:
-    """Where the spool and the embedded sandbox's database live (``PAYI_NOTEBOOK_DATA_DIR``)."""
-    configured = os.environ.get("PAYI_NOTEBOOK_DATA_DIR", "").strip()
-    return Path(configured) if configured else Path(platformdirs.user_data_dir("payi_notebook"))
+START_WAIT = 120.0
+"""Seconds a first use waits for a start in progress (the sandbox itself gets 30 s to come up)."""
+_FLUSHER_TAKES_PROBLEMS = "problems" in inspect.signature(Flusher).parameters  # until delivery/ lands everywhere
 
 
 class Session:
@@ -82,7 +60,7 @@ class Session:
         self.sandbox: Any = None
         self.endpoint: Endpoint | None = None
         self.default_context = Context()
-        self.problems: deque[Problem] = deque(maxlen=100)
+        self.problems = Problems()
         self.announcement: str | None = None
         self._last_ref: RowRef | None = None
         self._lock = threading.RLock()
@@ -96,6 +74,7 @@ class Session:
         self._shared_client: tuple[Endpoint, PayiClient] | None = None
         self.budgets = SessionBudgets()
         self.children = False  # child processes were started: look for their journals after each cell
+        self.start_error: BaseException | None = None  # why the last background start failed
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -111,7 +90,12 @@ class Session:
         ``children.py``) starts no sandbox, and the journals of ended processes are left to the
         parent that owns the endpoint.
         """
-        with self._lock:
+        if not self._lock.acquire(timeout=START_WAIT):
+            raise RuntimeError(
+                f"payi_notebook is still starting after {START_WAIT:.0f} s (the local sandbox logs to "
+                f"{data_dir() / 'sandbox.log'}); wait and retry, or restart the kernel"
+            )
+        try:
             if self.started:
                 return self
             try:
@@ -119,7 +103,10 @@ class Session:
             except BaseException:
                 self.stop(0.0)
                 raise
+            self.start_error = None
             return self
+        finally:
+            self._lock.release()
 
     def _start(self, endpoint: Endpoint | None) -> None:
         with self._lock:
@@ -175,6 +162,7 @@ class Session:
 
     def _new_flusher(self, adopt: bool) -> Flusher:
         assert self.endpoint is not None
+        shared: dict[str, Any] = {"problems": self.problems} if _FLUSHER_TAKES_PROBLEMS else {}
         return Flusher(
             self.ledger,
             base_url=self.endpoint.base_url,
@@ -184,6 +172,7 @@ class Session:
             settings=self.settings,
             adopt=adopt,
             create_use_cases=self.settings.create_use_cases,
+            **shared,
         )
 
     def spool_root(self) -> str:
@@ -251,37 +240,11 @@ class Session:
                 self.start()
 
     def _resolve_endpoint(self) -> Endpoint:
-        settings = self.settings
-        if settings.api_key:
-            provider_url = os.environ.get("PAYI_SANDBOX_PROVIDER_URL", "").strip()
-            if provider_url:
-                self._add_provider_bases(provider_url)
-                kind = "sandbox"
-            else:
-                kind = "Pay-i" if settings.base_url.rstrip("/") == PAYI_DEFAULT_BASE_URL else "custom"
-            self.announcement = None
-            return Endpoint(kind, settings.base_url, settings.api_key, settings.base_url)
-        from .sandbox.process import spawn
-
-        db = data_dir() / "sandbox.db"
-        private_dir(db.parent)
-        self.sandbox = spawn(db=db, log_path=data_dir() / "sandbox.log")
-        self._add_provider_bases(self.sandbox.provider_url)
-        self.announcement = (
-            f"payi_notebook: no PAYI_API_KEY, so calls go to the local Pay-i sandbox at {self.sandbox.base_url} "
-            f"(nothing is sent to Pay-i; provider emulator at {self.sandbox.provider_url})."
-        )
-        return Endpoint("sandbox", self.sandbox.base_url, Secret(self.sandbox.api_key), f"sandbox:{db}")
-
-    def _add_provider_bases(self, provider_url: str) -> None:
-        """Make calls to the emulator recognisable, like calls to the real provider hosts."""
-        from .sandbox.emulator import sdk_base_urls
-
-        providers = {k: list(v) for k, v in self.settings.providers.items()}
-        for provider, base in sdk_base_urls(provider_url):
-            if base not in providers.setdefault(provider, []):
-                providers[provider].append(base)
-        self.settings.providers = providers
+        found = resolve(self.settings)
+        if found.sandbox is not None:
+            self.sandbox = found.sandbox
+        self.announcement = found.announcement
+        return found.endpoint
 
     def apply_settings(self) -> None:
         """Rebuild what capture reads from the settings (routes, mode, logging, proxy target)."""
@@ -292,7 +255,7 @@ class Session:
         config = CaptureConfig(
             routes=RouteTable(self.settings.providers, payi_base_url=self.endpoint.base_url),
             sink=self.sink,
-            report=self.report,
+            report=self._capture_problem,
             default_mode=self.settings.mode,
             log_default=self.settings.log_prompt_and_response,
             proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key, always_base_uri=self.endpoint.kind == "sandbox"),
@@ -329,11 +292,12 @@ class Session:
         for listener in self.call_listeners:
             listener(lambda: event, scope)
 
-    def report(self, what: str, exc: BaseException | None) -> None:
+    def _capture_problem(self, what: str, exc: BaseException | None) -> None:
+        self.problems.report("capture", what, exc)
+
+    def report(self, what: str, exc: BaseException | None = None) -> None:
         """A failure of ours: logged and kept for ``%payi status``; never raised to the caller."""
-        message = f"{what}: {type(exc).__name__}: {exc}" if exc is not None else what
-        log.warning(message, exc_info=exc if exc is not None and log.isEnabledFor(logging.DEBUG) else None)
-        self.problems.append(Problem(time.time(), message))
+        self.problems.report("session", what, exc)
 
     def configure(self, **changes: Any) -> None:
         """Change settings; an endpoint change (key, base URL, spool) restarts the flusher."""
@@ -421,11 +385,11 @@ class Session:
             show(refs)
         proxied = scope.proxied or ()
         refused = [c.event() for c in proxied if c.mode == "proxy" and c.event().status in ("blocked", "failed")]
-        for line in self.explain_refusals(refused):
+        for line in refusals.explain(self, refused):
             print(line)
         unguarded = sorted({c.route.provider for c in proxied if c.unguarded})
         if unguarded:
-            print(_unguarded_note(unguarded))
+            print(refusals.unguarded_note(unguarded))
         for listener in list(self.cell_listeners):
             try:
                 listener(scope)
@@ -435,32 +399,8 @@ class Session:
             self.adopt_orphans()
 
     def explain_refusals(self, events: list[UsageEvent]) -> list[str]:
-        """One line per limit that blocked calls (with its max and spend), per undefined use case, or per proxy failure."""
-        lines: list[str] = []
-        blocked: dict[str, int] = {}
-        undefined: set[str] = set()
-        for event in events:
-            if event.status == "blocked":
-                for limit_id in (event.xproxy_result or {}).get("blocked_limit_ids") or ["?"]:
-                    blocked[limit_id] = blocked.get(limit_id, 0) + 1
-            elif event.error and USE_CASE_NOT_FOUND in event.error and event.context.use_case_name:
-                undefined.add(event.context.use_case_name)
-            elif event.error:
-                lines.append(f"payi: {event.error}")
-        for name in sorted(undefined):
-            lines.append(explain_undefined(UseCases(self.payi_client), name, self.settings.create_use_cases))
-        for limit_id, count in blocked.items():
-            calls = f"{count} call" + ("s were" if count > 1 else " was")
-            try:
-                limit = self.limits.get(limit_id)
-                lines.append(
-                    f"payi: {calls} blocked by limit {limit.limit_name!r} ({limit_id}, {limit.limit_type}): "
-                    f"${limit.spent:.4f} spent of ${limit.max:.4f} max; nothing was sent to the provider. "
-                    "Raise its max or reset it (pn.limits / %payi budget)."
-                )
-            except Exception as exc:  # still say what happened, even if the lookup fails
-                lines.append(f"payi: {calls} blocked by limit {limit_id} (its details are unavailable: {exc})")
-        return lines
+        """Why ``events`` were refused, one line per cause (see ``refusals.explain``)."""
+        return refusals.explain(self, events)
 
     def flush(self, timeout: float = 30.0) -> Any:
         """Block until every pending event is delivered or ``timeout`` passes; report counts.
@@ -494,7 +434,7 @@ class Session:
             hooked=capture.hooked_libraries(),
             rows=len(self.ledger),
             delivery=self.flusher.status(),
-            problems=tuple((p.when, p.message) for p in self.problems),
+            problems=tuple((p.when, p.message) for p in self.problems.recent()),
         )
 
     def payi_client(self) -> PayiClient:
@@ -508,6 +448,7 @@ class Session:
         self.start()
         with self._lock:
             shared = self._shared_client
+            assert self.endpoint is not None
             if shared is None or shared[0] is not self.endpoint:
                 if shared is not None:
                     shared[1].close()
@@ -568,12 +509,36 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
+def running() -> Session | None:
+    """The process's session if it has started, else None (creates nothing)."""
+    session = _session
+    return session if session is not None and session.started else None
+
+
+def start_in_background() -> None:
+    """Build and start the session; run on a thread of ours (``magic.load``), never raises.
+
+    Capture is installed by this start, and every way into a tracked scope (a ``%%payi``
+    cell, ``%payi on``, ``pn.track``) goes through ``Session.start`` first, which waits for
+    this one, so no call made in a scope runs before capture is in place. A failure is kept
+    in the session's ``problems`` and ``start_error``; the next ``start()`` tries again and
+    raises its own error.
+    """
+    session = get_session()
+    try:
+        session.start()
+    except Exception as exc:
+        session.start_error = exc
+        session.problems.report("session", "starting in the background failed", exc)
+
+
 def get_session() -> Session:
     """The process's session (created on first use, not started)."""
     global _session
     with _session_lock:
         if _session is None:
-            _session = Session()
+            _session = Session(current_settings())  # the settings ``%config PayiMagics`` already shows
+            import_module(".facade", __package__)  # KPI scores and notes join the ledger's frame
         return _session
 
 
@@ -582,15 +547,9 @@ def close_session(timeout: float | None = None) -> None:
     global _session
     with _session_lock:
         current, _session = _session, None
+        forget_settings()
     if current is not None:
         current.stop(timeout)
-
-
-def _unguarded_note(providers: list[str]) -> str:
-    return (
-        f"payi: Pay-i has no proxy route for these {', '.join(providers)} calls, so they went direct and were "
-        "ingested without their limit IDs (Pay-i refuses Block limits on ingest); Block limits cannot apply to them."
-    )
 
 
 _warned_unguarded: set[str] = set()
@@ -600,4 +559,4 @@ def _warn_unguarded(provider: str) -> None:
     """Outside a cell (``pn.track``), say it once per provider in the log."""
     if provider not in _warned_unguarded:
         _warned_unguarded.add(provider)
-        log.warning(_unguarded_note([provider]))
+        log.warning(refusals.unguarded_note([provider]))

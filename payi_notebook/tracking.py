@@ -78,6 +78,11 @@ def current() -> TrackingScope | None:
     return scope
 
 
+def scope_var() -> contextvars.ContextVar[TrackingScope | None]:
+    """The variable holding the current scope, for capture's hot path (one ``.get()`` per call)."""
+    return _current
+
+
 def enter(scope: TrackingScope) -> contextvars.Token[TrackingScope | None]:
     return _current.set(scope)
 
@@ -91,19 +96,33 @@ def set_current(scope: TrackingScope | None) -> None:
     _current.set(scope)
 
 
-def child_scope(base: Context, options: dict[str, Any], quiet: bool = False, budget: Any = None) -> TrackingScope:
+def child_scope(
+    base: Context,
+    options: dict[str, Any],
+    quiet: bool = False,
+    budget: Any = None,
+    *,
+    cell: tuple[int | None, str | None] | None = None,
+    proxied: list[Any] | None = None,
+) -> TrackingScope:
     """A scope nested in the current one (or rooted at ``base``); ``options`` from ``check_options``.
 
-    ``budget`` (a ``budgets.Reserver``) is added to the budgets inherited from the parent.
+    The one way scopes are opened (``pn.track`` and ``%%payi`` cells alike). ``budget`` (a
+    ``budgets.Reserver``) is added to the budgets inherited from the parent; ``cell`` is the
+    cell's (execution count, cell id), by default the parent's; ``proxied`` collects a cell's
+    proxied calls.
     """
     parent = current()
     context = merge(parent.context if parent else base, options)
     inherited = parent.budgets if parent else ()
+    if cell is None:
+        cell = (parent.execution_count, parent.cell_id) if parent else (None, None)
     return TrackingScope(
         context=context,
         parent=parent,
-        execution_count=parent.execution_count if parent else None,
-        cell_id=parent.cell_id if parent else None,
+        execution_count=cell[0],
+        cell_id=cell[1],
+        proxied=proxied,
         quiet=quiet or (parent.quiet if parent else False),
         worker=parent.worker if parent else None,
         budget=budget,
@@ -220,7 +239,7 @@ def _start_with_scope(self: threading.Thread) -> None:
 def install_propagation() -> None:
     """Carry the current scope into thread-pool tasks (at submit) and new threads (at ``start()``)."""
     with _propagation_lock:
-        ThreadPoolExecutor.submit = _submit_with_scope  # type: ignore[method-assign]
+        ThreadPoolExecutor.submit = _submit_with_scope  # type: ignore[method-assign,assignment]
         threading.Thread.start = _start_with_scope  # type: ignore[method-assign]
 
 

@@ -22,7 +22,7 @@ LIBRARIES = ("httpx", "httpx2")
 _config: CaptureConfig | None = None
 _installed: dict[tuple[type, str], Callable[..., Any]] = {}
 _lock = threading.Lock()
-_current = tracking._current
+_current = tracking.scope_var()
 
 
 def configure(config: CaptureConfig | None) -> None:

@@ -116,9 +116,7 @@ class BudgetPanel(Snapshot, w.VBox):
         self._rows: dict[str, _LimitRow] = {}
         self.session = session if session is not None else get_session()
         if limits is None:
-            from .. import limits as default_limits
-
-            limits = default_limits
+            limits = self.session.limits
         self.api = limits
         self.limits: list[Limit] = []
         self.message: tuple[str, str] | None = None  # (kind, text): "error" | "done" | "info"
