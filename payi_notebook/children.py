@@ -26,8 +26,9 @@ from typing import Any
 from . import tracking
 from .context import Context
 from .endpoint import Endpoint
+from .forking import drain_at_process_exit
 from .secret import Secret
-from .session import drain_at_process_exit, get_session
+from .session import get_session
 from .tracking import TrackingScope
 
 

@@ -309,6 +309,27 @@ class Limits:
         return "pn.limits: .list() .get(id) .create(name, max, type='allow'|'block', threshold=None) .update(id, max=, name=) .reset(id) .delete(id)"
 
 
+def resolve_ids(limits: Limits, values: Any, report: Callable[[str], None] | None = None) -> Any:
+    """``values`` (limit ids or unique names) as ids; ContextError for an unknown or ambiguous one.
+
+    Anything that is not a list of non-empty strings is returned as is, for ``check_options``
+    to refuse with its own message.
+    """
+    from .context import ContextError
+
+    if isinstance(values, str):
+        values = [values]
+    if values is None or not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
+        return values
+    for value in values:  # a name is at most as long as a limit's name (limit_rules)
+        if len(value) > limit_rules.MAX_LIMIT_TEXT:
+            raise ContextError(f"limit id or name is {len(value)} characters long; use at most {limit_rules.MAX_LIMIT_TEXT}")
+    try:
+        return limits.resolve(values, report=report)
+    except ValueError as exc:
+        raise ContextError(str(exc)) from None
+
+
 def __getattr__(name: str) -> Any:
     """``pn.limits.list()``, ``.create(...)``...: this module stands for the session's ``Limits``.
 

@@ -11,6 +11,7 @@ cell does not repeat them.
 
 from __future__ import annotations
 
+import logging
 import os
 import sysconfig
 from collections.abc import Callable
@@ -114,6 +115,16 @@ def explain(session: Any, events: list[Any]) -> list[str]:
         except Exception as exc:  # still say what happened, even if the lookup fails
             lines.append(f"payi: {calls} blocked by limit {limit_id} (its details are unavailable: {exc})")
     return lines
+
+
+_warned_unguarded: set[str] = set()
+
+
+def warn_unguarded(provider: str) -> None:
+    """Outside a cell (``pn.track``), say it once per provider in the log."""
+    if provider not in _warned_unguarded:
+        _warned_unguarded.add(provider)
+        logging.getLogger("payi_notebook").warning(unguarded_note([provider]))
 
 
 def unguarded_note(providers: list[str]) -> str:

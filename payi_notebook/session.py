@@ -21,21 +21,18 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
-from . import capture, refusals, tracking
+from . import capture, forking, journals, refusals, tracking
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
-from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
 from .client import PayiClient
 from .config import Settings, check_timeout, current_settings, forget_settings
-from .context import Context, ContextError, derive
+from .context import Context, derive
 from .endpoint import Endpoint, data_dir, resolve
 from .events import UsageEvent
 from .flusher import Flusher, FlushReport
-from .journal import discard, find, others
 from .ledger import Ledger, RowRef
-from .limit_rules import MAX_LIMIT_TEXT
-from .limits import Limits
+from .limits import Limits, resolve_ids
 from .naming import notebook_name, script_name
 from .problems import Problems
 from .status_report import StatusReport
@@ -113,25 +110,13 @@ class Session:
             self.endpoint = endpoint or self._resolve_endpoint()
             self.flusher = self._new_flusher(adopt=endpoint is None)
             self.flusher.start()
-            self._announce_journal()
+            self.announcement = journals.announcement(self.flusher, self.announcement)
             capture.install()
             tracking.install_propagation()
             self.apply_settings()
             if not self._atexit:
                 atexit.register(self.stop)
                 self._atexit = True
-
-    def _announce_journal(self) -> None:
-        """Say at load when durability is degraded or other endpoints' events wait in the journal."""
-        assert self.flusher is not None
-        status = self.flusher.journal_status()
-        lines = [self.announcement] if self.announcement else []
-        if warning := status.warning():
-            lines.append(f"payi_notebook: {warning}; see %payi status.")
-        if status.others:
-            count = sum(o.events for o in status.others)
-            lines.append(f"payi_notebook: {count} undelivered event(s) journalled for another endpoint; see %payi status.")
-        self.announcement = "\n".join(lines) or None
 
     def journal_warning(self) -> str | None:
         """Why durability is degraded right now (the badge shows it), or None."""
@@ -141,24 +126,7 @@ class Session:
     def journal(self, action: str | None = None, name: str | None = None) -> str:
         """The journals left for other endpoints; ``deliver``/``discard`` one by name (or ``all``)."""
         self.start()
-        assert self.flusher is not None
-        root, own = self.flusher.spool_dir.parent, self.flusher.spool_dir
-        listed = others(root, own)
-        if action is None:
-            if not listed:
-                return "payi: no undelivered events journalled for other endpoints"
-            return "\n".join(
-                f"{o.name}: {o.events} undelivered event(s) for {o.endpoint}" + (f", {o.in_use} file(s) in use" if o.in_use else "")
-                for o in listed
-            )
-        if action not in ("deliver", "discard") or not name:
-            raise ValueError("use journal deliver NAME|all or journal discard NAME|all (NAME as %payi journal lists it)")
-        targets = [root / o.name for o in listed] if name == "all" else [find(root, own, name)]
-        if action == "deliver":
-            count = sum(self.flusher.deliver(path) for path in targets)
-            return f"payi: {count} event(s) from other journals queued for {self.flusher.endpoint}"
-        count = sum(discard(path) for path in targets)
-        return f"payi: discarded {count} undelivered event(s) from other journals"
+        return journals.manage(self.flusher, action, name)
 
     def _new_flusher(self, adopt: bool) -> Flusher:
         assert self.endpoint is not None
@@ -178,31 +146,6 @@ class Session:
     def spool_root(self) -> str:
         """The journal directory (each endpoint gets a directory inside it)."""
         return self.settings.spool_dir or str(data_dir() / "spool")
-
-    def after_fork(self) -> None:
-        """In a forked child: a journal and a delivery thread of its own; the parent's are left alone.
-
-        Runs in the child right after ``fork()``, when only the forking thread survives and
-        locks held by the parent's other threads stay held, so everything with a lock is new.
-        The parent's flusher, ledger and sandbox handle are kept but never used (closing their
-        files or sockets here could disturb the parent's). The new flusher starts with the first
-        event; a multiprocessing child drains it as it exits, and whatever it could not send
-        its parent takes over from its journal once it has ended (``adopt_orphans``).
-        """
-        self._lock = threading.RLock()
-        self.children = False
-        self.call_listeners, self.flush_participants = [], []  # the parent's (its Dask workers, say)
-        if self.flusher is None:
-            return
-        _inherited.append((self.flusher, self.ledger, self.sandbox))
-        self.flusher.release_after_fork()
-        self.sandbox = None
-        self.ledger = Ledger()
-        self._last_ref = None
-        self.flusher = self._new_flusher(adopt=False)
-        mp_util = sys.modules.get("multiprocessing.util")
-        if mp_util is not None:  # its bootstrap clears finalizers after fork, then runs these
-            mp_util.register_after_fork(self, drain_at_process_exit)
 
     def adopt_orphans(self) -> None:
         """Send what ended child processes (and dead kernels) left in their journals."""
@@ -277,7 +220,7 @@ class Session:
         if (call.mode == "proxy" or call.unguarded) and proxied is not None:
             proxied.append(call)  # after the cell, refusals among them are explained, and unguarded calls named
         elif call.unguarded:
-            _warn_unguarded(call.route.provider)
+            refusals.warn_unguarded(call.route.provider)
         scope.add(ref)
         self._last_ref = ref
         flusher = self.flusher
@@ -327,22 +270,8 @@ class Session:
         self.configure(providers=providers)
 
     def resolve_limit_ids(self, values: Any) -> Any:
-        """``values`` (limit ids or unique names) as ids; ContextError for an unknown or ambiguous one.
-
-        Anything that is not a list of non-empty strings is returned as is, for ``check_options``
-        to refuse with its own message.
-        """
-        if isinstance(values, str):
-            values = [values]
-        if values is None or not isinstance(values, (list, tuple)) or not all(isinstance(v, str) and v for v in values):
-            return values
-        for value in values:  # a name is at most as long as a limit's name (limit_rules)
-            if len(value) > MAX_LIMIT_TEXT:
-                raise ContextError(f"limit id or name is {len(value)} characters long; use at most {MAX_LIMIT_TEXT}")
-        try:
-            return self.limits.resolve(values, report=lambda message: self.report(message, None))
-        except ValueError as exc:
-            raise ContextError(str(exc)) from None
+        """``values`` (limit ids or unique names) as ids; see ``limits.resolve_ids``."""
+        return resolve_ids(self.limits, values, report=lambda message: self.report(message, None))
 
     def base_context(self, use_case_name: str | None) -> Context:
         """The root context of tracked calls: the notebook's name as the default use case."""
@@ -398,10 +327,6 @@ class Session:
         if self.children:  # a pool worker ended by os._exit or SIGTERM leaves its journal to us
             self.adopt_orphans()
 
-    def explain_refusals(self, events: list[UsageEvent]) -> list[str]:
-        """Why ``events`` were refused, one line per cause (see ``refusals.explain``)."""
-        return refusals.explain(self, events)
-
     def flush(self, timeout: float = 30.0) -> Any:
         """Block until every pending event is delivered or ``timeout`` passes; report counts.
 
@@ -455,36 +380,8 @@ class Session:
                 self._shared_client = shared = (self.endpoint, self.payi_client())
             return shared[1]
 
-    def provider_table(self) -> dict[str, list[str]]:
-        """Every base URL whose calls are captured, per provider."""
-        table = {name: list(provider.bases) for name, provider in PROVIDERS.items()}
-        for provider, urls in self.settings.providers.items():
-            table.setdefault(provider, []).extend(u for u in urls if u not in table[provider])
-        return table
-
-    def sandbox_report(self) -> dict[str, Any]:
-        """Where the sandbox is and what it holds (only when calls go to a sandbox)."""
-        self.start()
-        assert self.endpoint is not None
-        if self.endpoint.kind != "sandbox":
-            raise ValueError(f"calls go to {self.endpoint.kind} at {self.endpoint.base_url}, not to a sandbox")
-        report: dict[str, Any] = {"base_url": self.endpoint.base_url}
-        if self.sandbox is not None:
-            report["provider_url"] = self.sandbox.provider_url
-            report["events"] = len(self.sandbox.events())
-        return report
-
-
 _session: Session | None = None
 _session_lock = threading.Lock()
-_inherited: list[Any] = []  # in a forked child: the parent's objects, kept alive and never used
-
-
-def drain_at_process_exit(session: Session) -> None:
-    """Deliver what a multiprocessing child captured as it exits (it skips ``atexit``)."""
-    from multiprocessing import util
-
-    util.Finalize(session, session.stop, exitpriority=10)
 
 
 def _before_fork() -> None:
@@ -499,7 +396,7 @@ def _after_fork_in_child() -> None:
     if session is None:
         return
     try:
-        session.after_fork()
+        forking.in_child(session)
     except Exception as exc:  # the child runs on, its calls untouched and uncaptured, and says why
         capture.configure(None)
         atexit.unregister(session.stop)
@@ -550,13 +447,3 @@ def close_session(timeout: float | None = None) -> None:
         forget_settings()
     if current is not None:
         current.stop(timeout)
-
-
-_warned_unguarded: set[str] = set()
-
-
-def _warn_unguarded(provider: str) -> None:
-    """Outside a cell (``pn.track``), say it once per provider in the log."""
-    if provider not in _warned_unguarded:
-        _warned_unguarded.add(provider)
-        log.warning(refusals.unguarded_note([provider]))

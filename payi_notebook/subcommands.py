@@ -77,7 +77,7 @@ def reset(m: PayiMagics, rest: list[str]) -> Any:
 
 def provider(m: PayiMagics, rest: list[str]) -> Any:
     if rest == ["list"] or not rest:
-        return m.session.provider_table()
+        return provider_table(m.session.settings)
     if rest[0] != "add" or len(rest) != 3:
         from .capture.adapters import PROVIDERS
 
@@ -99,7 +99,25 @@ def limits(m: PayiMagics, rest: list[str]) -> Any:
 
 
 def sandbox(m: PayiMagics, rest: list[str]) -> Any:
-    return m.session.sandbox_report()
+    session = m.start()
+    assert session.endpoint is not None
+    if session.endpoint.kind != "sandbox":
+        raise UsageError(f"calls go to {session.endpoint.kind} at {session.endpoint.base_url}, not to a sandbox")
+    report: dict[str, Any] = {"base_url": session.endpoint.base_url}
+    if session.sandbox is not None:
+        report["provider_url"] = session.sandbox.provider_url
+        report["events"] = len(session.sandbox.events())
+    return report
+
+
+def provider_table(settings: Any) -> dict[str, list[str]]:
+    """Every base URL whose calls are captured, per provider."""
+    from .capture.adapters import PROVIDERS
+
+    table = {name: list(provider.bases) for name, provider in PROVIDERS.items()}
+    for name, urls in settings.providers.items():
+        table.setdefault(name, []).extend(u for u in urls if u not in table[name])
+    return table
 
 
 def breakdown(m: PayiMagics, rest: list[str]) -> Any:

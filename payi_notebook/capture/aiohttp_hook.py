@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..tracking import _current
+from ..tracking import scope_var
+
+_current = scope_var()
 from .exchange import CaptureConfig, Exchange
 from .streams import _Reader
 

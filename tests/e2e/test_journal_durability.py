@@ -69,7 +69,7 @@ def test_a_full_disk_is_an_error_not_a_sigbus_and_journalling_resumes(tmp_path: 
     with sandbox_mod.start() as sb:
         kernel = Kernel(kernel_env(sb, data), tmp_path)
         try:
-            loaded = kernel.execute("%load_ext payi_notebook")
+            loaded = kernel.execute("%load_ext payi_notebook\n%payi status")  # the session starts in the background
             kernel.execute(SETUP)
             sb.inject_fault(route="*", status=503, count=10_000)  # Pay-i down: the event waits in memory
             out = kernel.execute("%%payi --use-case full\nfirst = call()\nprint('returned', first)", timeout=30)
@@ -193,7 +193,7 @@ def test_an_unwritable_spool_dir_is_named_in_the_load_line(tmp_path: Path, mount
     with sandbox_mod.start() as sb:
         kernel = Kernel(kernel_env(sb, tmp_path / "data", PAYI_NOTEBOOK_SPOOL_DIR=str(spool)), tmp_path)
         try:
-            loaded = kernel.execute("%load_ext payi_notebook")
+            loaded = kernel.execute("%load_ext payi_notebook\n%payi status")  # the session starts in the background
             assert "journal off" in loaded and "Read-only file system" in loaded, loaded
             kernel.execute(SETUP)
             out = kernel.execute("%%payi --use-case ro\nprint(call())")
