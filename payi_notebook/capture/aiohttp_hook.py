@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..tracking import scope_var
-
-_current = scope_var()
 from .exchange import CaptureConfig, Exchange
 from .streams import _Reader
+
+_current = scope_var()
 
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding"})  # aiohttp sets these itself
 
