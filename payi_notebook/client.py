@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from . import limit_rules
-from .limit_rules import LIMIT_TYPES
+from .config import check_base_url
 from .secret import Secret
 
 API_PREFIX = "/api/v1"
@@ -193,8 +193,7 @@ def create_limit_plan(
     properties: Mapping[str, str] | None = None,
 ) -> Plan:
     body: dict[str, Any] = {"limit_name": _check_name(name), "max": _check_max(max)}
-    if limit_type not in LIMIT_TYPES:
-        raise ValueError(f"limit_type must be 'allow' or 'block', got {limit_type!r}")
+    limit_rules.check(limit_rules.type_problem(limit_type))
     body["limit_type"] = limit_type
     if threshold is not None:
         limit_rules.check(limit_rules.threshold_problem(threshold))
@@ -264,8 +263,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def check_endpoint(base_url: str, api_key: str) -> None:
     """Refuse a base URL that is not http(s) or an empty key, before anything is sent."""
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise ValueError(f"base_url must be an http(s) URL like https://api.pay-i.com, got {base_url!r}")
+    check_base_url(base_url)
     if not isinstance(api_key, str) or not api_key.strip():
         raise ValueError("api_key must be a non-empty string (set PAYI_API_KEY)")
 

@@ -23,9 +23,9 @@ PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
 
 
 def check_base_url(url: str, what: str = "base_url") -> str:
-    """An http(s) URL without a trailing slash."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """An http(s) URL without a trailing slash (the one URL rule: settings, clients, providers)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{what} must be an http(s) URL like https://api.pay-i.com, got {url!r}")
     return url.rstrip("/")
 

@@ -32,6 +32,13 @@ def max_problem(value: Any) -> str | None:
     return None
 
 
+def type_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a limit's type."""
+    if value not in LIMIT_TYPES:
+        return f"limit type must be 'allow' or 'block', got {value!r}"
+    return None
+
+
 def threshold_problem(value: Any) -> str | None:
     """Why ``value`` cannot be a limit's threshold (None when it can; None itself means 1.0)."""
     if value is None:

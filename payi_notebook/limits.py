@@ -23,7 +23,6 @@ import pandas as pd
 
 from . import limit_rules
 from .client import PayiClient, PayiError, PayiUnavailable
-from .limit_rules import LIMIT_TYPES
 
 COLUMNS = [
     "limit_id",
@@ -137,8 +136,7 @@ def _check_max(value: Any) -> float:
 
 
 def _check_type(value: Any) -> str:
-    if value not in LIMIT_TYPES:
-        raise LimitError(f"limit type must be 'allow' or 'block', got {value!r}")
+    _checked(limit_rules.type_problem(value))
     return value
 
 

@@ -11,7 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..client import LIMIT_TYPES, Plan, _Call, _segment, _single
+from ..client import Plan, _Call, _segment, _single
+from ..limit_rules import LIMIT_TYPES
 
 AUTO_DESCRIPTION = "Defined by payi_notebook when Pay-i first saw this use case name"
 KPI_TYPES = ("boolean", "number", "percentage", "likert5", "likert7", "likert10")

@@ -194,7 +194,7 @@ def test_async_client_speaks_the_same_api(sandbox: sandbox_pkg.Sandbox) -> None:
         (lambda c: c.create_limit("x", -1), "max must be above 0 USD"),
         (lambda c: c.create_limit("x", float("nan")), "max must be an amount in USD"),
         (lambda c: c.create_limit("x", True), "max must be an amount in USD"),
-        (lambda c: c.create_limit("x", 5, limit_type="hard"), "limit_type must be 'allow' or 'block'"),
+        (lambda c: c.create_limit("x", 5, limit_type="hard"), "limit type must be 'allow' or 'block'"),
         (lambda c: c.create_limit("x", 5, threshold=1.5), "threshold must be a fraction"),
         (lambda c: c.create_limit("", 5), "limit name must be a non-empty string"),
         (lambda c: c.create_limit("x", 5, limit_id="a,b"), "limit id 'a,b' is invalid"),
