@@ -359,6 +359,10 @@ class _Package(ModuleType):
             return
         super().__setattr__(name, value)
 
+    def __reduce__(self) -> tuple[Callable[[str], ModuleType], tuple[str]]:
+        """Pickled by name, like any module (cloudpickle pickles functions that use ``pn``; Dask tokenizes them)."""
+        return import_module, (self.__name__,)
+
 
 _FUNCTIONS_OVER_MODULES = frozenset({"ledger", "journal"})
 sys.modules[__name__].__class__ = _Package

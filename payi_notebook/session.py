@@ -24,6 +24,7 @@ from typing import Any
 from . import capture, forking, journals, refusals, tracking
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
+from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
 from .client import PayiClient
 from .config import Settings, check_timeout, current_settings, forget_settings
@@ -361,6 +362,13 @@ class Session:
             delivery=self.flusher.status(),
             problems=tuple((p.when, p.message) for p in self.problems.recent()),
         )
+
+    def provider_table(self) -> dict[str, list[str]]:
+        """Every base URL whose calls are captured, per provider."""
+        table = {name: list(provider.bases) for name, provider in PROVIDERS.items()}
+        for provider, urls in self.settings.providers.items():
+            table.setdefault(provider, []).extend(u for u in urls if u not in table[provider])
+        return table
 
     def payi_client(self) -> PayiClient:
         """A synchronous Pay-i client for the current endpoint (the caller closes it)."""

@@ -77,7 +77,7 @@ def reset(m: PayiMagics, rest: list[str]) -> Any:
 
 def provider(m: PayiMagics, rest: list[str]) -> Any:
     if rest == ["list"] or not rest:
-        return provider_table(m.session.settings)
+        return m.session.provider_table()
     if rest[0] != "add" or len(rest) != 3:
         from .capture.adapters import PROVIDERS
 
@@ -109,15 +109,6 @@ def sandbox(m: PayiMagics, rest: list[str]) -> Any:
         report["events"] = len(session.sandbox.events())
     return report
 
-
-def provider_table(settings: Any) -> dict[str, list[str]]:
-    """Every base URL whose calls are captured, per provider."""
-    from .capture.adapters import PROVIDERS
-
-    table = {name: list(provider.bases) for name, provider in PROVIDERS.items()}
-    for name, urls in settings.providers.items():
-        table.setdefault(name, []).extend(u for u in urls if u not in table[name])
-    return table
 
 
 def breakdown(m: PayiMagics, rest: list[str]) -> Any:

@@ -7,7 +7,17 @@ with deterministic replies, plausible usage (cached, reasoning and tool-use toke
 and faults injected per request. See README.md.
 """
 
-from .app import create_app
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .faults import FAULT_HEADER
+from .request_log import RequestLog, RequestRecord
+from .text import count_tokens, tokenize
+
+if TYPE_CHECKING:
+    from .app import create_app
 
 # Where each provider's SDK is pointed at the emulator: the URL as the user gives it to the SDK
 # (``OpenAI(base_url=)``, ``Anthropic(base_url=)``, ``AzureOpenAI(azure_endpoint=)``,
@@ -32,9 +42,6 @@ def sdk_base_urls(provider_url: str) -> list[tuple[str, str]]:
     url = provider_url.rstrip("/")
     pairs = [(provider, url + suffix) for provider, suffix in SDK_BASE_SUFFIX.items()]
     return pairs + [(provider, url + suffix) for provider, suffix in EXTRA_BASE_SUFFIX.items()]
-from .faults import FAULT_HEADER
-from .request_log import RequestLog, RequestRecord
-from .text import count_tokens, tokenize
 
 __all__ = [
     "FAULT_HEADER",
@@ -46,3 +53,12 @@ __all__ = [
     "sdk_base_urls",
     "tokenize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``create_app`` loads on first use: the notebook side reads only ``sdk_base_urls`` here."""
+    if name != "create_app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = import_module(".app", __name__).create_app
+    globals()[name] = value
+    return value
