@@ -54,7 +54,7 @@ def mode(m: PayiMagics, rest: list[str]) -> Any:
 
 
 def on(m: PayiMagics, rest: list[str]) -> Any:
-    from .magic import parse_cell_options
+    from .cell_options import parse_cell_options
 
     options = parse_cell_options(rest, m.session.resolve_limit_ids)
     m.session.start()
