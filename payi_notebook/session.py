@@ -191,22 +191,28 @@ class Session:
         return found.endpoint
 
     def apply_settings(self) -> None:
-        """Rebuild what capture reads from the settings (routes, mode, logging, proxy target)."""
-        if self.endpoint is None:
-            return
-        if self.flusher is not None:
-            self.flusher.create_use_cases = self.settings.create_use_cases
-        config = CaptureConfig(
-            routes=RouteTable(self.settings.providers, payi_base_url=self.endpoint.base_url),
-            sink=self.sink,
-            report=self._capture_problem,
-            default_mode=self.settings.mode,
-            log_default=self.settings.log_prompt_and_response,
-            proxy=ProxyTarget(self.endpoint.base_url, self.endpoint.api_key, always_base_uri=self.endpoint.kind == "sandbox"),
-            session_budget=self.budgets.apply(self.settings),
-            record_refusal=self.record_refusal,
-        )
-        capture.configure(config)
+        """Rebuild what capture reads from the settings (routes, mode, logging, proxy target).
+
+        Under the lock, so a change made while the session starts in the background is applied
+        after that start's own configuration, never overwritten by it.
+        """
+        with self._lock:
+            endpoint = self.endpoint
+            if endpoint is None:
+                return
+            if self.flusher is not None:
+                self.flusher.create_use_cases = self.settings.create_use_cases
+            config = CaptureConfig(
+                routes=RouteTable(self.settings.providers, payi_base_url=endpoint.base_url),
+                sink=self.sink,
+                report=self._capture_problem,
+                default_mode=self.settings.mode,
+                log_default=self.settings.log_prompt_and_response,
+                proxy=ProxyTarget(endpoint.base_url, endpoint.api_key, always_base_uri=endpoint.kind == "sandbox"),
+                session_budget=self.budgets.apply(self.settings),
+                record_refusal=self.record_refusal,
+            )
+            capture.configure(config)
 
     # -- capture side ----------------------------------------------------------------------
 
