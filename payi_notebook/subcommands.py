@@ -18,7 +18,7 @@ NO_ARGUMENTS = frozenset({"status", "df", "result", "off", "reset", "limits", "s
 
 
 def status(m: PayiMagics, rest: list[str]) -> Any:
-    m.session.start()
+    m.start()
     m.announce()
     return m.session.status_report()
 
@@ -57,7 +57,7 @@ def on(m: PayiMagics, rest: list[str]) -> Any:
     from .cell_options import parse_cell_options
 
     options = parse_cell_options(rest, m.session.resolve_limit_ids)
-    m.session.start()
+    m.start()
     m.announce()
     m.track_every_cell(options)
     print("payi: tracking every cell from the next one on (%payi off to stop)")
@@ -132,7 +132,7 @@ def breakdown(m: PayiMagics, rest: list[str]) -> Any:
 def budget(m: PayiMagics, rest: list[str]) -> Any:
     from .widgets.budget_panel import BudgetPanel
 
-    m.session.start()
+    m.start()
     m.announce()
     return BudgetPanel(session=m.session)
 
