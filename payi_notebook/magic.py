@@ -292,11 +292,22 @@ def load(shell: Any) -> PayiMagics:
     return magics
 
 
+_WARM = ("budgets.cells", "budgets.live", "widgets.badge")  # what the first tracked cell shows with
+
+
 def _start_session() -> None:
-    """On our start thread: import the heavy modules (pandas, pricing, HTTP) and start the session."""
-    from .session import start_in_background
+    """On our start thread: import the heavy modules (pandas, pricing, HTTP), start the session,
+    then load what the first tracked cell needs, so that cell does not pay for it."""
+    from importlib import import_module
+
+    from .session import get_session, start_in_background
 
     start_in_background()
+    try:
+        for name in _WARM:
+            import_module(f".{name}", __package__)
+    except Exception as exc:  # the cell imports it again and says what fails there
+        get_session().report("preloading the cell summary failed", exc)
 
 
 def _starting_line(settings: Any) -> str:
