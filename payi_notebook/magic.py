@@ -39,6 +39,10 @@ CELL_PREFIX = "%%payi"
 SETTINGS = MAGIC_SETTINGS
 SUBCOMMANDS = tuple(subcommands.COMMANDS)
 _TRAITS = magic_traits()
+SANDBOX_STARTING = (
+    "payi_notebook: loaded; no PAYI_API_KEY, so the local Pay-i sandbox is starting in the background "
+    "(nothing is sent to Pay-i; its URLs show with the first tracked cell and in %payi status)."
+)
 
 
 def transform_payi_cell(lines: list[str]) -> list[str]:
@@ -288,7 +292,8 @@ def load(shell: Any) -> PayiMagics:
         magics.announce()  # started before (pn.instrument, say): say what it has to say now
         return magics
     threading.Thread(target=_start_session, name="payi_notebook-start", daemon=True).start()
-    print(_starting_line(magics.settings))
+    if not magics.settings.api_key:  # with a key there is nothing to say unless something is wrong
+        print(SANDBOX_STARTING)
     return magics
 
 
@@ -308,15 +313,6 @@ def _start_session() -> None:
             import_module(f".{name}", __package__)
     except Exception as exc:  # the cell imports it again and says what fails there
         get_session().report("preloading the cell summary failed", exc)
-
-
-def _starting_line(settings: Any) -> str:
-    if settings.api_key:
-        return f"payi_notebook: loaded; starting delivery to {settings.base_url} in the background (see %payi status)."
-    return (
-        "payi_notebook: loaded; no PAYI_API_KEY, so the local Pay-i sandbox is starting in the background "
-        "(nothing is sent to Pay-i; its URLs show with the first tracked cell and in %payi status)."
-    )
 
 
 def _check_data_dir() -> None:
