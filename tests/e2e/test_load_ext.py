@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from kernels import notebook, run_notebook, text_of
+from support.kernels import notebook, run_notebook, text_of
 
 CALL = """%%payi --use-case run-all --quiet
 import openai
