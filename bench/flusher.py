@@ -28,7 +28,7 @@ import uuid
 
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
-from payi_notebook.flusher import Flusher
+from payi_notebook.delivery import Flusher
 from payi_notebook.ledger import Ledger
 
 

@@ -33,8 +33,8 @@ from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
 from .events import UsageEvent
 from .files import private_dir
-from .flusher import USE_CASE_NOT_FOUND, Flusher, FlushReport
-from .journal import discard, find, others
+from .delivery import USE_CASE_NOT_FOUND, Flusher, FlushReport
+from .delivery.journal import discard, find, others
 from .ledger import Ledger, RowRef
 from .limit_rules import MAX_LIMIT_TEXT
 from .limits import Limits

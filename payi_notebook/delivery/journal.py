@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import private_open
+from ..files import private_open
 from .spool import SUFFIX, entry_problem, lock
 from .spool_format import read_journal
 

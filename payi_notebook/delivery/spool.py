@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 import orjson
 import platformdirs
 
-from .files import private_dir
+from ..files import private_dir
 from .spool_format import VERSION, BadLine, SpoolRecord, parse_lines, quarantine, read_journal
 
 __all__ = ["Spool", "SpoolFull", "SpoolRecord", "endpoint_dir", "endpoint_key_for", "parse_lines"]

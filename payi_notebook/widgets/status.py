@@ -6,7 +6,7 @@ import html
 import time
 from dataclasses import dataclass
 
-from ..flusher import FlusherStatus
+from ..delivery import FlusherStatus
 
 
 @dataclass(frozen=True)

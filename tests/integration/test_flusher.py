@@ -26,10 +26,10 @@ import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.client import PayiClient
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
-from payi_notebook.flusher import Flusher
+from payi_notebook.delivery import Flusher
 from payi_notebook.ledger import Ledger, RowRef
 from payi_notebook.pricing import price_units
-from payi_notebook.spool import endpoint_dir
+from payi_notebook.delivery.spool import endpoint_dir
 from payi_notebook.units import anthropic_units, openai_units
 
 from support.openapi_spec import validate_component
@@ -295,7 +295,7 @@ def test_a_refused_item_in_a_bulk_batch_fails_alone(sandbox: sandbox_pkg.Sandbox
 CHILD = textwrap.dedent(
     """
     import os, sys, time, uuid
-    from payi_notebook.flusher import Flusher
+    from payi_notebook.delivery import Flusher
     from payi_notebook.events import UsageEvent
     from payi_notebook.context import Context, derive
 

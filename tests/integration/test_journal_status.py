@@ -22,9 +22,9 @@ import payi_notebook as pn
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.context import Context, derive
 from payi_notebook.events import UsageEvent
-from payi_notebook.flusher import Flusher
+from payi_notebook.delivery import Flusher
 from payi_notebook.ledger import Ledger
-from payi_notebook.spool import Spool, endpoint_dir
+from payi_notebook.delivery.spool import Spool, endpoint_dir
 from payi_notebook.widgets.status import StatusReport
 
 pytestmark = pytest.mark.timeout(180)
@@ -95,7 +95,7 @@ def test_every_line_carries_its_format_version_and_unversioned_lines_still_read(
 
 CHILD = """
 import json, os, sys
-from payi_notebook.spool import Spool
+from payi_notebook.delivery.spool import Spool
 spool = Spool(sys.argv[1])
 os.setgid(65534); os.setuid(65534)  # as an ordinary user: a mode-000 file is unreadable
 spool.open()

@@ -33,7 +33,6 @@ class Observation:
     deltas: int = 0  # content events seen (a lower bound on output tokens when usage never came)
     complete: bool = False  # the terminal event (with final usage) arrived
     chunks: list[str] | None = None  # event payloads kept for prompt/response logging
-    first_delta_at: float | None = None
     last: str | None = None  # the latest event that may carry usage, decoded only when the call is built
 
 
