@@ -320,7 +320,9 @@ CHILD = textwrap.dedent(
             time.sleep(0.01)
         print("pending", flusher.status().pending + flusher.status().in_flight, flush=True)
         time.sleep(60)
-    else:
+    else:  # the exit-time drain is its owner's (the session registers the same at exit)
+        import atexit
+        atexit.register(flusher.stop, flusher.settings.exit_timeout)
         submit("child-exit", 5)
         print("queued", flush=True)
     """
