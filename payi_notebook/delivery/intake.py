@@ -41,6 +41,8 @@ class Intake(SenderState):
             else:
                 self._ready.append(job)
         if taken:
+            if self._spool is not None:
+                self._spool.reserve_ahead()  # here, so the callers' appends never remap
             if self.ledger is not None:
                 self.ledger.materialize()  # deferred rows appear without waiting for a reader
             with self._cv:

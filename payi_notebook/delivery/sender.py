@@ -374,8 +374,10 @@ class Flusher(Recovery, Sending, Intake):
     async def _drain(self) -> None:
         """Price and send until nothing is queued, in flight or waiting for a cost lookup."""
         while not self._stopping:
-            hold = 0.0 if self._stopping else self.foreground.defer(time.monotonic())
+            hold = self.foreground.defer(time.monotonic())
             if hold > 0:
+                if self._spool is not None:
+                    self._spool.reserve_ahead()  # while holding back, so the callers' appends never remap
                 await self._sleep(hold)
                 continue
             self._take_incoming()

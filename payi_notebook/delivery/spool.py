@@ -61,6 +61,7 @@ SUFFIX = ".jsonl"
 TMP_SUFFIX = ".tmp"
 DEFAULT_COMPACT_BYTES = 4 << 20
 CHUNK_BYTES = 1 << 20  # the mapped file grows by at least this much at a time
+AHEAD_BYTES = 4 << 20  # the sender keeps this much room reserved ahead, so appends never remap
 RETRY_S = 1.0  # a full spool tries to reserve space again at most this often
 _PAGE = mmap.PAGESIZE
 
@@ -211,6 +212,9 @@ class Spool:
             self._retry_at = now + RETRY_S
             raise SpoolFull(exc.errno or errno.ENOSPC, self.full) from exc
         self.full = None
+        self._remap(size)
+
+    def _remap(self, size: int) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -218,6 +222,22 @@ class Spool:
         if not self._plain:
             self._map = _mapped(self._fd, size)
             self._plain = self._map is None
+
+    def reserve_ahead(self, room: int = AHEAD_BYTES) -> None:
+        """Off the hot path (the sender thread): keep ``room`` bytes reserved and mapped past the
+        written ones, so a caller's ``append`` finds the map large enough and never remaps.
+
+        A disk that refuses is left for ``append`` to meet and report (``full``).
+        """
+        with self._lock:
+            if self._fd < 0 or self.full is not None or self._capacity - self._size >= room:
+                return
+            size = self._size + 2 * room
+            try:
+                os.posix_fallocate(self._fd, self._capacity, size - self._capacity)
+            except OSError:
+                return
+            self._remap(size)
 
     def _put(self, line: bytes) -> None:
         """Append ``line`` at the end of the written bytes (caller holds the lock)."""
