@@ -27,8 +27,8 @@ import time
 import uuid
 
 from payi_notebook.context import Context, derive
-from payi_notebook.events import UsageEvent
 from payi_notebook.delivery import Flusher
+from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger
 
 

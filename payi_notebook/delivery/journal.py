@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import private_open
-from .spool import SUFFIX, entry_problem, lock
+from .places import SUFFIX, entry_problem, lock
 from .spool_format import read_journal
 
 INFO = "endpoint.json"

@@ -128,9 +128,6 @@ class Recovery(SenderState):
             self._wake_loop()
         return len(taken)
 
-    def start(self) -> None:
-        raise NotImplementedError
-
     # ---- journalling -----------------------------------------------------------------------
 
     def _journal_call(self, job: Job) -> None:

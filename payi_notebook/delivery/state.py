@@ -21,6 +21,7 @@ from ..problems import Problems
 from .backoff import Backoff
 from .batching import Batching
 from .jobs import Job
+from .journal import JournalStatus
 from .spool import Spool
 from .tallies import SOURCE, Tallies
 from .yielding import ForegroundYield
@@ -85,6 +86,13 @@ class SenderState:
             return
         self._last_problem = message
         self.problems.report(SOURCE, what, exc)
+
+    # Provided by the parts that own them (sender, recovery):
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def journal_status(self, *, scan: bool = True) -> JournalStatus:
+        raise NotImplementedError
 
     def _render(self, event: UsageEvent) -> tuple[dict[str, Any], dict[str, str]]:
         raise NotImplementedError

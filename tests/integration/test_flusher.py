@@ -25,11 +25,11 @@ import pytest
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.client import PayiClient
 from payi_notebook.context import Context, derive
-from payi_notebook.events import UsageEvent
 from payi_notebook.delivery import Flusher
+from payi_notebook.delivery.places import endpoint_dir
+from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger, RowRef
 from payi_notebook.pricing import price_units
-from payi_notebook.delivery.spool import endpoint_dir
 from payi_notebook.units import anthropic_units, openai_units
 
 from support.openapi_spec import validate_component

@@ -21,10 +21,11 @@ from IPython.core.interactiveshell import InteractiveShell
 import payi_notebook as pn
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.context import Context, derive
-from payi_notebook.events import UsageEvent
 from payi_notebook.delivery import Flusher
+from payi_notebook.delivery.places import endpoint_dir
+from payi_notebook.delivery.spool import Spool
+from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger
-from payi_notebook.delivery.spool import Spool, endpoint_dir
 from payi_notebook.widgets.status import StatusReport
 
 pytestmark = pytest.mark.timeout(180)

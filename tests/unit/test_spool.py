@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from payi_notebook.delivery.spool import Spool, endpoint_dir, endpoint_key_for, parse_lines
+from payi_notebook.delivery.places import endpoint_dir, endpoint_key_for
+from payi_notebook.delivery.spool import Spool, parse_lines
 
 HEADERS = {"xProxy-UseCase-Name": "spool-test", "xProxy-User-ID": "ana"}
 
