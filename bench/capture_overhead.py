@@ -30,7 +30,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx2
 from _common import start_sandbox
@@ -38,7 +39,7 @@ from google import genai
 from google.genai import types
 from openai import AzureOpenAI, OpenAI
 
-MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
+MESSAGES: Any = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -70,7 +71,7 @@ GEMINI_REPLY = {
 }  # fmt: skip
 
 
-def canned_transport(reply: dict[str, object] | None = None) -> httpx2.MockTransport:
+def canned_transport(reply: Mapping[str, object] | None = None) -> httpx2.MockTransport:
     body = json.dumps(
         reply
         or {

@@ -86,7 +86,7 @@ def _context(limit_ids: list[str] | None = None) -> Context:
 
 def _event(n: int, context: Context | None = None, **overrides: Any) -> UsageEvent:
     if n % 2:
-        usage = {"input_tokens": 800 + n, "output_tokens": 120, "cache_read_input_tokens": 64}
+        usage: dict[str, Any] = {"input_tokens": 800 + n, "output_tokens": 120, "cache_read_input_tokens": 64}
         fields: dict[str, Any] = dict(
             provider="anthropic",
             category="system.anthropic",
@@ -245,7 +245,7 @@ def test_outage_then_restart_on_the_same_port_and_db_delivers_once(
     assert "unreachable" in (status.last_error or "") and status.retries > 0
     assert set(_rows(ledger).loc[[e.event_id for e in during], "status"]) == {"pending"}
     spooled = _spool_text(tmp_path)
-    assert all(e.provider_response_id in spooled for e in during)
+    assert all(str(e.provider_response_id) in spooled for e in during)
     for text in (spooled, repr(flusher), str(status), repr(status), str(report), caplog.text):
         assert KEY not in text
 

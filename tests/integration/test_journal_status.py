@@ -29,7 +29,7 @@ from payi_notebook.ledger import Ledger
 from payi_notebook.widgets.status import StatusReport
 
 pytestmark = pytest.mark.timeout(180)
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "lookup_delay": 0.01, "exit_timeout": 1.0}
+FAST: dict[str, Any] = {"backoff_base": 0.01, "backoff_max": 0.05, "lookup_delay": 0.01, "exit_timeout": 1.0}
 
 
 def event(tag: str, age_s: float = 0.0) -> UsageEvent:
