@@ -118,7 +118,7 @@ def _proxy_outcome(event: UsageEvent, obs: Observation) -> None:
     result = obs.xproxy_result or {}
     if event.status == "blocked":
         event.payi_cost_usd = 0.0
-        blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
+        blocked = ", ".join(xproxy.blocked_limit_ids(result)) or "a limit"
         event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
         return
     event.payi_cost_usd = xproxy.cost(result)
