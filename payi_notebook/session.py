@@ -31,10 +31,10 @@ from .capture.exchange import Exchange
 from .client import PayiClient
 from .config import PAYI_DEFAULT_BASE_URL, Settings, check_timeout
 from .context import Context, ContextError, derive
-from .events import UsageEvent
-from .files import private_dir
 from .delivery import USE_CASE_NOT_FOUND, Flusher, FlushReport
 from .delivery.journal import discard, find, others
+from .events import UsageEvent
+from .files import private_dir
 from .ledger import Ledger, RowRef
 from .limit_rules import MAX_LIMIT_TEXT
 from .limits import Limits
