@@ -9,10 +9,14 @@ of one open ``pn.track()`` scope, as the calls of a ``%%payi`` cell do. Measurem
 2. in-memory: the same SDKs over an in-process transport that answers instantly, so the
    difference is capture's own cost with no network noise (and once more with a fresh
    ``pn.track()`` around every call, the decorator's worst case);
-3. streaming: time to first chunk, bare vs tracked.
+3. busy sender: the loopback pair again while the sender delivers a steady stream of other
+   events to the sandbox (before each timed pair a few untimed in-memory tracked calls queue
+   more), which is when GIL hand-offs to the sender thread show;
+4. streaming: time to first chunk, bare vs tracked.
 
-Targets (issue #3): added time <= 5% of a loopback call and <= 100 us per call; streaming
-time-to-first-token ratio <= 1.02. This is a benchmark, not a test: machines are noisy.
+Targets (issue #9): capture <= 40 us per call in-memory, <= 3% of a loopback call with the
+sender busy delivering; streaming time-to-first-token ratio <= 1.02. This is a benchmark,
+not a test: machines are noisy.
 
     python bench/capture_overhead.py [--calls 400]
 """
@@ -26,7 +30,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx2
 from _common import start_sandbox
@@ -34,7 +39,7 @@ from google import genai
 from google.genai import types
 from openai import AzureOpenAI, OpenAI
 
-MESSAGES = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
+MESSAGES: Any = [{"role": "user", "content": "Summarise the quarterly report in two short lines, please."}]
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -66,7 +71,7 @@ GEMINI_REPLY = {
 }  # fmt: skip
 
 
-def canned_transport(reply: dict[str, object] | None = None) -> httpx2.MockTransport:
+def canned_transport(reply: Mapping[str, object] | None = None) -> httpx2.MockTransport:
     body = json.dumps(
         reply
         or {
@@ -152,6 +157,18 @@ def main() -> None:
 
             return run
 
+        def busy(fn: Callable[[], object], feed: Callable[[], object], per_call: int) -> Callable[[], object]:
+            """``fn``, after queueing ``per_call`` more events for the sender (untimed)."""
+
+            def run() -> float:
+                for _ in range(per_call):
+                    feed()
+                start = time.perf_counter()
+                fn()
+                return time.perf_counter() - start
+
+            return run
+
         for _ in range(20):
             call(client)()
             tracked(call(client))()
@@ -168,6 +185,13 @@ def main() -> None:
         loop_added, loop_ratio = phase("loopback chat (emulator)", call(client), tracked(call(client)), args.calls)
         mem_added, _ = phase("in-memory chat (no network)", call(memory), tracked(call(memory)), args.calls * 5)
         scope_added, _ = phase("  + a new pn.track() per call", call(memory), new_scope(call(memory)), args.calls * 5)
+        session = pn.instrument()
+        feed = tracked(call(memory))
+        pn.flush(120)
+        busy_added, busy_ratio = phase(
+            "loopback chat, sender busy", busy(call(client), feed, 3), busy(tracked(call(client)), feed, 3), args.calls
+        )
+        print(f"  (events the sender delivered during it: {session.flusher.status().sent if session.flusher else 0} in all)")
         g_loop, g_ratio = phase("loopback Gemini (emulator)", gemini_call(gemini), tracked(gemini_call(gemini)), args.calls)
         g_mem, _ = phase("in-memory Gemini", gemini_call(gemini_memory), tracked(gemini_call(gemini_memory)), args.calls * 5)
         a_loop, a_ratio = phase("loopback Azure (emulator)", call(azure), tracked(call(azure)), args.calls)
@@ -175,9 +199,10 @@ def main() -> None:
         _, ttft_ratio = phase("stream: time to 1st chunk", first_chunk(client), tracked(first_chunk(client)), args.calls)
         print(f"\ndelivered to the sandbox during the measurements: {sent} events")
         print("\ntargets:")
-        print(f"  capture cost per call (in-memory)  {mem_added * 1e6:7.1f} us   target <= 100 us")
+        print(f"  capture cost per call (in-memory)  {mem_added * 1e6:7.1f} us   target <= 40 us")
         print(f"  ... with a new pn.track() per call {scope_added * 1e6:7.1f} us")
-        print(f"  added on a loopback call           {loop_added * 1e6:7.1f} us = {100 * (loop_ratio - 1):5.2f}%   target <= 5%")
+        print(f"  added on a loopback call           {loop_added * 1e6:7.1f} us = {100 * (loop_ratio - 1):5.2f}%")
+        print(f"  ... with the sender busy           {busy_added * 1e6:7.1f} us = {100 * (busy_ratio - 1):5.2f}%   target <= 3%")
         print(f"  streaming time-to-first-token      ratio {ttft_ratio:6.3f}   target <= 1.02")
         for name, mem, loop, ratio in (("Gemini", g_mem, g_loop, g_ratio), ("Azure", a_mem, a_loop, a_ratio)):
             print(f"  {name:<6} capture cost (in-memory)    {mem * 1e6:7.1f} us   target <= 100 us")

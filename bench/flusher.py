@@ -27,14 +27,15 @@ import time
 import uuid
 
 from payi_notebook.context import Context, derive
+from payi_notebook.delivery import Flusher
 from payi_notebook.events import UsageEvent
-from payi_notebook.flusher import Flusher
 from payi_notebook.ledger import Ledger
 
 
 def start_sandbox() -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "payi_notebook.sandbox", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    values = dict(proc.stdout.readline().strip().split("=", 1) for _ in range(3))  # type: ignore[union-attr]
+    assert proc.stdout is not None
+    values = dict(proc.stdout.readline().strip().partition("=")[::2] for _ in range(3))
     return proc, values["PAYI_BASE_URL"], values["PAYI_API_KEY"]
 
 

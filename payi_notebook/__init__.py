@@ -347,11 +347,11 @@ def unload_ipython_extension(shell: Any) -> None:
 
 
 class _Package(ModuleType):
-    """This package, keeping ``pn.ledger`` and ``pn.journal`` the functions defined above.
+    """This package, keeping ``pn.ledger`` the function defined above.
 
-    Submodules load lazily now (after this file ran), and importing ``payi_notebook.journal``
-    would otherwise replace the function ``pn.journal`` with the module of that name.
-    ``from payi_notebook.journal import ...`` is unaffected (it reads ``sys.modules``).
+    Submodules load lazily now (after this file ran), and importing ``payi_notebook.ledger``
+    would otherwise replace the function ``pn.ledger`` with the module of that name.
+    ``from payi_notebook.ledger import ...`` is unaffected (it reads ``sys.modules``).
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -364,5 +364,5 @@ class _Package(ModuleType):
         return import_module, (self.__name__,)
 
 
-_FUNCTIONS_OVER_MODULES = frozenset({"ledger", "journal"})
+_FUNCTIONS_OVER_MODULES = frozenset({"ledger"})
 sys.modules[__name__].__class__ = _Package

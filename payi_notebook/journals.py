@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .journal import discard, find, others
+from .delivery.journal import discard, find, others
 
 
 def announcement(flusher: Any, said: str | None) -> str | None:

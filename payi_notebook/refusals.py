@@ -88,7 +88,7 @@ def uninstall(shell: Any) -> None:
 def explain(session: Any, events: list[Any]) -> list[str]:
     """One line per limit that blocked ``events`` (its max and spend), per undefined use case, per proxy failure."""
     from .analytics.use_cases import UseCases, explain_undefined
-    from .flusher import USE_CASE_NOT_FOUND
+    from .delivery import USE_CASE_NOT_FOUND
 
     lines: list[str] = []
     blocked: dict[str, int] = {}

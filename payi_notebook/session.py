@@ -11,7 +11,6 @@ sink that capture, the flusher and ``%payi status`` share.
 from __future__ import annotations
 
 import atexit
-import inspect
 import logging
 import os
 import sys
@@ -29,9 +28,9 @@ from .capture.exchange import Exchange
 from .client import PayiClient
 from .config import Settings, check_timeout, current_settings, forget_settings
 from .context import Context, derive
+from .delivery import Flusher, FlushReport
 from .endpoint import Endpoint, data_dir, resolve
 from .events import UsageEvent
-from .flusher import Flusher, FlushReport
 from .ledger import Ledger, RowRef
 from .limits import Limits, resolve_ids
 from .naming import notebook_name, script_name
@@ -45,7 +44,6 @@ log = logging.getLogger("payi_notebook")
 _UNSET = object()
 START_WAIT = 120.0
 """Seconds a first use waits for a start in progress (the sandbox itself gets 30 s to come up)."""
-_FLUSHER_TAKES_PROBLEMS = "problems" in inspect.signature(Flusher).parameters  # until delivery/ lands everywhere
 
 
 class Session:
@@ -131,7 +129,6 @@ class Session:
 
     def _new_flusher(self, adopt: bool) -> Flusher:
         assert self.endpoint is not None
-        shared: dict[str, Any] = {"problems": self.problems} if _FLUSHER_TAKES_PROBLEMS else {}
         return Flusher(
             self.ledger,
             base_url=self.endpoint.base_url,
@@ -141,7 +138,7 @@ class Session:
             settings=self.settings,
             adopt=adopt,
             create_use_cases=self.settings.create_use_cases,
-            **shared,
+            problems=self.problems,
         )
 
     def spool_root(self) -> str:

@@ -23,15 +23,15 @@ from typing import Any
 
 import orjson
 
-from .. import xproxy
 from ..budgets.guard import admit
 from ..budgets.guard import settle as settle_budget
 from ..context import Context
-from ..events import Status, UsageEvent, new_event_id
+from ..events import UsageEvent, new_event_id
+from ..records import CallRecord
 from ..tracking import TrackingScope
-from ..units import token_counts, units_for
-from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
-from .estimate import estimate_input_tokens
+from .adapters import ApiAdapter, Observation
+from .adapters.base import loads as _loads
+from .build import build_event, text
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .proxying import ProxyTarget, apply_context, proxyable, rewrite_to_proxy
 from .redact import response_headers
@@ -53,15 +53,9 @@ class CaptureConfig:
     record_refusal: Callable[[UsageEvent, TrackingScope], None] | None = None
 
 
-EMPTY_UNITS = {"text": {"input": 0, "output": 0}}
-_PROXY_HINTS = {
-    "invalid_api_key": " — check PAYI_API_KEY (or pn.configure(api_key=...))",
-    "invalid_limit_ids": " — check the ids with pn.limits.list()",
-    "invalid_provider_uri": " — check the provider base URL your client uses",
-}
 
 
-class Exchange:
+class Exchange(CallRecord):
     """State of one call. ``finish*`` hand it to the sink once; ``event()`` builds its event once."""
 
     __slots__ = (
@@ -240,7 +234,7 @@ class Exchange:
                         provider=self.route.provider,
                         category=self.route.spec.category,
                         operation=self.route.operation,
-                        mode=self.mode,  # type: ignore[arg-type]
+                        mode=self.mode,
                         event_id=self.event_id,
                         timestamp=self.timestamp,
                         http_status=self.status_code,
@@ -262,158 +256,13 @@ class Exchange:
             "timestamp": self.timestamp,
             "latency_ms": (self.end - self.start) * 1000.0,
             "http_status": self.status_code,
-            "request": _text(self.request_body),
-            "response": _text(self.body),
+            "request": text(self.request_body),
+            "response": text(self.body),
             "headers": [[h["name"], h["value"]] for h in response_headers(self.headers)] if self.headers is not None else None,
             "error": self.obs.error,
             "context": orjson.Fragment(_context_json(self.context)),
         }
 
-
-
-def build_event(x: Any) -> UsageEvent:
-    """The ``UsageEvent`` of a finished call: an ``Exchange``, or a call replayed from the journal.
-
-    Reads the response body (and, when it was not parsed on the request path, the model from
-    the request body), then derives units, tokens, timings, status and Pay-i's answer.
-    """
-    obs: Observation = x.obs
-    x.adapter.settle(obs)
-    status = x.status_code
-    if x.headers is not None:
-        x.adapter.read_headers(obs, x.headers)
-    if x.body:
-        data = _loads(x.body)
-        if status is not None and status >= 400:
-            read_error(obs, data)
-        else:
-            x.adapter.read_json(obs, data)
-    model = x.model
-    if model is None and x.request_body:
-        request = _loads(x.request_body)
-        if isinstance(request, dict) and isinstance(request.get("model"), str):
-            model = request["model"]
-    provider = x.route.provider
-    ok = status is not None and status < 400
-    partial = x.streaming and ok and not obs.complete
-    usage = obs.usage
-    wire = x.adapter.wire
-    estimated = False
-    if partial:
-        usage = _partial_usage(wire, usage, obs.deltas)
-    resource = x.adapter.resource(model, obs.model)
-    units = units_for(wire, usage, resource) if usage else dict(EMPTY_UNITS)
-    if partial and not token_counts(units).input:  # the prompt's usage never came: estimate it
-        tokens = estimate_input_tokens(_loads(x.request_body) if x.request_body else None)
-        if tokens:
-            usage, estimated = _with_input(wire, usage, tokens), True
-            units = units_for(wire, usage, resource)
-    if partial and obs.error is None:
-        obs.error = "stream ended before its final usage; counts are partial"
-    if estimated:
-        obs.error = f"{obs.error}; input tokens estimated from the request"
-    log = x.log
-    scope = x.scope
-    event = UsageEvent(
-        provider=provider,
-        category=x.route.spec.category,
-        operation=x.route.operation,
-        resource=resource,
-        deployment=x.route.params.get("deployment"),
-        mode=x.mode,
-        streaming=x.streaming,
-        event_id=x.event_id,
-        timestamp=x.timestamp,
-        units=units,
-        tokens=token_counts(units),
-        latency_ms=(x.end - x.start) * 1000.0,
-        ttft_ms=(x.first_byte_at - x.start) * 1000.0 if x.streaming and x.first_byte_at is not None else None,
-        http_status=status,
-        status=_status(x.mode, obs),
-        error=obs.error,
-        partial=partial,
-        input_estimated=estimated,
-        context=x.context,
-        execution_count=scope.execution_count if scope is not None else None,
-        cell_id=scope.cell_id if scope is not None else None,
-        worker=scope.worker if scope is not None else None,
-        provider_uri=x.route.base,
-        request_json=_text(x.request_body) if log else None,
-        response_json=(obs.chunks or None) if x.streaming else (_text(x.body) if log else None),
-        response_headers=response_headers(x.headers) if x.headers is not None else None,
-        xproxy_result=obs.xproxy_result,
-    )
-    event.provider_response_id = obs.response_id or f"payi_{event.event_id}"
-    if x.mode == "proxy":
-        _proxy_outcome(event, obs)
-    return event
-
-
-def _proxy_outcome(event: UsageEvent, obs: Observation) -> None:
-    """Pay-i's answer to a proxied call: its cost, or why the call was blocked or refused."""
-    result = obs.xproxy_result or {}
-    if event.status == "blocked":
-        event.payi_cost_usd = 0.0
-        blocked = ", ".join(result.get("blocked_limit_ids") or []) or "a limit"
-        event.error = f"blocked by limit {blocked}: {event.error or 'limit reached'}"
-        return
-    event.payi_cost_usd = xproxy.cost(result)
-    if event.status == "failed":
-        code = (obs.xproxy_error or {}).get("code")
-        status = f"HTTP {event.http_status}" if event.http_status else "no answer"
-        reason = event.error or status
-        hint = _PROXY_HINTS.get(code or "", "")
-        if code:
-            event.error = f"Pay-i proxy refused the call ({status}, {code}): {reason}{hint}"
-        else:
-            event.error = f"Pay-i proxy failed ({status}): {reason}"
-
-
-def _status(mode: str, obs: Observation) -> Status:
-    if mode == "telemetry":
-        return "pending"
-    code = (obs.xproxy_error or {}).get("code")
-    if code == "limit_reached":
-        return "blocked"
-    if obs.xproxy_result is not None:
-        return "proxied"
-    return "failed"
-
-
-class _Replay:
-    """A call read back from the journal, with what ``build_event`` reads of an ``Exchange``."""
-
-    __slots__ = (
-        "route", "adapter", "obs", "body", "request_body", "model", "streaming", "mode", "log", "event_id",
-        "timestamp", "start", "end", "first_byte_at", "status_code", "context", "scope", "headers",
-    )  # fmt: skip
-
-    def __init__(self, event_id: str, record: dict[str, Any]) -> None:
-        provider, operation = record["provider"], record["operation"]
-        endpoint = endpoint_for(provider, operation)
-        params = {"deployment": record["deployment"]} if record.get("deployment") else {}
-        self.route = Route(provider, operation, False, record.get("uri") or "", endpoint, "", params)
-        self.adapter = endpoint.adapter()
-        self.obs = Observation(error=record.get("error"))
-        self.body = _bytes(record.get("response"))
-        self.request_body = _bytes(record.get("request"))
-        self.model = record.get("model")
-        self.streaming = False
-        self.mode = record.get("mode") or "telemetry"
-        self.event_id = event_id
-        self.timestamp = float(record["timestamp"])
-        self.start, self.end = 0.0, float(record.get("latency_ms") or 0.0) / 1000.0
-        self.first_byte_at = None
-        self.status_code = record.get("http_status")
-        self.context = Context.from_json(record.get("context") or {})
-        self.log = self.context.log_prompt_and_response is not False
-        self.scope = None
-        self.headers = [tuple(pair) for pair in record["headers"]] if record.get("headers") else None
-
-
-def event_from_journal(event_id: str, record: dict[str, Any]) -> UsageEvent:
-    """Rebuild a deferred call's ``UsageEvent`` from its journal record (recovery after a crash)."""
-    return build_event(_Replay(event_id, record))
 
 
 _context_cache: tuple[Context | None, bytes] = (None, b"{}")
@@ -442,39 +291,6 @@ def _without_limits(context: Context) -> Context:
     return unlimited
 
 
-def _bytes(text: str | None) -> bytes | None:
-    return text.encode() if text else None
-
-
-def _partial_usage(wire: str, usage: dict[str, Any] | None, deltas: int) -> dict[str, Any] | None:
-    """Usage for a stream that stopped early: what arrived, else one token per content event."""
-    if wire == "bedrock":
-        return bedrock.partial_usage(usage, deltas)
-    if wire == "google":
-        return usage or ({"candidatesTokenCount": deltas} if deltas else None)
-    if wire == "anthropic":
-        merged = dict(usage or {})
-        merged["output_tokens"] = max(int(merged.get("output_tokens") or 0), deltas)
-        return merged
-    if usage:
-        return usage
-    return {"prompt_tokens": 0, "completion_tokens": deltas} if deltas else None
-
-
-def _with_input(wire: str, usage: dict[str, Any] | None, tokens: int) -> dict[str, Any]:
-    """``usage`` with ``tokens`` prompt tokens, in the wire format's own field for them."""
-    merged = dict(usage or {})
-    if wire == "google":
-        merged["promptTokenCount"] = tokens
-        return merged
-    if wire == "bedrock" and ("inputTokens" in merged or not merged):  # Bedrock's own TokenUsage shape
-        merged["inputTokens"] = tokens
-        return merged
-    responses_style = wire == "anthropic" or "input_tokens" in merged or "output_tokens" in merged
-    merged["input_tokens" if responses_style else "prompt_tokens"] = tokens
-    return merged
-
-
 def _raw(request: Any) -> bytes | None:
     try:
         return request.content
@@ -483,17 +299,6 @@ def _raw(request: Any) -> bytes | None:
         return body if isinstance(body, bytes) else None
     except Exception:  # a streaming request body we must not consume
         return None
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _text(raw: bytes | None) -> str | None:
-    return raw.decode("utf-8", "replace") if raw else None
 
 
 def _replace_body(request: Any, content: bytes) -> None:

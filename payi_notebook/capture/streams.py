@@ -3,9 +3,10 @@ collector for plain bodies.
 
 Both sit where the HTTP library keeps the raw byte stream (``response.stream``), so the
 caller's SDK reads through them unchanged. The SSE tee hands each event on as soon as it
-is complete (the SDK cannot use half an event anyway) and reads it only after handing it on,
-when the caller asks for more, so reading adds nothing to the time to the first token. Only
-an event we may hide (the usage chunk we asked for on the caller's behalf) is read first.
+is complete (the SDK cannot use half an event anyway) and does nothing else per chunk: the
+events passed on are read in batches (every ``READ_EVERY`` events, and when the body ends),
+so reading adds nothing to the time to the first token or between tokens. Only an event we
+may hide (the usage chunk we asked for on the caller's behalf) is read before it is passed on.
 A compressed body is decoded on a copy and passed through untouched. When the body ends, is
 closed early, or the response is dropped unread, the exchange is finished exactly once.
 """
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 COLLECT_LIMIT = 16 * 1024 * 1024  # a JSON body larger than this is passed on but not parsed
+READ_EVERY = 64  # events passed on are read in batches of this many (bounds what is held unread)
 
 
 def _decompressor(encoding: str | None) -> Any:
@@ -74,12 +76,15 @@ class _Reader:
             exchange.first_byte_at = now
         try:
             if self._splitter is not None:
-                self.catch_up()
                 events = self._splitter.split(self._decode(chunk))
-                if self._filter and any(exchange.adapter.may_hide(raw) for raw in events):
+                if self._filter and exchange.hiding and any(exchange.adapter.may_hide(raw) for raw in events):
+                    self.catch_up()  # in order: what came before is read first
                     kept = [raw for raw in events if exchange.observe_event(self._parse(raw), now)]
                     return kept[0] if len(kept) == 1 else b"".join(kept)
-                self._unread, self._unread_at = events, now
+                self._unread += events
+                self._unread_at = now
+                if len(self._unread) >= READ_EVERY:
+                    self.catch_up()
                 if not self._filter:
                     return chunk
                 return events[0] if len(events) == 1 else b"".join(events)  # an unfinished event waits
@@ -97,7 +102,7 @@ class _Reader:
         return chunk
 
     def catch_up(self) -> None:
-        """Read the events already passed on to the caller."""
+        """Read the events already passed on to the caller (in order)."""
         unread, self._unread = self._unread, []
         try:
             for raw in unread:
@@ -122,13 +127,12 @@ class _Reader:
 def stream_classes(lib: ModuleType) -> tuple[type, type]:
     """Sync and async wrapper classes deriving from ``lib``'s byte-stream bases (httpx or httpx2)."""
 
-    class TeeStream(_Reader, lib.SyncByteStream):  # type: ignore[misc, name-defined]
+    class TeeStream(_Reader, lib.SyncByteStream):  # type: ignore[name-defined]
         def __iter__(self) -> Iterator[bytes]:
             for chunk in self._inner:
                 out = self._take(chunk)
                 if out:
                     yield out
-                self.catch_up()
             tail = self._finish(eof=True)
             if tail:
                 yield tail
@@ -139,13 +143,12 @@ def stream_classes(lib: ModuleType) -> tuple[type, type]:
             finally:
                 self._finish(eof=False)
 
-    class AsyncTeeStream(_Reader, lib.AsyncByteStream):  # type: ignore[misc, name-defined]
+    class AsyncTeeStream(_Reader, lib.AsyncByteStream):  # type: ignore[name-defined]
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
                 out = self._take(chunk)
                 if out:
                     yield out
-                self.catch_up()
             tail = self._finish(eof=True)
             if tail:
                 yield tail

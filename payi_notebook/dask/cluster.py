@@ -22,7 +22,7 @@ import dask
 from .. import tracking
 from ..children import child_state
 from ..context import Context
-from ..flusher import FlushReport
+from ..delivery import FlushReport
 from ..ledger import RowRef
 from ..session import Session
 from ..tracking import TrackingScope

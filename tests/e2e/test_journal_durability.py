@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from payi_notebook import sandbox as sandbox_mod
-from payi_notebook.spool import endpoint_dir
+from payi_notebook.delivery.places import endpoint_dir
 
 from support.kernels import Kernel, kernel_env
 

@@ -16,7 +16,7 @@ from botocore.eventstream import EventStreamBuffer
 
 import payi_notebook as pn
 from payi_notebook.capture import RouteTable, eventstream
-from payi_notebook.capture.exchange import event_from_journal
+from payi_notebook.capture.build import event_from_journal
 from payi_notebook.pricing import price_units
 from payi_notebook.units import bedrock_units, token_counts, units_for
 

@@ -25,11 +25,11 @@ import pytest
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.client import PayiClient
 from payi_notebook.context import Context, derive
+from payi_notebook.delivery import Flusher
+from payi_notebook.delivery.places import endpoint_dir
 from payi_notebook.events import UsageEvent
-from payi_notebook.flusher import Flusher
 from payi_notebook.ledger import Ledger, RowRef
 from payi_notebook.pricing import price_units
-from payi_notebook.spool import endpoint_dir
 from payi_notebook.units import anthropic_units, openai_units
 
 from support.openapi_spec import validate_component
@@ -86,7 +86,7 @@ def _context(limit_ids: list[str] | None = None) -> Context:
 
 def _event(n: int, context: Context | None = None, **overrides: Any) -> UsageEvent:
     if n % 2:
-        usage = {"input_tokens": 800 + n, "output_tokens": 120, "cache_read_input_tokens": 64}
+        usage: dict[str, Any] = {"input_tokens": 800 + n, "output_tokens": 120, "cache_read_input_tokens": 64}
         fields: dict[str, Any] = dict(
             provider="anthropic",
             category="system.anthropic",
@@ -245,7 +245,7 @@ def test_outage_then_restart_on_the_same_port_and_db_delivers_once(
     assert "unreachable" in (status.last_error or "") and status.retries > 0
     assert set(_rows(ledger).loc[[e.event_id for e in during], "status"]) == {"pending"}
     spooled = _spool_text(tmp_path)
-    assert all(e.provider_response_id in spooled for e in during)
+    assert all(str(e.provider_response_id) in spooled for e in during)
     for text in (spooled, repr(flusher), str(status), repr(status), str(report), caplog.text):
         assert KEY not in text
 
@@ -295,7 +295,7 @@ def test_a_refused_item_in_a_bulk_batch_fails_alone(sandbox: sandbox_pkg.Sandbox
 CHILD = textwrap.dedent(
     """
     import os, sys, time, uuid
-    from payi_notebook.flusher import Flusher
+    from payi_notebook.delivery import Flusher
     from payi_notebook.events import UsageEvent
     from payi_notebook.context import Context, derive
 
@@ -320,7 +320,9 @@ CHILD = textwrap.dedent(
             time.sleep(0.01)
         print("pending", flusher.status().pending + flusher.status().in_flight, flush=True)
         time.sleep(60)
-    else:
+    else:  # the exit-time drain is its owner's (the session registers the same at exit)
+        import atexit
+        atexit.register(flusher.stop, flusher.settings.exit_timeout)
         submit("child-exit", 5)
         print("queued", flush=True)
     """

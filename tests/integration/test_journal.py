@@ -11,8 +11,8 @@ from anthropic import Anthropic
 from openai import OpenAI
 
 import payi_notebook as pn
-from payi_notebook.capture.exchange import event_from_journal
-from payi_notebook.spool import parse_lines
+from payi_notebook.capture.build import event_from_journal
+from payi_notebook.delivery.spool import parse_lines
 
 pytestmark = pytest.mark.timeout(120)
 

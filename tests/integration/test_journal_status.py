@@ -21,14 +21,15 @@ from IPython.core.interactiveshell import InteractiveShell
 import payi_notebook as pn
 import payi_notebook.sandbox as sandbox_pkg
 from payi_notebook.context import Context, derive
+from payi_notebook.delivery import Flusher
+from payi_notebook.delivery.places import endpoint_dir
+from payi_notebook.delivery.spool import Spool
 from payi_notebook.events import UsageEvent
-from payi_notebook.flusher import Flusher
 from payi_notebook.ledger import Ledger
-from payi_notebook.spool import Spool, endpoint_dir
 from payi_notebook.widgets.status import StatusReport
 
 pytestmark = pytest.mark.timeout(180)
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "lookup_delay": 0.01, "exit_timeout": 1.0}
+FAST: dict[str, Any] = {"backoff_base": 0.01, "backoff_max": 0.05, "lookup_delay": 0.01, "exit_timeout": 1.0}
 
 
 def event(tag: str, age_s: float = 0.0) -> UsageEvent:
@@ -95,7 +96,7 @@ def test_every_line_carries_its_format_version_and_unversioned_lines_still_read(
 
 CHILD = """
 import json, os, sys
-from payi_notebook.spool import Spool
+from payi_notebook.delivery.spool import Spool
 spool = Spool(sys.argv[1])
 os.setgid(65534); os.setuid(65534)  # as an ordinary user: a mode-000 file is unreadable
 spool.open()

@@ -33,7 +33,7 @@ def test_limits_is_one_module_and_its_names_are_the_sessions_limits() -> None:
 
 
 def test_ledger_and_journal_stay_functions_once_their_modules_are_imported() -> None:
-    import payi_notebook.journal
+    import payi_notebook.delivery.journal
     import payi_notebook.ledger  # noqa: F401
 
     assert callable(pn.ledger) and pn.ledger() is pn.get_session().ledger

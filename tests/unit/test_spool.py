@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from payi_notebook.spool import Spool, endpoint_dir, endpoint_key_for, parse_lines
+from payi_notebook.delivery.places import endpoint_dir, endpoint_key_for
+from payi_notebook.delivery.spool import Spool, parse_lines
 
 HEADERS = {"xProxy-UseCase-Name": "spool-test", "xProxy-User-ID": "ana"}
 
@@ -41,7 +42,7 @@ def _opened(directory: Path, **kwargs: int) -> Spool:
 
 CHILD = """
 import sys, time
-from payi_notebook.spool import Spool
+from payi_notebook.delivery.spool import Spool
 spool = Spool(sys.argv[1]); spool.open()
 for n in range(3):
     spool.append(f"child-{n}", {"category": "system.openai", "units": {}, "provider_response_id": f"c-{n}"}, {})
@@ -96,7 +97,7 @@ def test_a_live_owners_file_is_left_alone_and_a_killed_owners_file_is_adopted(tm
 
     records = mine.adopt()
     assert sorted(r.event_id for r in records) == ["child-1", "child-2"]
-    assert {r.body["provider_response_id"] for r in records} == {"c-1", "c-2"}
+    assert {(r.body or {}).get("provider_response_id") for r in records} == {"c-1", "c-2"}
     assert not child_path.exists()
     assert sorted(mine._live) == ["child-1", "child-2"]
     assert [line["id"] for line in _lines(mine.path)] == ["child-1", "child-2"]  # type: ignore[arg-type]
@@ -215,7 +216,7 @@ def test_endpoints_get_their_own_directories(tmp_path: Path) -> None:
 
 
 def test_a_journal_growing_past_its_mapped_chunks_keeps_every_line(tmp_path: Path) -> None:
-    from payi_notebook.spool import CHUNK_BYTES
+    from payi_notebook.delivery.spool import CHUNK_BYTES
 
     spool = _opened(tmp_path, compact_bytes=1 << 40)
     filler = "x" * 4096
@@ -234,7 +235,7 @@ def test_a_full_disk_refuses_lines_with_an_error_and_takes_them_again_when_space
     """Space is reserved before it is mapped: a full disk is SpoolFull (an OSError), never SIGBUS."""
     import errno
 
-    from payi_notebook.spool import RETRY_S, SpoolFull
+    from payi_notebook.delivery.spool import RETRY_S, SpoolFull
 
     disk = tmp_path / "disk"
     disk.mkdir()

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ... import xproxy
 from ..sse import SSEEvent
 
 
@@ -33,7 +34,6 @@ class Observation:
     deltas: int = 0  # content events seen (a lower bound on output tokens when usage never came)
     complete: bool = False  # the terminal event (with final usage) arrived
     chunks: list[str] | None = None  # event payloads kept for prompt/response logging
-    first_delta_at: float | None = None
     last: str | None = None  # the latest event that may carry usage, decoded only when the call is built
 
 
@@ -48,8 +48,8 @@ def read_error(obs: Observation, body: Any) -> None:
     """Provider or Pay-i error bodies: keep the message, the Pay-i error and result."""
     if not isinstance(body, dict):
         return
-    if isinstance(body.get("xproxy_result"), dict):
-        obs.xproxy_result = body["xproxy_result"]
+    if (result := xproxy.of_body(body)) is not None:
+        obs.xproxy_result = result
     if isinstance(body.get("xproxy_error"), dict):
         obs.xproxy_error = body["xproxy_error"]
     err = body.get("error")
@@ -97,8 +97,8 @@ class ApiAdapter:
         if isinstance(data.get("usage"), dict):
             obs.usage = data["usage"]
             obs.complete = True
-        if isinstance(data.get("xproxy_result"), dict):
-            obs.xproxy_result = data["xproxy_result"]
+        if (result := xproxy.of_body(data)) is not None:
+            obs.xproxy_result = result
 
     def read_event(self, obs: Observation, event: SSEEvent, hiding: bool, now: float) -> bool:
         """One stream event; return False to keep it from the caller."""
@@ -115,8 +115,8 @@ class ApiAdapter:
     def _proxy_result(obs: Observation, data: str, parsed: Any = None) -> None:
         if "xproxy_result" in data:
             parsed = parsed if parsed is not None else loads(data)
-            if isinstance(parsed, dict) and isinstance(parsed.get("xproxy_result"), dict):
-                obs.xproxy_result = parsed["xproxy_result"]
+            if (result := xproxy.of_body(parsed)) is not None:
+                obs.xproxy_result = result
 
 
 @dataclass(frozen=True, slots=True)

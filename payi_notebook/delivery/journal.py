@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import private_open
-from .spool import SUFFIX, entry_problem, lock
+from ..files import private_open
+from .places import SUFFIX, entry_problem, lock
 from .spool_format import read_journal
 
 INFO = "endpoint.json"

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .files import private_open
+from ..files import private_open
 
 VERSION = 1
 QUARANTINE = "quarantine.ndjson"  # not *.jsonl: never adopted as a spool

@@ -36,36 +36,30 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import mmap
 import os
-import re
-import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-import platformdirs
 
-from .files import private_dir
+from ..files import private_dir
+from .places import SUFFIX, TMP_SUFFIX, claim, entry_problem, sweep_tmp
 from .spool_format import VERSION, BadLine, SpoolRecord, parse_lines, quarantine, read_journal
 
-__all__ = ["Spool", "SpoolFull", "SpoolRecord", "endpoint_dir", "endpoint_key_for", "parse_lines"]
+__all__ = ["Spool", "SpoolFull", "SpoolRecord", "parse_lines"]
 
-SUFFIX = ".jsonl"
-TMP_SUFFIX = ".tmp"
 DEFAULT_COMPACT_BYTES = 4 << 20
 CHUNK_BYTES = 1 << 20  # the mapped file grows by at least this much at a time
+AHEAD_BYTES = 4 << 20  # the sender keeps this much room reserved ahead, so appends never remap
 RETRY_S = 1.0  # a full spool tries to reserve space again at most this often
 _PAGE = mmap.PAGESIZE
 
 _encode = orjson.dumps  # compact JSON as bytes; several times faster than json on the hot path
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 _V = b'{"v":%d,' % VERSION
 _EVENT = _V + b'"op":"event","id":%b,"body":%b,"headers":%b}\n'
 _CALL = _V + b'"op":"call","id":%b,"call":%b}\n'
@@ -74,35 +68,6 @@ _ACK = _V + b'"op":"ack","id":%b,"outcome":%b}\n'
 
 class SpoolFull(OSError):
     """The disk refused to reserve room for more journal lines (the line was not written)."""
-
-
-def default_root() -> Path:
-    """``<user data dir>/payi_notebook/spool``."""
-    return Path(platformdirs.user_data_dir("payi_notebook")) / "spool"
-
-
-def endpoint_key_for(base_url: str) -> str:
-    """A stable key for a Pay-i endpoint: its URL without credentials, query or trailing slash."""
-    parts = urlsplit(base_url)
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
-
-
-def endpoint_dir(root: str | os.PathLike[str] | None, endpoint_key: str) -> Path:
-    """The directory holding the spools of one endpoint: a readable slug plus a hash of the key."""
-    digest = hashlib.sha256(endpoint_key.encode()).hexdigest()[:12]
-    slug = _SLUG.sub("-", endpoint_key).strip("-")[:48] or "endpoint"
-    return Path(root if root is not None else default_root()) / f"{slug}-{digest}"
-
-
-def lock(fd: int) -> bool:
-    """Take ``fd``'s exclusive lock if no live process holds it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -118,15 +83,6 @@ def _mapped(fd: int, size: int) -> mmap.mmap | None:
         return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     except (OSError, ValueError):
         return None
-
-
-def entry_problem(path: Path) -> str | None:
-    """Why a ``*.jsonl`` entry cannot be a spool file (None: a regular file)."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return None
-    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 class Spool:
@@ -211,6 +167,9 @@ class Spool:
             self._retry_at = now + RETRY_S
             raise SpoolFull(exc.errno or errno.ENOSPC, self.full) from exc
         self.full = None
+        self._remap(size)
+
+    def _remap(self, size: int) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
@@ -218,6 +177,22 @@ class Spool:
         if not self._plain:
             self._map = _mapped(self._fd, size)
             self._plain = self._map is None
+
+    def reserve_ahead(self, room: int = AHEAD_BYTES) -> None:
+        """Off the hot path (the sender thread): keep ``room`` bytes reserved and mapped past the
+        written ones, so a caller's ``append`` finds the map large enough and never remaps.
+
+        A disk that refuses is left for ``append`` to meet and report (``full``).
+        """
+        with self._lock:
+            if self._fd < 0 or self.full is not None or self._capacity - self._size >= room:
+                return
+            size = self._size + 2 * room
+            try:
+                os.posix_fallocate(self._fd, self._capacity, size - self._capacity)
+            except OSError:
+                return
+            self._remap(size)
 
     def _put(self, line: bytes) -> None:
         """Append ``line`` at the end of the written bytes (caller holds the lock)."""
@@ -343,12 +318,12 @@ class Spool:
                 self.skipped[str(path)] = f"cannot be adopted: {exc.strerror or exc}"
             else:
                 self.skipped.pop(str(path), None)
-        self._sweep_tmp(directory)
+        sweep_tmp(directory)
         return list(taken.values())
 
     def _adopt_file(self, path: Path, prepare: Callable[[SpoolRecord], object] | None, taken: dict[str, SpoolRecord]) -> bool:
         """Adopt one file; False if the disk filled up meanwhile (the file is kept)."""
-        with self._claim(path) as data:
+        with claim(path) as data:
             if data is None:
                 return True
             journal = read_journal(data)
@@ -380,43 +355,6 @@ class Spool:
                 self._adopted.add(record.event_id)
             os.unlink(path)
         return True
-
-    @contextlib.contextmanager
-    def _claim(self, path: Path) -> Iterator[bytes | None]:
-        """The bytes of ``path`` while holding its lock, or None if its owner is alive or it is gone."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield None
-            return
-        try:
-            if not lock(fd):
-                yield None
-                return
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:  # another adopter took and removed it between our open and our lock
-                yield None
-                return
-            with os.fdopen(os.dup(fd), "rb") as file:
-                data = file.read()
-            yield data
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _sweep_tmp(directory: Path) -> None:
-        """Remove half-created files of dead processes (they never held events)."""
-        for path in directory.glob(f".*{TMP_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    if lock(fd):
-                        os.unlink(path)
-                finally:
-                    os.close(fd)
 
     def close(self) -> int:
         """Release the file: deleted when everything is acknowledged, else left (synced) for the next start.
