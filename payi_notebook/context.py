@@ -284,7 +284,7 @@ def merge(parent: Context, options: Mapping[str, Any]) -> Context:
     limits = options["limit_ids"]
     uc_props = options["use_case_properties"]
     if use_case_name == "":
-        uc = dict(use_case_name=None, use_case_id=None, use_case_version=None, use_case_step=None)
+        uc: dict[str, Any] = dict(use_case_name=None, use_case_id=None, use_case_version=None, use_case_step=None)
         uc_props_merged: Mapping[str, str] = EMPTY
     elif use_case_name is not None and use_case_name != parent.use_case_name:
         uc = dict(

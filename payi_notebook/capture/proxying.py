@@ -167,7 +167,7 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     where the route requires it (Azure Anthropic). ``route.path`` is the path as sent (a
     Bedrock model id stays encoded as it was signed).
     """
-    url = _proxy_url(type(request.url), target.base_url, route.spec.proxy_prefix, route.path)
+    url = _proxy_url(request.url.__class__, target.base_url, route.spec.proxy_prefix, route.path)
     if request.url.query:
         url = url.copy_with(query=request.url.query)
     request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key

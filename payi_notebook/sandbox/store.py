@@ -163,7 +163,8 @@ class Store:
         self, name: str | None, ascending: bool, after_seq: int | None, count: int
     ) -> list[tuple[int, Limit]]:
         """Up to ``count`` limits in creation order from just past ``after_seq``."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if name is not None:
             where.append("limit_name = ?")
             args.append(name)

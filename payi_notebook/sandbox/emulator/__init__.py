@@ -8,6 +8,9 @@ and faults injected per request. See README.md.
 """
 
 from .app import create_app
+from .faults import FAULT_HEADER
+from .request_log import RequestLog, RequestRecord
+from .text import count_tokens, tokenize
 
 # Where each provider's SDK is pointed at the emulator: the URL as the user gives it to the SDK
 # (``OpenAI(base_url=)``, ``Anthropic(base_url=)``, ``AzureOpenAI(azure_endpoint=)``,
@@ -32,9 +35,7 @@ def sdk_base_urls(provider_url: str) -> list[tuple[str, str]]:
     url = provider_url.rstrip("/")
     pairs = [(provider, url + suffix) for provider, suffix in SDK_BASE_SUFFIX.items()]
     return pairs + [(provider, url + suffix) for provider, suffix in EXTRA_BASE_SUFFIX.items()]
-from .faults import FAULT_HEADER
-from .request_log import RequestLog, RequestRecord
-from .text import count_tokens, tokenize
+
 
 __all__ = [
     "FAULT_HEADER",
