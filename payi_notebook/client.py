@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from . import limit_rules
+from . import limit_rules, xproxy
 from .limit_rules import LIMIT_TYPES
 from .secret import Secret
 
@@ -88,12 +88,12 @@ class PayiUnavailable(PayiError):
 
 
 class _ApiKeyAuth(httpx.Auth):
-    """Adds ``xProxy-api-key`` to each request; its repr never shows the key."""
+    """Adds ``xProxy-api-key`` to each request; the key stays in a ``Secret`` until then."""
 
     __slots__ = ("_key",)
 
-    def __init__(self, key: str) -> None:
-        self._key = Secret(key)
+    def __init__(self, key: Secret) -> None:
+        self._key = key
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["xProxy-api-key"] = self._key.reveal()
@@ -102,9 +102,6 @@ class _ApiKeyAuth(httpx.Auth):
     def scrub(self, text: str) -> str:
         """``text`` with the key blanked out (as a whole token), in case a server echoes it."""
         return self._key.mask(text)
-
-    def __repr__(self) -> str:
-        return "_ApiKeyAuth(***)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +148,8 @@ def ingest_plan(body: Mapping[str, Any], headers: Mapping[str, str] | None = Non
     return _single(_Call("POST", "/ingest", json=dict(body), headers=dict(headers or {})))
 
 
-def ingest_bulk_plan(items: list[Mapping[str, Any]]) -> Plan:
-    if not isinstance(items, list) or not items:
+def ingest_bulk_plan(items: Sequence[Mapping[str, Any]]) -> Plan:
+    if not isinstance(items, (list, tuple)) or not items:
         raise ValueError("bulk ingest needs a non-empty list of items")
     items_json = [dict(item) for item in items]
     return _single(_Call("POST", "/ingest/bulk", json=items_json, accept=frozenset({400}), accept_key="ingest_count"))
@@ -262,21 +259,24 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(seconds, 0.0)
 
 
-def check_endpoint(base_url: str, api_key: str) -> None:
-    """Refuse a base URL that is not http(s) or an empty key, before anything is sent."""
+def check_endpoint(base_url: str, api_key: str | Secret) -> Secret:
+    """Refuse a base URL that is not http(s) or an empty key, before anything is sent; the key as a ``Secret``."""
     if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url must be an http(s) URL like https://api.pay-i.com, got {base_url!r}")
+    if isinstance(api_key, Secret):
+        api_key = api_key.reveal()
     if not isinstance(api_key, str) or not api_key.strip():
         raise ValueError("api_key must be a non-empty string (set PAYI_API_KEY)")
+    return Secret(api_key.strip())
 
 
 class _Transport:
     """What both clients share: settings, headers, and turning a response into a result or an error."""
 
-    def __init__(self, base_url: str, api_key: str, timeout: float | httpx.Timeout | None) -> None:
-        check_endpoint(base_url, api_key)
+    def __init__(self, base_url: str, api_key: str | Secret, timeout: float | httpx.Timeout | None) -> None:
+        key = check_endpoint(base_url, api_key)
         self.base_url = base_url.rstrip("/")
-        self._auth = _ApiKeyAuth(api_key.strip())
+        self._auth = _ApiKeyAuth(key)
         self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self._headers = {"User-Agent": USER_AGENT, "xProxy-Instrumented-Module": USER_AGENT}
 
@@ -299,7 +299,7 @@ class _Transport:
             err = data.get("xproxy_error") or {}
             code = err.get("code") if isinstance(err, dict) else None
             message = (err.get("message") if isinstance(err, dict) else None) or data.get("message")
-            result = data.get("xproxy_result") if isinstance(data.get("xproxy_result"), dict) else None
+            result = xproxy.of_body(data)
         if not message:
             message = response.reason_phrase or "no error message"
             text = response.text.strip()
@@ -326,7 +326,7 @@ class _Transport:
 class PayiClient(_Transport):
     """Synchronous Pay-i client over ``httpx.Client``; use as a context manager or call ``close()``."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float | httpx.Timeout | None = None) -> None:
+    def __init__(self, base_url: str, api_key: str | Secret, *, timeout: float | httpx.Timeout | None = None) -> None:
         super().__init__(base_url, api_key, timeout)
         self._http = httpx.Client(
             base_url=self.base_url + API_PREFIX, auth=self._auth, headers=self._headers, timeout=self._timeout
@@ -355,7 +355,7 @@ class PayiClient(_Transport):
         """POST /ingest: one event; returns the IngestResponse (with ``xproxy_result``)."""
         return self._run(ingest_plan(body, headers))
 
-    def ingest_bulk(self, items: list[Mapping[str, Any]]) -> dict[str, Any]:
+    def ingest_bulk(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """POST /ingest/bulk; returns the BulkIngestResponse, also when Pay-i rejected some items (400)."""
         return self._run(ingest_bulk_plan(items))
 
@@ -411,7 +411,7 @@ class AsyncPayiClient(_Transport):
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: str | Secret,
         *,
         timeout: float | httpx.Timeout | None = None,
         max_connections: int = 16,
@@ -447,11 +447,8 @@ class AsyncPayiClient(_Transport):
     async def ingest(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         return await self._run(ingest_plan(body, headers))
 
-    async def ingest_bulk(self, items: list[Mapping[str, Any]]) -> dict[str, Any]:
+    async def ingest_bulk(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return await self._run(ingest_bulk_plan(items))
-
-    async def request_result(self, request_id: str) -> dict[str, Any]:
-        return await self._run(request_result_plan(request_id))
 
     async def provider_result(self, category: str, provider_response_id: str) -> dict[str, Any]:
         return await self._run(provider_result_plan(category, provider_response_id))

@@ -41,7 +41,7 @@ _URLSAFE = str.maketrans("-_", "+/")
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    """Where the Pay-i proxy lives; the key is kept out of reprs.
+    """Where the Pay-i proxy lives (the key is a ``Secret``, so no repr shows it).
 
     ``always_base_uri``: name the provider's base URL on every call, even the public one. Pay-i
     assumes the public host when the header is absent; the sandbox assumes its emulator, so
@@ -49,11 +49,8 @@ class ProxyTarget:
     """
 
     base_url: str
-    api_key: Secret
+    api_key: Secret  # its repr is Secret(***)
     always_base_uri: bool = False
-
-    def __repr__(self) -> str:
-        return f"ProxyTarget(base_url={self.base_url!r})"
 
 
 def proxy_url(base_url: str, provider: str) -> str:
