@@ -89,21 +89,8 @@ class Context:
             headers["xProxy-UseCase-Properties"] = _b64json(self.use_case_properties)
         return headers
 
-    def bulk_fields(self) -> dict[str, Any]:
-        """Context as the per-item attribution fields of ``POST /api/v1/ingest/bulk``."""
-        fields: dict[str, Any] = {}
-        if self.limit_ids:
-            fields["limit_ids"] = list(self.limit_ids)
-        for name in ("user_id", "use_case_id", "use_case_name", "use_case_step", "account_name"):
-            value = getattr(self, name)
-            if value:
-                fields[name] = value
-        if self.use_case_version is not None and self.use_case_name:
-            fields["use_case_version"] = self.use_case_version
-        return fields
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (for reprs and the ledger)."""
+    def to_json(self) -> dict[str, Any]:
+        """Every field as plain JSON values (journal records, child processes, Dask messages); ``from_json`` reads it back."""
         return {
             "use_case_name": self.use_case_name,
             "use_case_id": self.use_case_id,
@@ -114,11 +101,9 @@ class Context:
             "limit_ids": list(self.limit_ids),
             "properties": dict(self.properties),
             "use_case_properties": dict(self.use_case_properties),
+            "proxy": self.proxy,
+            "log_prompt_and_response": self.log_prompt_and_response,
         }
-
-    def to_json(self) -> dict[str, Any]:
-        """Every field as plain JSON values (journal records, child processes); ``from_json`` reads it back."""
-        return {**self.as_dict(), "proxy": self.proxy, "log_prompt_and_response": self.log_prompt_and_response}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Context:

@@ -28,13 +28,13 @@ from ..budgets.guard import admit
 from ..budgets.guard import settle as settle_budget
 from ..context import Context
 from ..events import Status, UsageEvent, new_event_id
+from ..redact import response_headers
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
 from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
 from .estimate import estimate_input_tokens
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .proxying import ProxyTarget, apply_context, proxyable, rewrite_to_proxy
-from .redact import response_headers
 from .routes import Route, RouteTable
 from .sse import SSEEvent
 
