@@ -156,10 +156,6 @@ def instance_kpis(use_case_name: str, use_case_id: str, name: str | None = None)
     return pages(_instance(use_case_name, use_case_id, "/kpis"), {"kpi_name": name})
 
 
-def instance_value(use_case_name: str, use_case_id: str) -> Plan:
-    return single(Call("GET", _instance(use_case_name, use_case_id, "/value")))
-
-
 # ---- request properties, reports -------------------------------------------------------
 
 

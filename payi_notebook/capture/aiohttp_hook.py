@@ -10,12 +10,15 @@ unchanged (nothing is hidden on this path) and finishes the exchange at end of b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..tracking import _current
 from .exchange import CaptureConfig, Exchange
 from .streams import _Reader
+
+log = logging.getLogger(__name__)
 
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding"})  # aiohttp sets these itself
 
@@ -120,7 +123,8 @@ def aiohttp_hook(
         try:
             url = str_or_url if isinstance(str_or_url, URL) else URL(str(str_or_url))
             target = begin(_Peek(url))
-        except Exception:
+        except Exception:  # no capture config to report to yet: the log says why the call went uncaptured
+            log.exception("payi_notebook: matching an aiohttp call failed; it was sent uncaptured")
             target = None
         if target is None:
             return await original(self, method, str_or_url, **kwargs)

@@ -7,7 +7,6 @@ caller did not ask for), so it needs both the raw segment and the parsed fields.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import NamedTuple
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -54,11 +53,6 @@ class SSESplitter:
             start = end
         self._buffer = buffer[start:]
         return events
-
-    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
-        """The complete events ``chunk`` finishes, parsed."""
-        for raw in self.split(chunk):
-            yield parse_event(raw)
 
     def tail(self) -> bytes:
         """Bytes after the last complete event (a stream cut mid-event leaves some)."""

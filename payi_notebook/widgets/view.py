@@ -169,7 +169,7 @@ def _cell_id_of(shell: Any) -> str | None:
     kernel = getattr(shell, "kernel", None)
     try:
         parent: Any = kernel.get_parent() if kernel is not None else None
-    except Exception:
+    except Exception:  # no execute request to read (a kernel between cells): the view is just not tied to a cell
         return None
     return (parent or {}).get("metadata", {}).get("cellId") if isinstance(parent, dict) else None
 

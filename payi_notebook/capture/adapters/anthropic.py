@@ -15,8 +15,6 @@ class AnthropicMessages(ApiAdapter):
         name = event.event
         if name == "content_block_delta":
             obs.deltas += 1
-            if obs.first_delta_at is None:
-                obs.first_delta_at = now
             return True
         if name in ("ping", "content_block_start", "content_block_stop"):
             return True

@@ -97,8 +97,6 @@ class _BedrockAdapter(ApiAdapter):
 
     def _delta(self, obs: Observation, now: float) -> None:
         obs.deltas += 1
-        if obs.first_delta_at is None:
-            obs.first_delta_at = now
 
 
 def _error(obs: Observation, event: SSEEvent) -> None:

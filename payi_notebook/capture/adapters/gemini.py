@@ -33,8 +33,6 @@ class GeminiGenerate(ApiAdapter):
             return True
         if '"candidates"' in data:
             obs.deltas += 1
-            if obs.first_delta_at is None:
-                obs.first_delta_at = now
         if '"usageMetadata"' in data or "xproxy_result" in data:
             obs.last = data
         elif data.startswith('{"error"') or '"error":' in data[:20]:

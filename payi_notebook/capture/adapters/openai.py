@@ -31,8 +31,6 @@ class OpenAIChat(ApiAdapter):
         has_usage = '"usage"' in data and '"usage":null' not in data and '"usage": null' not in data
         if not (first or has_usage or '"error"' in data or "xproxy_result" in data):
             obs.deltas += 1
-            if obs.first_delta_at is None:
-                obs.first_delta_at = now
             return True
         chunk = loads(data)
         if not isinstance(chunk, dict):
@@ -46,8 +44,6 @@ class OpenAIChat(ApiAdapter):
         choices = chunk.get("choices")
         if choices:
             obs.deltas += 1
-            if obs.first_delta_at is None:
-                obs.first_delta_at = now
         if isinstance(chunk.get("usage"), dict):
             obs.usage = chunk["usage"]
             obs.complete = True
@@ -70,8 +66,6 @@ class OpenAIResponses(ApiAdapter):
         name = event.event or ""
         if name == "response.output_text.delta" or name.endswith(".delta"):
             obs.deltas += 1
-            if obs.first_delta_at is None:
-                obs.first_delta_at = now
             return True
         if name in self._TERMINAL or name == "response.created" or name == "error" or not name:
             payload = loads(event.data) if event.data else None
