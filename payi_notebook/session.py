@@ -22,7 +22,7 @@ from typing import Any
 
 import platformdirs
 
-from . import capture, tracking
+from . import capture, current, tracking
 from .analytics.use_cases import UseCases, explain_undefined
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
@@ -601,3 +601,6 @@ def _warn_unguarded(provider: str) -> None:
     if provider not in _warned_unguarded:
         _warned_unguarded.add(provider)
         log.warning(_unguarded_note([provider]))
+
+
+current.provide(get_session)  # widgets and budgets default to this session without importing this module

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import xproxy
+from .. import current, xproxy
 from .style import BORDER, ERROR, MUTED, TABLE, box, chip, esc, money, muted, state_chip
 
 _LATEST = object()
@@ -50,9 +50,7 @@ class ResultView:
 
     def __init__(self, source: Any = _LATEST) -> None:
         if source is _LATEST:
-            from .. import last_result
-
-            source = last_result()
+            source = current.session().last_result(2.0)
         body = _body_of(source)
         self.error: dict[str, Any] | None = None
         self.status_code: Any = None
