@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -205,6 +206,34 @@ def check_properties(option: str, props: Mapping[str, Any] | None) -> Mapping[st
         if not isinstance(key, str) or not key:
             raise ContextError(f"{option} keys must be non-empty strings, got {key!r}")
     return _frozen(props)
+
+
+def check_budget(value: Any, option: str = "budget") -> float | None:
+    """A budget in USD: a positive finite number (``"0.50"`` and ``"$0.50"`` accepted); None passes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().removeprefix("$")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ContextError(f"{option} must be an amount in USD like 0.50, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContextError(f"{option} must be an amount in USD like 0.50, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ContextError(f"{option} must be a positive amount in USD like 0.50, got {value!r}")
+    return float(value)
+
+
+def check_thresholds(values: Any) -> tuple[float, ...]:
+    """Warning thresholds as fractions of a budget, each in (0, 1]."""
+    try:
+        out = tuple(sorted({float(v) for v in values}))
+    except (TypeError, ValueError):
+        raise ContextError(f"budget thresholds must be fractions like [0.8, 0.95], got {values!r}") from None
+    if any(not 0 < t <= 1 for t in out):
+        raise ContextError(f"budget thresholds must be fractions in (0, 1] like [0.8, 0.95], got {values!r}")
+    return out
 
 
 def _merge_props(parent: Mapping[str, str], child: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from .. import current, tracking
-from ..context import check_options
+from ..context import check_budget, check_options
 from ..widgets.style import esc
-from .reservation import BudgetState, LocalBudget, check_budget
+from .reservation import BudgetState, LocalBudget
 
 T = TypeVar("T")
 PROGRESS_LABEL = "pn.progress budget"
