@@ -72,21 +72,12 @@ class ResultView:
     # -- content, shared by both renderings ---------------------------------------------------
 
     def _cost(self) -> str | None:
-        cost = (self.result or {}).get("cost")
-        if not isinstance(cost, Mapping):
-            return None
+        parts, currency = xproxy.cost_parts(self.result)
         if self.result and self.result.get("unknown_units") and xproxy.cost(self.result) is None:
             return "unpriced: Pay-i has no price for these units (see unknown units)"
-        parts = []
-        for key in ("input", "output", "total"):
-            part = cost.get(key)
-            if isinstance(part, Mapping) and isinstance(part.get("base"), (int, float)):
-                parts.append(f"{key} {money(part['base'])}")
-        total = cost.get("total")
-        if isinstance(total, Mapping) and isinstance(total.get("overrun_base"), (int, float)) and total["overrun_base"]:
-            parts.append(f"overrun {money(total['overrun_base'])}")
-        currency = cost.get("currency")
-        return " · ".join(parts) + (f" ({str(currency).upper()})" if currency else "") if parts else None
+        if not parts:
+            return None
+        return " · ".join(f"{key} {money(value)}" for key, value in parts.items()) + (f" ({currency.upper()})" if currency else "")
 
     def limits(self) -> dict[str, str]:
         """Limit id → state as Pay-i reported it (``state`` or the spec example's ``State``)."""
