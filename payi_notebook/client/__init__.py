@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from .. import xproxy
+from ..config import check_base_url
 from ..secret import Secret
 from .errors import PayiError, PayiUnavailable, parse_retry_after
 from .plans import (
@@ -85,8 +86,9 @@ def _accepts_json(response: httpx.Response) -> Any:
 
 def check_endpoint(base_url: str, api_key: str | Secret) -> Secret:
     """Refuse a base URL that is not http(s) or an empty key, before anything is sent; the key as a ``Secret``."""
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+    if not isinstance(base_url, str):
         raise ValueError(f"base_url must be an http(s) URL like https://api.pay-i.com, got {base_url!r}")
+    check_base_url(base_url)
     if isinstance(api_key, Secret):
         api_key = api_key.reveal()
     if not isinstance(api_key, str) or not api_key.strip():

@@ -221,7 +221,7 @@ def test_bad_arguments_are_refused_before_sending(call, message: str, sandbox: s
     assert len(sandbox.events()) == before
 
 
-@pytest.mark.parametrize(("base_url", "key"), [("api.pay-i.com", "k"), ("https://api.pay-i.com", " ")])
+@pytest.mark.parametrize(("base_url", "key"), [("api.pay-i.com", "k"), ("https://", "k"), ("https://api.pay-i.com", " ")])
 def test_bad_endpoint_settings_are_refused(base_url: str, key: str) -> None:
     with pytest.raises(ValueError):
         PayiClient(base_url, key)
