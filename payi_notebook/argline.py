@@ -112,8 +112,3 @@ def split_line(line: str, namespace: Mapping[str, Any], evaluate: Callable[[str]
         else:
             out.append(word)
     return out
-
-
-def quote_words(words: list[str]) -> str:
-    """Words back into one line that ``shlex.split`` reads as the same words."""
-    return shlex.join(words)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from traitlets import Bool, Dict, Enum, Float, HasTraits, List, TraitError, TraitType, Unicode, validate
 
-from .context import ContextError
+from .context import ContextError, check_budget, check_thresholds
 from .secret import Secret
 
 PAYI_DEFAULT_BASE_URL = "https://api.pay-i.com"
@@ -75,8 +75,6 @@ class Settings(HasTraits):
 
     @validate("session_budget")
     def _check_session_budget(self, proposal: Any) -> float | None:
-        from .budgets import check_budget
-
         try:
             return check_budget(proposal["value"], "session_budget")
         except ContextError as exc:
@@ -84,8 +82,6 @@ class Settings(HasTraits):
 
     @validate("budget_thresholds")
     def _check_thresholds(self, proposal: Any) -> list[float]:
-        from .budgets.reservation import check_thresholds
-
         try:
             return list(check_thresholds(proposal["value"]))
         except ContextError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -89,21 +90,8 @@ class Context:
             headers["xProxy-UseCase-Properties"] = _b64json(self.use_case_properties)
         return headers
 
-    def bulk_fields(self) -> dict[str, Any]:
-        """Context as the per-item attribution fields of ``POST /api/v1/ingest/bulk``."""
-        fields: dict[str, Any] = {}
-        if self.limit_ids:
-            fields["limit_ids"] = list(self.limit_ids)
-        for name in ("user_id", "use_case_id", "use_case_name", "use_case_step", "account_name"):
-            value = getattr(self, name)
-            if value:
-                fields[name] = value
-        if self.use_case_version is not None and self.use_case_name:
-            fields["use_case_version"] = self.use_case_version
-        return fields
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (for reprs and the ledger)."""
+    def to_json(self) -> dict[str, Any]:
+        """Every field as plain JSON values (journal records, child processes, Dask messages); ``from_json`` reads it back."""
         return {
             "use_case_name": self.use_case_name,
             "use_case_id": self.use_case_id,
@@ -114,11 +102,9 @@ class Context:
             "limit_ids": list(self.limit_ids),
             "properties": dict(self.properties),
             "use_case_properties": dict(self.use_case_properties),
+            "proxy": self.proxy,
+            "log_prompt_and_response": self.log_prompt_and_response,
         }
-
-    def to_json(self) -> dict[str, Any]:
-        """Every field as plain JSON values (journal records, child processes); ``from_json`` reads it back."""
-        return {**self.as_dict(), "proxy": self.proxy, "log_prompt_and_response": self.log_prompt_and_response}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Context:
@@ -222,6 +208,34 @@ def check_properties(option: str, props: Mapping[str, Any] | None) -> Mapping[st
     return _frozen(props)
 
 
+def check_budget(value: Any, option: str = "budget") -> float | None:
+    """A budget in USD: a positive finite number (``"0.50"`` and ``"$0.50"`` accepted); None passes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().removeprefix("$")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ContextError(f"{option} must be an amount in USD like 0.50, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContextError(f"{option} must be an amount in USD like 0.50, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ContextError(f"{option} must be a positive amount in USD like 0.50, got {value!r}")
+    return float(value)
+
+
+def check_thresholds(values: Any) -> tuple[float, ...]:
+    """Warning thresholds as fractions of a budget, each in (0, 1]."""
+    try:
+        out = tuple(sorted({float(v) for v in values}))
+    except (TypeError, ValueError):
+        raise ContextError(f"budget thresholds must be fractions like [0.8, 0.95], got {values!r}") from None
+    if any(not 0 < t <= 1 for t in out):
+        raise ContextError(f"budget thresholds must be fractions in (0, 1] like [0.8, 0.95], got {values!r}")
+    return out
+
+
 def _merge_props(parent: Mapping[str, str], child: Mapping[str, str] | None) -> Mapping[str, str]:
     if child is None:
         return parent
@@ -284,7 +298,7 @@ def merge(parent: Context, options: Mapping[str, Any]) -> Context:
     limits = options["limit_ids"]
     uc_props = options["use_case_properties"]
     if use_case_name == "":
-        uc = dict(use_case_name=None, use_case_id=None, use_case_version=None, use_case_step=None)
+        uc: dict[str, Any] = dict(use_case_name=None, use_case_id=None, use_case_version=None, use_case_step=None)
         uc_props_merged: Mapping[str, str] = EMPTY
     elif use_case_name is not None and use_case_name != parent.use_case_name:
         uc = dict(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
-from . import capture, forking, journals, refusals, tracking
+from . import capture, current, forking, journals, refusals, tracking
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.adapters import PROVIDERS
@@ -454,7 +454,10 @@ def close_session(timeout: float | None = None) -> None:
     """Stop and forget the session; the next use starts afresh from the environment."""
     global _session
     with _session_lock:
-        current, _session = _session, None
+        old, _session = _session, None
         forget_settings()
-    if current is not None:
-        current.stop(timeout)
+    if old is not None:
+        old.stop(timeout)
+
+
+current.provide(get_session)  # widgets and budgets default to this session without importing this module

@@ -13,25 +13,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import redact
 from .events import UsageEvent
 
 INT32_MAX = 2_147_483_647
 UNKNOWN_RESOURCE = "system.unknown_model"
 NO_UNITS: dict[str, dict[str, int]] = {"text": {"input": 0, "output": 0}}
-
-# Response headers never forwarded: framing/content headers (as Pay-i's SDK) and anything credential-like.
-_DROPPED_HEADERS = frozenset(
-    {
-        "transfer-encoding",
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "xproxy-api-key",
-        "cookie",
-        "set-cookie",
-    }
-)
 
 # ``POST /ingest`` header → BulkIngestRequest field.
 _HEADER_FIELDS = {
@@ -87,13 +74,9 @@ def _response_headers(headers: list[dict[str, str]] | None) -> list[dict[str, st
     kept = [
         {"name": str(h["name"]), "value": "" if h.get("value") is None else str(h["value"])}
         for h in headers
-        if h.get("name") and _forwarded(str(h["name"]).lower())
+        if h.get("name") and redact.kept(str(h["name"]))
     ]
     return kept or None
-
-
-def _forwarded(name: str) -> bool:
-    return name not in _DROPPED_HEADERS and not name.startswith("content-")
 
 
 def ingest_body(event: UsageEvent, log_prompt_and_response: bool = True) -> dict[str, Any]:
@@ -153,7 +136,3 @@ def bulk_item_from(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[
     """A bulk item from a rendered ingest body and its headers (how spooled events are batched)."""
     return {**body, **bulk_fields(headers)}
 
-
-def bulk_item(event: UsageEvent, log_prompt_and_response: bool = True) -> dict[str, Any]:
-    """The BulkIngestRequest item for ``event``: the ingest body plus the context's bulk fields."""
-    return {**ingest_body(event, log_prompt_and_response), **event.context.bulk_fields()}

@@ -36,6 +36,25 @@ def cost(result: Any) -> float | None:
     return float(total)
 
 
+def cost_parts(result: Any) -> tuple[dict[str, float], str | None]:
+    """Pay-i's cost by part (``input``, ``output``, ``total``, ``overrun``: base amounts present) and its currency."""
+    cost = result.get("cost") if isinstance(result, Mapping) else None
+    if not isinstance(cost, Mapping):
+        return {}, None
+    parts: dict[str, float] = {}
+    for key in ("input", "output", "total"):
+        part = cost.get(key)
+        base = part.get("base") if isinstance(part, Mapping) else None
+        if isinstance(base, (int, float)) and not isinstance(base, bool):
+            parts[key] = float(base)
+    total = cost.get("total")
+    overrun = total.get("overrun_base") if isinstance(total, Mapping) else None
+    if isinstance(overrun, (int, float)) and not isinstance(overrun, bool) and overrun:
+        parts["overrun"] = float(overrun)
+    currency = cost.get("currency")
+    return parts, str(currency) if currency else None
+
+
 def request_id(result: Any) -> str | None:
     """The Pay-i request id, when it is a string."""
     value = result.get("request_id") if isinstance(result, Mapping) else None

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..client import Plan, _Call, _segment, _single
+from ..client.plans import Call, Plan, pages, segment, single
 from ..limit_rules import LIMIT_TYPES
 
 AUTO_DESCRIPTION = "Defined by payi_notebook when Pay-i first saw this use case name"
@@ -54,41 +54,23 @@ def limit_config(
     return body
 
 
-def _pages(path: str, params: Mapping[str, Any], page_size: int = 100) -> Plan:
-    """Every item of a cursor-paginated list route."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        query = {k: v for k, v in params.items() if v is not None}
-        query["limit"] = page_size
-        if cursor:
-            query["cursor"] = cursor
-        page = yield _Call("GET", path, params=query)
-        batch = (page or {}).get("items") or []
-        items.extend(batch)
-        next_cursor = (page or {}).get("cursor")
-        if not batch or not next_cursor or next_cursor == cursor:
-            return items
-        cursor = next_cursor
-
-
 def _definition(name: str, suffix: str = "") -> str:
-    return f"/use_cases/definitions/{_segment('use_case_name', name)}{suffix}"
+    return f"/use_cases/definitions/{segment('use_case_name', name)}{suffix}"
 
 
 def _instance(name: str, use_case_id: str, suffix: str = "") -> str:
-    return f"/use_cases/instances/{_segment('use_case_name', name)}/{_segment('use_case_id', use_case_id)}{suffix}"
+    return f"/use_cases/instances/{segment('use_case_name', name)}/{segment('use_case_id', use_case_id)}{suffix}"
 
 
 def _kpi(name: str) -> str:
-    return f"/kpis/{_segment('KPI name', name)}"
+    return f"/kpis/{segment('KPI name', name)}"
 
 
 # ---- use case definitions and instances ---------------------------------------------------
 
 
 def list_use_cases(name: str | None = None) -> Plan:
-    return _pages("/use_cases/definitions", {"use_case_name": name})
+    return pages("/use_cases/definitions", {"use_case_name": name})
 
 
 def create_use_case(
@@ -99,7 +81,7 @@ def create_use_case(
         body["logging_enabled"] = bool(logging_enabled)
     if limit is not None:
         body["limit_config"] = dict(limit)
-    return _single(_Call("POST", "/use_cases/definitions", json=body))
+    return single(Call("POST", "/use_cases/definitions", json=body))
 
 
 def update_use_case(name: str, description: str | None = None, logging_enabled: bool | None = None) -> Plan:
@@ -110,30 +92,30 @@ def update_use_case(name: str, description: str | None = None, logging_enabled: 
         body["description"] = text("description", description)
     if logging_enabled is not None:
         body["logging_enabled"] = bool(logging_enabled)
-    return _single(_Call("PUT", _definition(name), json=body))
+    return single(Call("PUT", _definition(name), json=body))
 
 
 def use_case(method: str, name: str, suffix: str = "") -> Plan:
     """GET / DELETE a definition, POST its ``/increment_version``, DELETE its ``/limit_config``."""
-    return _single(_Call(method, _definition(name, suffix)))
+    return single(Call(method, _definition(name, suffix)))
 
 
 def create_use_case_limit(name: str, body: Mapping[str, Any]) -> Plan:
-    return _single(_Call("POST", _definition(name, "/limit_config"), json=dict(body)))
+    return single(Call("POST", _definition(name, "/limit_config"), json=dict(body)))
 
 
 def instance(method: str, name: str, use_case_id: str | None = None) -> Plan:
     """POST a new instance (no id), or GET / DELETE one."""
     if use_case_id is None:
-        return _single(_Call(method, f"/use_cases/instances/{_segment('use_case_name', name)}"))
-    return _single(_Call(method, _instance(name, use_case_id)))
+        return single(Call(method, f"/use_cases/instances/{segment('use_case_name', name)}"))
+    return single(Call(method, _instance(name, use_case_id)))
 
 
 # ---- KPIs ------------------------------------------------------------------------------
 
 
 def list_kpis(use_case_name: str) -> Plan:
-    return _pages(_definition(use_case_name, "/kpis"), {})
+    return pages(_definition(use_case_name, "/kpis"), {})
 
 
 def create_kpi(use_case_name: str, name: str, kpi_type: str, goal: float, description: str) -> Plan:
@@ -145,7 +127,7 @@ def create_kpi(use_case_name: str, name: str, kpi_type: str, goal: float, descri
         "kpi_type": kpi_type,
         "goal": number("goal", goal),
     }
-    return _single(_Call("POST", _definition(use_case_name, "/kpis"), json=body))
+    return single(Call("POST", _definition(use_case_name, "/kpis"), json=body))
 
 
 def update_kpi(use_case_name: str, name: str, description: str | None = None, goal: float | None = None) -> Plan:
@@ -156,45 +138,41 @@ def update_kpi(use_case_name: str, name: str, description: str | None = None, go
         body["description"] = text("description", description)
     if goal is not None:
         body["goal"] = number("goal", goal)
-    return _single(_Call("PUT", _definition(use_case_name, _kpi(name)), json=body))
+    return single(Call("PUT", _definition(use_case_name, _kpi(name)), json=body))
 
 
 def kpi(method: str, use_case_name: str, name: str) -> Plan:
     """GET / DELETE a KPI definition."""
-    return _single(_Call(method, _definition(use_case_name, _kpi(name))))
+    return single(Call(method, _definition(use_case_name, _kpi(name))))
 
 
 def score_kpi(use_case_name: str, use_case_id: str, name: str, score: float | bool) -> Plan:
     # Always a JSON float (or bool): the spec's ``oneOf [integer, number]`` refuses a bare integer.
     value = score if isinstance(score, bool) else number("score", score)
-    return _single(_Call("PUT", _instance(use_case_name, use_case_id, _kpi(name)), json={"score": value}))
+    return single(Call("PUT", _instance(use_case_name, use_case_id, _kpi(name)), json={"score": value}))
 
 
 def instance_kpis(use_case_name: str, use_case_id: str, name: str | None = None) -> Plan:
-    return _pages(_instance(use_case_name, use_case_id, "/kpis"), {"kpi_name": name})
-
-
-def instance_value(use_case_name: str, use_case_id: str) -> Plan:
-    return _single(_Call("GET", _instance(use_case_name, use_case_id, "/value")))
+    return pages(_instance(use_case_name, use_case_id, "/kpis"), {"kpi_name": name})
 
 
 # ---- request properties, reports -------------------------------------------------------
 
 
 def request_properties(request_id: str, props: Mapping[str, str | None]) -> Plan:
-    path = f"/requests/{_segment('request_id', request_id)}/properties"
-    return _single(_Call("PUT", path, json={"properties": properties(props)}))
+    path = f"/requests/{segment('request_id', request_id)}/properties"
+    return single(Call("PUT", path, json={"properties": properties(props)}))
 
 
 def provider_properties(category: str, provider_response_id: str, props: Mapping[str, str | None]) -> Plan:
     path = (
-        f"/requests/provider/{_segment('category', category)}/"
-        f"{_segment('provider_response_id', provider_response_id)}/properties"
+        f"/requests/provider/{segment('category', category)}/"
+        f"{segment('provider_response_id', provider_response_id)}/properties"
     )
-    return _single(_Call("PUT", path, json={"properties": properties(props)}))
+    return single(Call("PUT", path, json={"properties": properties(props)}))
 
 
 def report(report_id: str, start: str | None = None, end: str | None = None) -> Plan:
     """``GET /reports/{id}?from&to`` (``from`` inclusive, ``to`` exclusive): the report as CSV text."""
     params = {key: value for key, value in (("from", start), ("to", end)) if value is not None}
-    return _single(_Call("GET", f"/reports/{_segment('report_id', report_id)}", params=params or None, text=True))
+    return single(Call("GET", f"/reports/{segment('report_id', report_id)}", params=params or None, text=True))

@@ -105,8 +105,12 @@ class UseCases:
             config = None if limit is None else routes.limit_config(limit, limit_type, threshold)
         except ValueError as exc:
             raise AnalyticsError(str(exc)) from None
-        plan = lambda c: c.run(routes.create_use_case(name, description or name, logging_enabled, config))
-        return UseCase.from_api(call(self._client, f"create use case {name!r}", plan))
+        answer = call(
+            self._client,
+            f"create use case {name!r}",
+            lambda c: c.run(routes.create_use_case(name, description or name, logging_enabled, config)),
+        )
+        return UseCase.from_api(answer)
 
     def update(self, name: str, description: str | None = None, logging_enabled: bool | None = None) -> UseCase:
         name = use_case_name(name)

@@ -7,14 +7,7 @@ in-process ``LocalBudget``), ``guard`` (capture's admit/settle step), ``estimate
 
 from __future__ import annotations
 
-from .reservation import (
-    BudgetExceeded,
-    BudgetState,
-    BudgetWarning,
-    LocalBudget,
-    Refusal,
-    Reserver,
-    check_budget,
-)
+from ..context import check_budget
+from .reservation import BudgetExceeded, BudgetState, BudgetWarning, LocalBudget, Refusal, Reserver
 
 __all__ = ["BudgetExceeded", "BudgetState", "BudgetWarning", "LocalBudget", "Refusal", "Reserver", "check_budget"]

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from .. import current
 from ..pricing import price_units
 from .bounds import CATEGORIES, bound_usd, rates, request_bound
 
@@ -137,9 +138,7 @@ def _counting_client() -> Any:
         import anthropic
     except ImportError:
         return None
-    from ..session import get_session
-
-    session = get_session()
+    session = current.session()
     url = session.sandbox.provider_url if session.sandbox is not None else os.environ.get("PAYI_SANDBOX_PROVIDER_URL")
     if url:
         return anthropic.Anthropic(base_url=url, api_key="emulated", max_retries=0, timeout=10.0)

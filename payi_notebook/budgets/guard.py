@@ -94,7 +94,7 @@ def _refused_event(x: Exchange, bound: CallBound, message: str) -> UsageEvent:
         category=x.route.spec.category,
         operation=x.route.operation,
         resource=bound.model or x.model,
-        mode=x.mode,  # type: ignore[arg-type]
+        mode=x.mode,
         streaming=x.streaming,
         event_id=x.event_id,
         timestamp=x.timestamp,

@@ -9,6 +9,7 @@ the cell the final badge replaces it in the same place (``BadgeBoard.show(handle
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 from ..widgets.style import ERROR, MUTED, OK, TEXT, TRACK, esc
 from .reservation import BudgetState
+
+log = logging.getLogger(__name__)
 
 INTERVAL = 0.5
 SHARE = 20  # the ticker spends at most 1/SHARE of its time rendering (cells with many thousand calls)
@@ -134,5 +137,6 @@ class LiveSpend:
                     else:
                         handle.update(badge)
                     self._shown = text
-            except Exception:  # a display problem never touches the cell
+            except Exception as exc:  # a display problem never touches the cell
+                log.warning("payi_notebook: updating the live budget badge failed: %s", exc)
                 continue

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from .. import tracking
-from ..context import check_options
+from .. import current, tracking
+from ..context import check_budget, check_options
 from ..widgets.style import esc
-from .reservation import BudgetState, LocalBudget, check_budget
+from .reservation import BudgetState, LocalBudget
 
 T = TypeVar("T")
 PROGRESS_LABEL = "pn.progress budget"
@@ -39,10 +39,8 @@ class Progress(Generic[T]):
         self._costliest = 0.0  # the largest bound an item's calls reserved: what the next may need
 
     def __iter__(self) -> Iterator[T]:
-        from ..session import get_session
-
         bar = _bar(self.widget, total=self.total, **self.tqdm_options)
-        scope = tracking.child_scope(get_session().start().root_context(), _NO_OPTIONS, quiet=True, budget=self.budget)
+        scope = tracking.child_scope(current.session().start().root_context(), _NO_OPTIONS, quiet=True, budget=self.budget)
         parent = tracking.current()
         token = tracking.enter(scope)
         finished = False

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from ..context import ContextError
+from ..context import check_thresholds
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.8, 0.95)
 _defaults = [DEFAULT_THRESHOLDS]
@@ -176,34 +176,6 @@ class LocalBudget:
         s = self.state()
         limit = f"${s.budget:.4f}" if s.budget is not None else "no limit"
         return f"LocalBudget({self.label}: ${s.spent:.4f} spent of {limit}, ${s.reserved:.4f} held)"
-
-
-def check_budget(value: Any, option: str = "budget") -> float | None:
-    """A budget in USD: a positive finite number (``"0.50"`` and ``"$0.50"`` accepted); None passes."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().removeprefix("$")
-        try:
-            value = float(text)
-        except ValueError:
-            raise ContextError(f"{option} must be an amount in USD like 0.50, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ContextError(f"{option} must be an amount in USD like 0.50, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ContextError(f"{option} must be a positive amount in USD like 0.50, got {value!r}")
-    return float(value)
-
-
-def check_thresholds(values: Any) -> tuple[float, ...]:
-    """Warning thresholds as fractions of a budget, each in (0, 1]."""
-    try:
-        out = tuple(sorted({float(v) for v in values}))
-    except (TypeError, ValueError):
-        raise ContextError(f"budget thresholds must be fractions like [0.8, 0.95], got {values!r}") from None
-    if any(not 0 < t <= 1 for t in out):
-        raise ContextError(f"budget thresholds must be fractions in (0, 1] like [0.8, 0.95], got {values!r}")
-    return out
 
 
 def set_default_thresholds(values: Iterable[float]) -> None:

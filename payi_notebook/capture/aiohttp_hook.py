@@ -10,6 +10,7 @@ unchanged (nothing is hidden on this path) and finishes the exchange at end of b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..tracking import scope_var
 from .exchange import CaptureConfig, Exchange
 from .streams import _Reader
 
+log = logging.getLogger(__name__)
 _current = scope_var()
 
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding"})  # aiohttp sets these itself
@@ -122,7 +124,8 @@ def aiohttp_hook(
         try:
             url = str_or_url if isinstance(str_or_url, URL) else URL(str(str_or_url))
             target = begin(_Peek(url))
-        except Exception:
+        except Exception:  # no capture config to report to yet: the log says why the call went uncaptured
+            log.exception("payi_notebook: matching an aiohttp call failed; it was sent uncaptured")
             target = None
         if target is None:
             return await original(self, method, str_or_url, **kwargs)

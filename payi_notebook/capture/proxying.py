@@ -41,7 +41,7 @@ _URLSAFE = str.maketrans("-_", "+/")
 
 @dataclass(frozen=True)
 class ProxyTarget:
-    """Where the Pay-i proxy lives; the key is kept out of reprs.
+    """Where the Pay-i proxy lives (the key is a ``Secret``, so no repr shows it).
 
     ``always_base_uri``: name the provider's base URL on every call, even the public one. Pay-i
     assumes the public host when the header is absent; the sandbox assumes its emulator, so
@@ -49,11 +49,8 @@ class ProxyTarget:
     """
 
     base_url: str
-    api_key: Secret
+    api_key: Secret  # its repr is Secret(***)
     always_base_uri: bool = False
-
-    def __repr__(self) -> str:
-        return f"ProxyTarget(base_url={self.base_url!r})"
 
 
 def proxy_url(base_url: str, provider: str) -> str:
@@ -167,7 +164,7 @@ def rewrite_to_proxy(request: Any, route: Route, target: ProxyTarget, context: C
     where the route requires it (Azure Anthropic). ``route.path`` is the path as sent (a
     Bedrock model id stays encoded as it was signed).
     """
-    url = _proxy_url(type(request.url), target.base_url, route.spec.proxy_prefix, route.path)
+    url = _proxy_url(request.url.__class__, target.base_url, route.spec.proxy_prefix, route.path)
     if request.url.query:
         url = url.copy_with(query=request.url.query)
     request.url = url  # first: should anything below fail, the request goes to Pay-i, never to the provider with Pay-i's key

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from dataclasses import replace
 from typing import Any
 
 from ..context import Context
@@ -34,8 +33,7 @@ def scope_payload(scope: TrackingScope) -> dict[str, Any]:
         ctx = scope.context
         payload = {
             "token": uuid.uuid4().hex,
-            "context": {**ctx.as_dict(), "log_prompt_and_response": ctx.log_prompt_and_response},
-            "proxy": ctx.proxy,
+            "context": ctx.to_json(),
             "execution_count": scope.execution_count,
             "cell_id": scope.cell_id,
             "quiet": scope.quiet,
@@ -46,9 +44,8 @@ def scope_payload(scope: TrackingScope) -> dict[str, Any]:
 
 def scope_from_payload(payload: dict[str, Any], worker: str | None) -> TrackingScope:
     """The worker-side scope of tasks carrying ``payload``."""
-    context = replace(Context.from_json(dict(payload.get("context") or {})), proxy=payload.get("proxy"))
     return TrackingScope(
-        context=context,
+        context=Context.from_json(payload.get("context") or {}),
         execution_count=payload.get("execution_count"),
         cell_id=payload.get("cell_id"),
         quiet=bool(payload.get("quiet")),
@@ -68,8 +65,7 @@ def row_message(event: UsageEvent, token: str | None) -> dict[str, Any]:
     row = {name: getattr(event, name) for name in _ROW_FIELDS}
     row["units"] = {name: dict(sides) for name, sides in event.units.items()}
     row["tokens"] = list(event.tokens)
-    ctx = event.context
-    row["context"] = {**ctx.as_dict(), "log_prompt_and_response": ctx.log_prompt_and_response}
+    row["context"] = event.context.to_json()
     row["scope"] = token
     return row
 
@@ -83,6 +79,6 @@ def event_from_row(row: dict[str, Any], worker: str | None) -> UsageEvent:
         **fields,
         units={name: dict(sides) for name, sides in (row.get("units") or {}).items()},
         tokens=TokenCounts(*(int(n) for n in row.get("tokens") or ())),
-        context=Context.from_json(dict(row.get("context") or {})),
+        context=Context.from_json(row.get("context") or {}),
         worker=worker,
     )

@@ -124,7 +124,7 @@ class _Resolver:
             return scope
 
 
-class _Discard(list):  # type: ignore[type-arg]
+class _Discard(list[Any]):
     """A row list that keeps nothing (worker scopes live as long as their tasks run)."""
 
     def append(self, item: Any) -> None:

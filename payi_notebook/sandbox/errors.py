@@ -7,6 +7,7 @@ and wording stay consistent across routes, and the body always fits the spec's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -47,7 +48,7 @@ class PayiError(Exception):
         code: str,
         message: str,
         result: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         summary: str | None = None,
     ) -> None:
         super().__init__(message)

@@ -290,7 +290,7 @@ class Proxy:
         tracker = api.tracker()
         first_token_ms: int | None = None
 
-        def stamp() -> dict[str, Any]:
+        def record(**timing: Any) -> dict[str, Any]:
             return self._record(
                 template,
                 api,
@@ -300,8 +300,11 @@ class Proxy:
                 tracker.model,
                 resource_of,
                 time_to_first_token_ms=first_token_ms,
-                end_to_end_latency_ms=round((time.perf_counter() - started) * 1000),
+                **timing,
             )
+
+        def stamp() -> dict[str, Any]:
+            return record(end_to_end_latency_ms=round((time.perf_counter() - started) * 1000))
 
         pending = b""
         cut = False
@@ -326,17 +329,7 @@ class Proxy:
         finally:
             if not tracker.finished:
                 tracker.finished = True
-                self._record(
-                    template,
-                    api,
-                    upstream.status_code,
-                    tracker.usage,
-                    tracker.provider_response_id,
-                    tracker.model,
-                    resource_of,
-                    stream_cut=True,
-                    time_to_first_token_ms=first_token_ms,
-                )
+                record(stream_cut=True)
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
         if cut:

@@ -161,7 +161,7 @@ class RequestsApi:
     def _kpi_report(self, start: datetime | None, end: datetime | None) -> Response:
         """One row per KPI score of a use case instance, by when it was first scored."""
         rows = []
-        for item in self.use_cases.all_scores():
+        for item in self.use_cases.kpis.all_scores():
             moment = datetime.fromisoformat(item["create_timestamp"].replace("Z", "+00:00"))
             if (start is None or moment >= start) and (end is None or moment < end):
                 rows.append(item)

@@ -163,7 +163,8 @@ class Store:
         self, name: str | None, ascending: bool, after_seq: int | None, count: int
     ) -> list[tuple[int, Limit]]:
         """Up to ``count`` limits in creation order from just past ``after_seq``."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if name is not None:
             where.append("limit_name = ?")
             args.append(name)
@@ -213,3 +214,17 @@ class Store:
             limit.cost_total,
             _dumps(limit.requests),
         )
+
+
+def page(store: Store, select: str, equal: dict[str, Any], ascending: bool, after: int | None, count: int) -> list[Any]:
+    """Up to ``count`` rows of ``select`` matching ``equal`` (None: any), in ``seq`` order from past ``after``."""
+    where = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    args: list[Any] = [value for value in equal.values() if value is not None]
+    if after is not None:
+        where.append("seq > ?" if ascending else "seq < ?")
+        args.append(after)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    with store.transaction() as db:
+        return db.execute(
+            f"{select}{clause} ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT ?", (*args, count)
+        ).fetchall()

@@ -15,16 +15,10 @@ from starlette.routing import Route
 
 from . import errors, spec
 from .attribution import USE_CASE_NAME
+from .kpis import KPI_EXISTS, Kpi
 from .limits_api import _decode_cursor, _encode_cursor, _query_bool, _query_count
 from .record import iso, utc_now
-from .use_cases import (
-    INSTANCE_NOT_FOUND,
-    KPI_EXISTS,
-    USE_CASE_EXISTS,
-    Definition,
-    Kpi,
-    UseCases,
-)
+from .use_cases import INSTANCE_NOT_FOUND, USE_CASE_EXISTS, Definition, UseCases
 
 PREFIX = "/api/v1/use_cases"
 DEFINITION_REQUEST = "PayI.Calculator.Models.UseCaseDefinitionRequest"
@@ -185,7 +179,7 @@ class UseCasesApi:
         ascending = _query_bool("sort_ascending", query.get("sort_ascending"), default=True)
         count = _query_count(query.get("limit"))
         after = _decode_cursor(query["cursor"]) if query.get("cursor") else None
-        items = self.use_cases.kpis(name, query.get("kpi_name"), ascending, after, count + 1)
+        items = self.use_cases.kpis.page(name, query.get("kpi_name"), ascending, after, count + 1)
         return _page(items, count, lambda k: k.wire(_rid()))
 
     async def create_kpi(self, request: Request) -> JSONResponse:
@@ -194,9 +188,9 @@ class UseCasesApi:
         name = request.path_params["name"]
         with self.store.transaction() as db:
             self.use_cases.require(db, name)
-            if self.use_cases.kpi(db, name, body["name"]) is not None:
+            if self.use_cases.kpis.get(db, name, body["name"]) is not None:
                 raise errors.bad_request(KPI_EXISTS, f"KPI {body['name']!r} already exists for use case {name!r}")
-            kpi = self.use_cases.insert_kpi(
+            kpi = self.use_cases.kpis.insert(
                 db,
                 Kpi(0, name, body["name"], body["description"], body["kpi_type"], body["goal"], iso(utc_now()), None),
             )
@@ -205,7 +199,7 @@ class UseCasesApi:
     async def get_kpi(self, request: Request) -> JSONResponse:
         with self.store.transaction() as db:
             self.use_cases.require(db, request.path_params["name"])
-            kpi = self.use_cases.require_kpi(db, request.path_params["name"], request.path_params["kpi"])
+            kpi = self.use_cases.kpis.require(db, request.path_params["name"], request.path_params["kpi"])
         return JSONResponse(kpi.wire(_rid()))
 
     async def update_kpi(self, request: Request) -> JSONResponse:
@@ -213,20 +207,20 @@ class UseCasesApi:
         spec.validate_body(UPDATE_KPI, body)
         with self.store.transaction() as db:
             self.use_cases.require(db, request.path_params["name"])
-            kpi = self.use_cases.require_kpi(db, request.path_params["name"], request.path_params["kpi"])
+            kpi = self.use_cases.kpis.require(db, request.path_params["name"], request.path_params["kpi"])
             if body.get("description") is not None:
                 kpi.description = body["description"]
             if body.get("goal") is not None:
                 kpi.goal = body["goal"]
             kpi.updated = iso(utc_now())
-            self.use_cases.save_kpi(db, kpi)
+            self.use_cases.kpis.save(db, kpi)
         return JSONResponse(kpi.wire(_rid()))
 
     async def delete_kpi(self, request: Request) -> JSONResponse:
         with self.store.transaction() as db:
             self.use_cases.require(db, request.path_params["name"])
-            kpi = self.use_cases.require_kpi(db, request.path_params["name"], request.path_params["kpi"])
-            self.use_cases.delete_kpi(db, kpi.use_case_name, kpi.name)
+            kpi = self.use_cases.kpis.require(db, request.path_params["name"], request.path_params["kpi"])
+            self.use_cases.kpis.delete(db, kpi.use_case_name, kpi.name)
         return JSONResponse(kpi.wire(_rid()))
 
     # instances and scores --------------------------------------------------------------
@@ -272,7 +266,7 @@ class UseCasesApi:
             self.use_cases.require(db, name)
             items = [
                 {key: value for key, value in item.items() if key != "use_case_id"}
-                for item in self.use_cases.scores(db, name, use_case_id)
+                for item in self.use_cases.kpis.scores(db, name, use_case_id)
                 if wanted is None or item["kpi_name"] == wanted
             ]
         return JSONResponse({"request_id": _rid(), "cursor": None, "items": items})
@@ -285,8 +279,8 @@ class UseCasesApi:
             raise errors.bad_request(errors.REQUEST_PROCESSING_ERROR, 'body must be {"score": <number or boolean>}')
         with self.store.transaction() as db:
             self.use_cases.require(db, request.path_params["name"])
-            kpi = self.use_cases.require_kpi(db, request.path_params["name"], request.path_params["kpi"])
-            self.use_cases.score(db, kpi, request.path_params["id"], body.get("score"))
+            kpi = self.use_cases.kpis.require(db, request.path_params["name"], request.path_params["kpi"])
+            self.use_cases.kpis.score(db, kpi, request.path_params["id"], body.get("score"))
         return Response(status_code=200)
 
     async def value(self, request: Request) -> JSONResponse:

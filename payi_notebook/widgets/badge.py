@@ -7,6 +7,7 @@ notebooks and as plain text anywhere else (nbconvert, terminals).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -28,6 +29,7 @@ from .style import (
     unpriced_reason,
 )
 
+log = logging.getLogger(__name__)
 COST_WAIT_S = 60.0  # after the last row settles, how long a badge waits for Pay-i costs (bulk lookups)
 
 
@@ -171,7 +173,8 @@ class BadgeBoard:
             if text != item.shown:
                 try:
                     item.handle.update(badge)
-                except Exception:  # a display failure never breaks anything else
+                except Exception as exc:  # a display failure never breaks anything else
+                    log.warning("payi_notebook: updating a live cost badge failed: %s", exc)
                     continue
                 item.shown = text
             if not item.final(badge.totals):

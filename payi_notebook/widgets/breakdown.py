@@ -20,6 +20,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from .. import current
 from ..ledger import Ledger
 from . import aggregate, svg
 from .aggregate import GROUPS, METRICS, Breakdown, group_label
@@ -73,9 +74,7 @@ class CostBreakdown(Snapshot, w.VBox):
             raise ValueError(f"top must be an integer >= 2, got {top!r}")
         by = group_label(by)
         if ledger is None:
-            from ..session import get_session
-
-            ledger = get_session().ledger
+            ledger = current.session().ledger
         self.ledger = ledger
         self.top = top
         self.interval = float(interval)

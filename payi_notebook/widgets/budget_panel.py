@@ -17,8 +17,8 @@ from typing import Any
 
 import ipywidgets as w
 
+from .. import current
 from ..limits import Limit, Limits
-from ..session import Session, get_session
 from .style import MONO, MUTED, STATE_COLOURS, TEXT, TRACK, box, chip, esc, message, money, muted, plural, state_chip
 from .view import Snapshot, close_tree
 
@@ -110,11 +110,11 @@ class BudgetPanel(Snapshot, w.VBox):
     ``limits`` and report in ``message`` (shown in the panel). ``close()`` stops refreshing.
     """
 
-    def __init__(self, limits: Limits | None = None, session: Session | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, session: Any = None) -> None:
         self._lock = threading.RLock()
         self._closed = False
         self._rows: dict[str, _LimitRow] = {}
-        self.session = session if session is not None else get_session()
+        self.session = session if session is not None else current.session()
         if limits is None:
             limits = self.session.limits
         self.api = limits

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import xproxy
+from .. import current, xproxy
 from .style import BORDER, ERROR, MUTED, TABLE, box, chip, esc, money, muted, state_chip
 
 _LATEST = object()
@@ -26,7 +26,7 @@ def _body_of(source: Any) -> Any:
     if isinstance(source, BaseException) and response is not None:
         try:
             return response.json()  # the whole body: SDKs keep only its "error" part in .body
-        except Exception:
+        except Exception:  # not JSON, or a stream never read: the SDK's own .body below is the answer
             pass
     body = getattr(source, "body", None)
     if isinstance(body, Mapping):
@@ -50,23 +50,21 @@ class ResultView:
 
     def __init__(self, source: Any = _LATEST) -> None:
         if source is _LATEST:
-            from .. import last_result
-
-            source = last_result()
+            source = current.session().last_result(2.0)
         body = _body_of(source)
         self.error: dict[str, Any] | None = None
         self.status_code: Any = None
         self.message: str | None = None
         self.result: dict[str, Any] | None = None
         if isinstance(body, Mapping):
-            nested = body.get("xproxy_result")
+            nested = xproxy.of_body(body)
             if "xproxy_error" in body or ("statusCode" in body and "message" in body):
                 error = body.get("xproxy_error")
                 self.error = dict(error) if isinstance(error, Mapping) else {}
                 self.status_code = body.get("statusCode")
                 self.message = body.get("message") if isinstance(body.get("message"), str) else None
-                self.result = dict(nested) if isinstance(nested, Mapping) else None
-            elif isinstance(nested, Mapping):
+                self.result = dict(nested) if nested is not None else None
+            elif nested is not None:
                 self.result = dict(nested)
             else:
                 self.result = dict(body)
@@ -74,36 +72,16 @@ class ResultView:
     # -- content, shared by both renderings ---------------------------------------------------
 
     def _cost(self) -> str | None:
-        cost = (self.result or {}).get("cost")
-        if not isinstance(cost, Mapping):
-            return None
-        if (
-            isinstance(self.result, Mapping)
-            and self.result.get("unknown_units")
-            and xproxy.cost(dict(self.result)) is None
-        ):
+        parts, currency = xproxy.cost_parts(self.result)
+        if self.result and self.result.get("unknown_units") and xproxy.cost(self.result) is None:
             return "unpriced: Pay-i has no price for these units (see unknown units)"
-        parts = []
-        for key in ("input", "output", "total"):
-            part = cost.get(key)
-            if isinstance(part, Mapping) and isinstance(part.get("base"), (int, float)):
-                parts.append(f"{key} {money(part['base'])}")
-        total = cost.get("total")
-        if isinstance(total, Mapping) and isinstance(total.get("overrun_base"), (int, float)) and total["overrun_base"]:
-            parts.append(f"overrun {money(total['overrun_base'])}")
-        currency = cost.get("currency")
-        return " · ".join(parts) + (f" ({str(currency).upper()})" if currency else "") if parts else None
+        if not parts:
+            return None
+        return " · ".join(f"{key} {money(value)}" for key, value in parts.items()) + (f" ({currency.upper()})" if currency else "")
 
     def limits(self) -> dict[str, str]:
         """Limit id → state as Pay-i reported it (``state`` or the spec example's ``State``)."""
-        limits = (self.result or {}).get("limits")
-        if not isinstance(limits, Mapping):
-            return {}
-        out = {}
-        for limit_id, status in limits.items():
-            state = status.get("state", status.get("State")) if isinstance(status, Mapping) else status
-            out[str(limit_id)] = "unknown" if state is None else str(state)
-        return out
+        return xproxy.limit_states(self.result)
 
     def _fields(self) -> list[tuple[str, str]]:
         """(label, plain text) rows in display order; the HTML view escapes them."""
@@ -118,7 +96,9 @@ class ResultView:
             if values:
                 rows.append((label, sep.join(values)))
 
-        add("request id", "request_id")
+        request_id = xproxy.request_id(r)
+        if request_id:
+            rows.append(("request id", request_id))
         add("resource", "resource_id")
         add("use case", "use_case_name", "use_case_id", "use_case_step")
         add("user", "user_id")
@@ -145,8 +125,7 @@ class ResultView:
         return ""
 
     def _blocked(self) -> list[str]:
-        ids = (self.result or {}).get("blocked_limit_ids")
-        return [str(i) for i in ids] if isinstance(ids, list) else []
+        return xproxy.blocked_limit_ids(self.result)
 
     # -- renderings ---------------------------------------------------------------------------
 

@@ -163,12 +163,13 @@ _retirement_lock = threading.Lock()
 def _cell_id_of(shell: Any) -> str | None:
     """The running cell's id: IPython's current execution, else the kernel's execute request."""
     info = getattr(getattr(getattr(shell, "displayhook", None), "exec_result", None), "info", None)
-    if getattr(info, "cell_id", None):
-        return info.cell_id  # type: ignore[union-attr]
+    cell_id = getattr(info, "cell_id", None)
+    if cell_id:
+        return str(cell_id)
     kernel = getattr(shell, "kernel", None)
     try:
-        parent: Any = kernel.get_parent() if kernel is not None else None  # type: ignore[union-attr]
-    except Exception:
+        parent: Any = kernel.get_parent() if kernel is not None else None
+    except Exception:  # no execute request to read (a kernel between cells): the view is just not tied to a cell
         return None
     return (parent or {}).get("metadata", {}).get("cellId") if isinstance(parent, dict) else None
 

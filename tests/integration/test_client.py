@@ -41,6 +41,11 @@ def _event(limit_ids: list[str] | None = None, **overrides: object) -> UsageEven
     return openai_event(1200, 300, context=context, **overrides)
 
 
+def _bulk_item(event: UsageEvent) -> dict[str, object]:
+    """The bulk item the sender makes from a spooled event."""
+    return wire.bulk_item_from(wire.ingest_body(event), wire.ingest_headers(event))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -160,7 +165,7 @@ def test_results_by_request_id_and_by_provider_response_id(client: PayiClient) -
 
 def test_bulk_answer_is_returned_even_when_some_items_are_refused(client: PayiClient, sandbox: sandbox_pkg.Sandbox) -> None:
     good, bad = _event(), _event([f"missing-{uuid.uuid4().hex[:6]}"])
-    answer = client.ingest_bulk([wire.bulk_item(good), wire.bulk_item(bad)])
+    answer = client.ingest_bulk([_bulk_item(good), _bulk_item(bad)])
     validate_component("BulkIngestResponse", answer)
     assert answer["ingest_count"] == 1
     assert [e["item_index"] for e in answer["errors"]] == [1]
@@ -176,7 +181,7 @@ def test_async_client_speaks_the_same_api(sandbox: sandbox_pkg.Sandbox) -> None:
         async with AsyncPayiClient(sandbox.base_url, sandbox.api_key) as payi:
             events = [_event(), _event()]
             answers = await asyncio.gather(*(payi.ingest(wire.ingest_body(e), wire.ingest_headers(e)) for e in events))
-            bulk = await payi.ingest_bulk([wire.bulk_item(_event())])
+            bulk = await payi.ingest_bulk([_bulk_item(_event())])
             looked_up = await payi.provider_result(events[0].category, events[0].provider_response_id)
             return answers, bulk, looked_up
 
@@ -216,7 +221,7 @@ def test_bad_arguments_are_refused_before_sending(call, message: str, sandbox: s
     assert len(sandbox.events()) == before
 
 
-@pytest.mark.parametrize(("base_url", "key"), [("api.pay-i.com", "k"), ("https://api.pay-i.com", " ")])
+@pytest.mark.parametrize(("base_url", "key"), [("api.pay-i.com", "k"), ("https://", "k"), ("https://api.pay-i.com", " ")])
 def test_bad_endpoint_settings_are_refused(base_url: str, key: str) -> None:
     with pytest.raises(ValueError):
         PayiClient(base_url, key)

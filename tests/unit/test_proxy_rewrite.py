@@ -9,9 +9,9 @@ import pytest
 from botocore.compat import HTTPHeaders
 
 from payi_notebook.capture.proxying import ProxyTarget, add_proxy_headers, proxy_url, proxyable, rewrite_to_proxy
-from payi_notebook.capture.redact import is_secret, response_headers
 from payi_notebook.capture.routes import RouteTable
 from payi_notebook.context import Context, derive
+from payi_notebook.redact import is_secret, response_headers
 from payi_notebook.secret import Secret
 
 PAYI = ProxyTarget("https://api.pay-i.com", Secret("payi-key-SECRET"))

@@ -16,8 +16,8 @@ from google.genai import types
 from google.oauth2.credentials import Credentials
 
 from payi_notebook.capture.proxying import proxyable
-from payi_notebook.capture.redact import is_secret
 from payi_notebook.capture.routes import RouteTable
+from payi_notebook.redact import is_secret
 from payi_notebook.sandbox.proxy_routes import APIS
 
 from support.openapi_spec import spec

@@ -187,9 +187,14 @@ def test_anthropic_cache_units_and_large_latencies_fit_the_spec() -> None:
     assert "use_case_properties" not in body  # no use case, nothing to attach them to
 
 
+def _bulk_item(event: UsageEvent) -> dict[str, object]:
+    """The bulk item the sender makes: the spooled ingest body and headers, merged."""
+    return wire.bulk_item_from(wire.ingest_body(event), wire.ingest_headers(event))
+
+
 def test_bulk_item_is_the_body_plus_the_context_fields() -> None:
     event = _openai_event()
-    item = wire.bulk_item(event)
+    item = _bulk_item(event)
     validate_component("BulkIngestRequest", item)
     body = wire.ingest_body(event)
     assert {k: v for k, v in item.items() if k in body} == body
@@ -204,16 +209,18 @@ def test_bulk_item_is_the_body_plus_the_context_fields() -> None:
     }
 
 
-def test_bulk_item_from_spooled_body_and_headers_matches_the_event_rendering() -> None:
-    for event in (_openai_event(), _openai_event(context=Context()), _openai_event(context=_context(limit_ids=[]))):
-        from_spool = wire.bulk_item_from(wire.ingest_body(event), wire.ingest_headers(event))
-        assert from_spool == wire.bulk_item(event)
-        validate_component("BulkIngestRequest", from_spool)
+def test_bulk_items_without_attribution_are_just_the_body() -> None:
+    for event in (_openai_event(context=Context()), _openai_event(context=_context(limit_ids=[]))):
+        item = _bulk_item(event)
+        validate_component("BulkIngestRequest", item)
+        assert "limit_ids" not in item
+    bare = _openai_event(context=Context())
+    assert _bulk_item(bare) == wire.ingest_body(bare)
 
 
 def test_credentials_never_reach_the_wire() -> None:
     event = _openai_event()
-    rendered = json.dumps([wire.ingest_body(event), wire.ingest_headers(event), wire.bulk_item(event)])
+    rendered = json.dumps([wire.ingest_body(event), wire.ingest_headers(event), _bulk_item(event)])
     for secret in SECRETS:
         assert secret not in rendered
     names = {h["name"].lower() for h in wire.ingest_body(event)["provider_response_headers"]}

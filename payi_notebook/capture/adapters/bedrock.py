@@ -22,6 +22,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from ... import xproxy
 from ..sse import SSEEvent
 from .anthropic import AnthropicMessages
 from .base import ApiAdapter, Endpoint, Observation, Provider, loads
@@ -112,8 +113,8 @@ class Converse(_BedrockAdapter):
         if isinstance(data.get("usage"), dict):
             obs.usage = data["usage"]
             obs.complete = True
-        if isinstance(data.get("xproxy_result"), dict):
-            obs.xproxy_result = data["xproxy_result"]
+        if (result := xproxy.of_body(data)) is not None:
+            obs.xproxy_result = result
 
 
 class ConverseStream(_BedrockAdapter):
@@ -148,8 +149,8 @@ class Invoke(Converse):
             obs.usage = usage
             obs.complete = True
         obs.model = obs.model or (data.get("model") if isinstance(data.get("model"), str) else None)
-        if isinstance(data.get("xproxy_result"), dict):
-            obs.xproxy_result = data["xproxy_result"]
+        if (result := xproxy.of_body(data)) is not None:
+            obs.xproxy_result = result
 
 
 class InvokeStream(_BedrockAdapter):
@@ -192,8 +193,8 @@ class InvokeStream(_BedrockAdapter):
             if obs.usage is None or "output_tokens" not in obs.usage:
                 obs.usage = metrics
             obs.complete = True
-        if isinstance(chunk.get("xproxy_result"), dict):
-            obs.xproxy_result = chunk["xproxy_result"]
+        if (result := xproxy.of_body(chunk)) is not None:
+            obs.xproxy_result = result
         return True
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import xproxy
 from ..sse import SSEEvent
 from .base import ApiAdapter, Endpoint, Observation, Provider, loads, read_error
 
@@ -56,8 +57,8 @@ class GeminiEmbed(ApiAdapter):
     def read_json(self, obs: Observation, data: Any) -> None:
         if not isinstance(data, dict):
             return
-        if isinstance(data.get("xproxy_result"), dict):
-            obs.xproxy_result = data["xproxy_result"]
+        if (result := xproxy.of_body(data)) is not None:
+            obs.xproxy_result = result
         usage = data.get("usageMetadata")
         if not isinstance(usage, dict):
             items = data.get("embeddings") or [
@@ -81,8 +82,8 @@ def _take(obs: Observation, data: dict[str, Any]) -> None:
     obs.model = data.get("modelVersion") or obs.model
     if isinstance(data.get("usageMetadata"), dict):
         obs.usage = data["usageMetadata"]
-    if isinstance(data.get("xproxy_result"), dict):
-        obs.xproxy_result = data["xproxy_result"]
+    if (result := xproxy.of_body(data)) is not None:
+        obs.xproxy_result = result
 
 
 MODEL = "/{version}/models/{model}"

@@ -80,7 +80,7 @@ class _Renderer:
                 for index, inner in enumerate(CHECK.objects((*path, "content"), content)):
                     self.block(inner, (*path, "content", index))
         elif kind in ATTACHMENT_BLOCKS:
-            source = block.get("source") if isinstance(block.get("source"), dict) else {}
+            source: dict[str, Any] = block["source"] if isinstance(block.get("source"), dict) else {}
             if source.get("type") == "text" and isinstance(source.get("data"), str):
                 self.builder.text(source["data"])
             else:

@@ -148,7 +148,7 @@ def _nova(answer: Answer, call: Call) -> tuple[dict[str, Any], Iterator[dict[str
 
     def pieces() -> Iterator[dict[str, Any]]:
         yield {"messageStart": {"role": "assistant"}}
-        for index, piece in enumerate(answer.reply.pieces):
+        for piece in answer.reply.pieces:
             yield {"contentBlockDelta": {"delta": {"text": piece}, "contentBlockIndex": 0}}
         yield {"contentBlockStop": {"contentBlockIndex": 0}}
         yield {"messageStop": {"stopReason": answer.stop}}

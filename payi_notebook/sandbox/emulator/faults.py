@@ -84,11 +84,11 @@ def parse_directives(text: str, base: Faults = NO_FAULTS) -> Faults:
                 raise _bad(item, f"{name} takes seconds, e.g. {name}=0.5") from None
             if not 0 <= seconds <= MAX_SECONDS:
                 raise _bad(item, f"{name} must be between 0 and {MAX_SECONDS:g} seconds")
-            faults = replace(faults, **{name: seconds})
+            faults = replace(faults, **{name: seconds})  # type: ignore[arg-type]  # name is one of _SECONDS, all float fields
         elif name in _COUNTS and has_value:
             if not value.isdigit() or int(value) < _COUNTS[name] or int(value) > MAX_COUNT:
                 raise _bad(item, f"{name} takes a whole number from {_COUNTS[name]} to {MAX_COUNT}")
-            faults = replace(faults, **{name: int(value)})
+            faults = replace(faults, **{name: int(value)})  # type: ignore[arg-type]  # name is one of _COUNTS, all int fields
         else:
             raise _bad(item, "unknown directive")
     return replace(faults, source=",".join(part for part in (base.source, text.strip()) if part))

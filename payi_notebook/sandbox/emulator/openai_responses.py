@@ -32,7 +32,7 @@ from .validation import FieldPath
 
 ROLES = ("system", "developer", "user", "assistant")
 MIN_OUTPUT_TOKENS = 16
-_ECHOED = {
+_ECHOED: dict[str, Any] = {
     "instructions": None,
     "max_output_tokens": None,
     "max_tool_calls": None,

@@ -1,4 +1,11 @@
-"""Keep credentials out of everything capture records."""
+"""Which headers never leave: the one rule set for what capture records and what is sent to Pay-i.
+
+A header is dropped when it may carry a credential (by exact name, or a telling word such as
+``key`` or ``token`` in its name) or is framing (``content-*``, ``transfer-encoding``,
+``connection``, ``keep-alive``). Capture applies it when a response is recorded and the wire
+format applies it again when ``provider_response_headers`` are sent, so a journal written by
+an older version cannot leak what today's rules drop.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +38,8 @@ def is_secret(name: str) -> bool:
 
 
 @lru_cache(maxsize=512)
-def _kept(name: str) -> bool:
+def kept(name: str) -> bool:
+    """Whether a response header may be recorded and forwarded (neither a credential nor framing)."""
     lowered = name.lower()
     return not is_secret(lowered) and lowered not in _SKIPPED and not lowered.startswith("content-")
 
@@ -42,4 +50,4 @@ def response_headers(headers: Iterable[tuple[str, str]] | Any) -> list[dict[str,
         items = headers.multi_items()
     else:  # botocore's HeadersDict, or pairs read back from the journal
         items = headers.items() if hasattr(headers, "items") else headers
-    return [{"name": name, "value": value} for name, value in items if _kept(name)]
+    return [{"name": name, "value": value} for name, value in items if kept(name)]
