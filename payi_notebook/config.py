@@ -103,7 +103,7 @@ class Settings(HasTraits):
 
     @validate("providers")
     def _check_providers(self, proposal: Any) -> dict[str, list[str]]:
-        from .capture.adapters import (
+        from .providers import (
             PROVIDERS,  # the provider modules are the one list of names
         )
 

@@ -336,6 +336,6 @@ def __getattr__(name: str) -> Any:
     """
     if name.startswith("_") or not hasattr(Limits, name):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from .session import get_session
+    from . import current
 
-    return getattr(get_session().limits, name)
+    return getattr(current.session().limits, name)

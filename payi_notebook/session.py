@@ -23,7 +23,6 @@ from typing import Any
 from . import capture, current, forking, journals, refusals, tracking
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
-from .capture.adapters import PROVIDERS
 from .capture.exchange import Exchange
 from .client import PayiClient
 from .config import Settings, check_timeout, current_settings, forget_settings
@@ -35,6 +34,7 @@ from .ledger import Ledger, RowRef
 from .limits import Limits, resolve_ids
 from .naming import notebook_name, script_name
 from .problems import Problems
+from .providers import PROVIDERS
 from .status_report import StatusReport
 from .tracking import TrackingScope
 

@@ -79,7 +79,7 @@ def provider(m: PayiMagics, rest: list[str]) -> Any:
     if rest == ["list"] or not rest:
         return m.session.provider_table()
     if rest[0] != "add" or len(rest) != 3:
-        from .capture.adapters import PROVIDERS
+        from .providers import PROVIDERS
 
         names = "|".join(PROVIDERS)
         raise UsageError(f"usage: %payi provider add {names} URL (the URL you give the SDK)  (or %payi provider list)")

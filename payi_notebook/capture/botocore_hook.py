@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 from .. import tracking
 from ..context import Context
+from ..providers import bedrock
+from ..providers.eventstream import CONTENT_TYPE as EVENTSTREAM
 from . import hooks
-from .adapters import bedrock
-from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .exchange import Exchange
 from .proxying import ProxyTarget, add_proxy_headers
 from .routes import Route, RouteTable, client_route

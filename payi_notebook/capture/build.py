@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from .. import records, xproxy
 from ..context import Context
 from ..events import Status, UsageEvent
+from ..providers import ApiAdapter, Observation, bedrock, endpoint_for, read_error
+from ..providers.base import loads as _loads
 from ..records import CallRecord
 from ..redact import response_headers
 from ..tracking import TrackingScope
 from ..units import token_counts, units_for
-from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
-from .adapters.base import loads as _loads
 from .estimate import estimate_input_tokens
 from .routes import Route
 

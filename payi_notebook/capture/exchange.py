@@ -27,16 +27,16 @@ from ..budgets.guard import admit
 from ..budgets.guard import settle as settle_budget
 from ..context import Context
 from ..events import UsageEvent, new_event_id
+from ..providers import ApiAdapter, Observation
+from ..providers.base import loads as _loads
+from ..providers.eventstream import CONTENT_TYPE as EVENTSTREAM
+from ..providers.sse import SSEEvent
 from ..records import CallRecord
 from ..redact import response_headers
 from ..tracking import TrackingScope
-from .adapters import ApiAdapter, Observation
-from .adapters.base import loads as _loads
 from .build import build_event, text
-from .eventstream import CONTENT_TYPE as EVENTSTREAM
 from .proxying import ProxyTarget, apply_context, proxyable, rewrite_to_proxy
 from .routes import Route, RouteTable
-from .sse import SSEEvent
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from ..context import EMPTY, Context
+from ..providers import PROVIDERS
 from ..secret import Secret
-from .adapters import PROVIDERS
 from .routes import Route
 
 # The context's headers (lower case, as httpx lists them) and the field each one sets.

@@ -19,7 +19,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
-from .adapters import PROVIDERS, Endpoint, Provider
+from ..providers import PROVIDERS, Endpoint, Provider
 
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 _VERSION = re.compile(r"/v\d+[a-z0-9]*$")

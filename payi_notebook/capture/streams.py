@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from . import eventstream
-from .sse import SSESplitter, parse_event
+from ..providers import eventstream
+from ..providers.sse import SSESplitter, parse_event
 
 if TYPE_CHECKING:
     from .exchange import Exchange

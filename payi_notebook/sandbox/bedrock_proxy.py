@@ -3,7 +3,7 @@
 Block limits are checked first, as on the other proxy routes; the call is then forwarded to
 ``xProxy-Provider-BaseUri`` (default: the emulator) with the caller's SigV4 headers as they
 were signed, on the path as it was signed (the model id keeps its percent-encoding).
-Usage is read the way capture reads it (one reader per operation, ``capture.adapters.bedrock``):
+Usage is read the way capture reads it (one reader per operation, ``providers.bedrock``):
 Converse and InvokeModel JSON get ``xproxy_result`` as a top-level member; binary event
 streams are relayed message by message, and the message that completes the usage (the
 ``metadata`` event, or the chunk with ``amazon-bedrock-invocationMetrics``) gets it inside
@@ -25,9 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from payi_notebook.capture import eventstream
-from payi_notebook.capture.adapters import Observation, endpoint_for
-from payi_notebook.capture.adapters import bedrock as readers
+from payi_notebook.providers import Observation, endpoint_for, eventstream
+from payi_notebook.providers import bedrock as readers
 
 from . import attribution, errors, spec
 from .proxy import (

@@ -15,9 +15,10 @@ from botocore.config import Config
 from botocore.eventstream import EventStreamBuffer
 
 import payi_notebook as pn
-from payi_notebook.capture import RouteTable, eventstream
+from payi_notebook.capture import RouteTable
 from payi_notebook.capture.build import event_from_journal
 from payi_notebook.pricing import price_units
+from payi_notebook.providers import eventstream
 from payi_notebook.units import bedrock_units, token_counts, units_for
 
 from integration.test_journal import journal_records

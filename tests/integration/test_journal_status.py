@@ -26,7 +26,7 @@ from payi_notebook.delivery.places import endpoint_dir
 from payi_notebook.delivery.spool import Spool
 from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger
-from payi_notebook.widgets.status import StatusReport
+from payi_notebook.status_report import StatusReport
 
 pytestmark = pytest.mark.timeout(180)
 FAST: dict[str, Any] = {"backoff_base": 0.01, "backoff_max": 0.05, "lookup_delay": 0.01, "exit_timeout": 1.0}

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from payi_notebook.capture.adapters.anthropic import AnthropicMessages
-from payi_notebook.capture.adapters.base import ApiAdapter, Observation, read_error
-from payi_notebook.capture.adapters.bedrock import Converse, Invoke
-from payi_notebook.capture.adapters.gemini import GeminiGenerate
-from payi_notebook.capture.adapters.openai import OpenAIChat, OpenAIEmbeddings, OpenAIResponses
-from payi_notebook.capture.sse import SSESplitter, parse_event
+from payi_notebook.providers.anthropic import AnthropicMessages
+from payi_notebook.providers.base import ApiAdapter, Observation, read_error
+from payi_notebook.providers.bedrock import Converse, Invoke
+from payi_notebook.providers.gemini import GeminiGenerate
+from payi_notebook.providers.openai import OpenAIChat, OpenAIEmbeddings, OpenAIResponses
+from payi_notebook.providers.sse import SSESplitter, parse_event
 from payi_notebook.units import units_for
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from payi_notebook.capture.sse import SSESplitter, parse_event
+from payi_notebook.providers.sse import SSESplitter, parse_event
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAMS = sorted(p.name for p in FIXTURES.glob("*.sse"))

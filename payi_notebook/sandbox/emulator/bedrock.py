@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from payi_notebook.capture import eventstream
+from payi_notebook.providers import eventstream
 
 from .call import Call
 from .delivery import dumps, event_stream, json_response

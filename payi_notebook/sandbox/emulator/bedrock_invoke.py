@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from payi_notebook.capture import eventstream
+from payi_notebook.providers import eventstream
 
 from . import anthropic_messages, ids
 from .bedrock import Answer, BedrockError, body_field, converse_prompt, event_reply

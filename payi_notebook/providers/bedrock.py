@@ -22,11 +22,11 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from ... import xproxy
-from ..sse import SSEEvent
+from .. import xproxy
 from .anthropic import AnthropicMessages
 from .base import ApiAdapter, Endpoint, Observation, Provider, loads
 from .openai import OpenAIChat, OpenAIResponses
+from .sse import SSEEvent
 
 _HEADER_UNITS = (
     ("x-amzn-bedrock-input-token-count", "inputTokens"),

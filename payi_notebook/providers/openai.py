@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..sse import SSEEvent
 from .base import ApiAdapter, Endpoint, Observation, Provider, loads, read_error
+from .sse import SSEEvent
 
 
 class OpenAIChat(ApiAdapter):

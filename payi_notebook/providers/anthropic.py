@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..sse import SSEEvent
 from .base import ApiAdapter, Endpoint, Observation, Provider, loads, read_error
+from .sse import SSEEvent
 
 
 class AnthropicMessages(ApiAdapter):

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from ... import xproxy
-from ..sse import SSEEvent
+from .. import xproxy
+from .sse import SSEEvent
 
 
 @dataclass(slots=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import xproxy
-from ..sse import SSEEvent
+from .. import xproxy
 from .base import ApiAdapter, Endpoint, Observation, Provider, loads, read_error
+from .sse import SSEEvent
 
 
 class GeminiGenerate(ApiAdapter):
