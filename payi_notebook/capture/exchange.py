@@ -29,7 +29,7 @@ from ..budgets.guard import settle as settle_budget
 from ..context import Context
 from ..events import Status, UsageEvent, new_event_id
 from ..tracking import TrackingScope
-from ..units import token_counts, units_for
+from ..units import empty_units, token_counts, units_for
 from .adapters import ApiAdapter, Observation, bedrock, endpoint_for, read_error
 from .estimate import estimate_input_tokens
 from .eventstream import CONTENT_TYPE as EVENTSTREAM
@@ -53,7 +53,6 @@ class CaptureConfig:
     record_refusal: Callable[[UsageEvent, TrackingScope], None] | None = None
 
 
-EMPTY_UNITS = {"text": {"input": 0, "output": 0}}
 _PROXY_HINTS = {
     "invalid_api_key": " — check PAYI_API_KEY (or pn.configure(api_key=...))",
     "invalid_limit_ids": " — check the ids with pn.limits.list()",
@@ -302,7 +301,7 @@ def build_event(x: Any) -> UsageEvent:
     if partial:
         usage = _partial_usage(wire, usage, obs.deltas)
     resource = x.adapter.resource(model, obs.model)
-    units = units_for(wire, usage, resource) if usage else dict(EMPTY_UNITS)
+    units = units_for(wire, usage, resource) if usage else empty_units()
     if partial and not token_counts(units).input:  # the prompt's usage never came: estimate it
         tokens = estimate_input_tokens(_loads(x.request_body) if x.request_body else None)
         if tokens:
