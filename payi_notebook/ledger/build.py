@@ -19,19 +19,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..units import ANTHROPIC_LARGE_CONTEXT_TOKENS, ANTHROPIC_LAYOUT_PROVIDERS, TOKEN_LAYOUTS
+from ..units import ANTHROPIC_LARGE_CONTEXT_TOKENS, TOKEN_LAYOUTS
 from .schema import (
     CATEGORY_COLUMNS,
     COLUMN_HEAPS,
-    CONTEXT_POSITION,
     ESTIMATED,
     FIXED_CATEGORIES,
     NO_UNITS,
     PARTIAL,
     RECORD_COLUMNS,
-    SHAPE_POSITIONS,
     TEXT,
 )
+from .shapes import ShapeTables
 from .store import Snapshot
 
 _HEX_SLICE = 1 << 18  # octets rendered per step in event_ids
@@ -39,18 +38,10 @@ _HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype=np.u
 SHAPE_CATEGORIES = tuple(name for name in CATEGORY_COLUMNS if name not in FIXED_CATEGORIES)
 
 
-def shared(values: Iterable[Any], key: Callable[[Any], Any], make: Callable[[Any], Any]) -> list[Any]:
-    """``make(value)`` per value, one object for values with equal ``key`` (the build's one identity memo).
-
-    A session repeats nested values a lot (a scope's properties, a units map, a one-sided
-    units entry): sharing them keeps a million-row frame from holding a million copies.
-    """
-    made: dict[Any, Any] = {}
-    return [made[k] if (k := key(v)) in made else made.setdefault(k, make(v)) for v in values]
-
-
-def _same(value: Any) -> Any:
-    return value
+def _one_sided(side: str, values: list[int]) -> list[dict[str, int]]:
+    """``{side: value}`` for each value, one dict per distinct value."""
+    made = {value: {side: value} for value in dict.fromkeys(values)}
+    return [made[value] for value in values]
 
 
 def lookup(table: list[Any]) -> np.ndarray:
@@ -80,14 +71,6 @@ def categories(values: Iterable[Any]) -> tuple[np.ndarray, pd.CategoricalDtype]:
 
 def fixed_dtype(name: str) -> pd.CategoricalDtype:
     return pd.CategoricalDtype(pd.Index(FIXED_CATEGORIES[name], dtype=TEXT))
-
-
-def per_shape(shapes: Sequence[tuple[Any, ...]], name: str) -> list[Any]:
-    """One value of field ``name`` per shape (a shape field or a ``Context`` attribute)."""
-    if name in SHAPE_POSITIONS:
-        position = SHAPE_POSITIONS[name]
-        return [t[position] for t in shapes]
-    return [getattr(t[CONTEXT_POSITION], name) for t in shapes]
 
 
 def nullable_int(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
@@ -203,15 +186,16 @@ def units_column(
         if kind & 3 == 0:
             made = [{key: {"input": x, "output": y}} for x, y in zip(a, b)]
         elif kind & 3 == 2:
-            ones = shared(c, _same, lambda v, side=first_side: {side: v})
+            ones = _one_sided(first_side, c)
             made = [{key: {"input": x, "output": y}, first_key: z} for x, y, z in zip(a, b, ones)]
         elif kind & 3 == 1:
-            ones = shared(d, _same, lambda v, side=second_side: {side: v})
+            ones = _one_sided(second_side, d)
             made = [{key: {"input": x, "output": y}, second_key: w} for x, y, w in zip(a, b, ones)]
         else:
-            firsts_ = shared(c, _same, lambda v, side=first_side: {side: v})
-            seconds = shared(d, _same, lambda v, side=second_side: {side: v})
-            made = [{key: {"input": x, "output": y}, first_key: z, second_key: w} for x, y, z, w in zip(a, b, firsts_, seconds)]
+            made = [
+                {key: {"input": x, "output": y}, first_key: z, second_key: w}
+                for x, y, z, w in zip(a, b, _one_sided(first_side, c), _one_sided(second_side, d))
+            ]
         maps[at] = objects(made, len(at))
     return maps[codes]
 
@@ -221,11 +205,13 @@ class Columns:
 
     Text categoricals are their codes (see the module doc), text columns Arrow arrays,
     timestamps naive ``datetime64[us]`` (UTC), everything else what the frame holds.
+    Nested values are fresh objects per build, one per distinct value.
     """
 
-    def __init__(self, s: Snapshot) -> None:
+    def __init__(self, s: Snapshot, tables: ShapeTables) -> None:
         self.s = s
         self.f = s.fields
+        self.tables = tables
 
     @cached_property
     def shape(self) -> np.ndarray:
@@ -235,6 +221,10 @@ class Columns:
     def has_payi(self) -> np.ndarray:
         return ~np.isnan(self.f["payi"])
 
+    def _per_row(self, name: str) -> np.ndarray:
+        """A plain per-shape table taken at each row."""
+        return self.tables.values(name, self.s.shapes)[self.shape]
+
     def build(self, name: str) -> Any:
         """The piece of column ``name`` for the snapshot's rows."""
         f = self.f
@@ -243,14 +233,23 @@ class Columns:
         if name in COLUMN_HEAPS:
             return heap_column(self.s.heaps[COLUMN_HEAPS[name]])
         if name in SHAPE_CATEGORIES:
-            return categories(per_shape(self.s.shapes, name))[0][self.shape]
+            return self.tables.codes(name, self.s.shapes)[self.shape]
         if name in ("execution_count", "use_case_version"):
-            values = per_shape(self.s.shapes, name)
-            ints = np.array([0 if v is None else v for v in values], dtype=np.int64)
-            missing = np.array([v is None for v in values], dtype=bool)
+            values = self.tables.values(name, self.s.shapes)
+            missing = np.array([v is None for v in values.tolist()], dtype=bool)
+            ints = np.where(missing, 0, values).astype(np.int64)
             return nullable_int(ints[self.shape], missing[self.shape])
         method: Callable[[], Any] = getattr(self, name)
         return method()
+
+    def _nested(self, name: str, make: Callable[[Any], Any]) -> np.ndarray:
+        """Fresh ``make(key)`` objects for the distinct values the rows use, spread over the rows."""
+        codes = self.tables.codes(name, self.s.shapes)[self.shape]
+        keys = self.tables.keys(name)
+        table = np.empty(len(keys), dtype=object)
+        for code in np.unique(codes).tolist():
+            table[code] = make(keys[code])
+        return table[codes]
 
     def event_id(self) -> pa.Array:
         return event_ids(self.f["id"], self.s.odd_ids)
@@ -260,14 +259,12 @@ class Columns:
         return np.rint(micros, out=micros).astype("datetime64[us]")
 
     def streaming(self) -> np.ndarray:
-        return np.array(per_shape(self.s.shapes, "streaming"), dtype=bool)[self.shape]
+        return self._per_row("streaming")
 
     def units(self) -> np.ndarray:
         f = self.f
-        providers = per_shape(self.s.shapes, "provider")
-        anthropic = np.array([p in ANTHROPIC_LAYOUT_PROVIDERS for p in providers], dtype=bool)[self.shape]
         tokens = (f[name] for name in ("input", "output", "cache_read", "cache_write", "reasoning"))
-        column = units_column(anthropic, *tokens)
+        column = units_column(self._per_row("anthropic"), *tokens)
         column[np.flatnonzero(f["flags"] & NO_UNITS)] = lookup([{}])  # one shared {} for rows without units
         for i, own in self.s.units.items():
             column[i] = {name: dict(sides) for name, sides in own.items()}
@@ -287,10 +284,10 @@ class Columns:
         return nullable_int(http, http < 0)
 
     def limit_ids(self) -> np.ndarray:
-        return lookup(shared(per_shape(self.s.shapes, "limit_ids"), tuple, list))[self.shape]
+        return self._nested("limit_ids", list)
 
     def properties(self) -> np.ndarray:
-        return lookup(shared(per_shape(self.s.shapes, "properties"), lambda p: tuple(p.items()), dict))[self.shape]
+        return self._nested("properties", dict)
 
     def limit_states(self) -> np.ndarray:
         return lookup([dict(items) for items in self.s.limit_table] + [{}])[self.f["limits"]]  # -1: the last, {}

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .build import SHAPE_CATEGORIES, Columns, categories, fixed_dtype, per_shape
+from .build import SHAPE_CATEGORIES, Columns, categories, fixed_dtype
 from .schema import FIXED_CATEGORIES, LIMIT_ID, TEXT
+from .shapes import ShapeTables
 from .store import Snapshot, Store
-
 
 
 class Pieces:
@@ -33,6 +33,7 @@ class Pieces:
 
     def __init__(self) -> None:
         self.chunks: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.tables = ShapeTables()  # the per-shape tables every build of this store reads
 
     def valid(self, chunk: int, version: int, names: tuple[str, ...]) -> bool:
         kept = self.chunks.get(chunk)
@@ -76,8 +77,8 @@ def _plan(store: Store, pieces: Pieces, lock: threading.Lock, version: Callable[
         return _Plan(version(), n, runs, store.snapshot(names, sealed * size, n), store.shapes[:])
 
 
-def _build(s: Snapshot, names: tuple[str, ...]) -> dict[str, Any]:
-    columns = Columns(s)
+def _build(s: Snapshot, tables: ShapeTables, names: tuple[str, ...]) -> dict[str, Any]:
+    columns = Columns(s, tables)
     return {name: columns.shape if name == LIMIT_ID else columns.build(name) for name in names}
 
 
@@ -103,7 +104,7 @@ def build_frame(
         size = store.chunk_rows
         plan = _plan(store, pieces, lock, version, names)
         for first, end, versions, snapshot in plan.runs:
-            built = _build(snapshot, names)
+            built = _build(snapshot, pieces.tables, names)
             for k in range(first, end):
                 at = (k - first) * size
                 kept = pieces.chunks.get(k)
@@ -113,16 +114,16 @@ def build_frame(
         sealed = plan.n // size
         for k in [k for k in pieces.chunks if k >= sealed]:  # a reset or a shorter store: not ours any more
             del pieces.chunks[k]
-        tail = _build(plan.tail, names)
+        tail = _build(plan.tail, pieces.tables, names)
         data = {}
         for name in names:
             parts = [pieces.chunks[k][1][name] for k in range(sealed)] + [tail[name]]
             joined = _concat(parts)
-            data[name] = _column(name, joined, plan.shapes)
+            data[name] = _column(name, joined, pieces.tables, plan.shapes)
             if sealed and not isinstance(joined, pa.ChunkedArray):  # kept pieces become views: no second copy
                 for k in range(sealed):
                     pieces.chunks[k][1][name] = _slice(joined, k * size, (k + 1) * size)
-        return plan.version, _frame(data, columns, plan)
+        return plan.version, _frame(data, columns, plan, pieces.tables)
     finally:
         if enabled:
             gc.enable()
@@ -140,12 +141,12 @@ def _concat(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-def _column(name: str, joined: Any, shapes: list[tuple[Any, ...]]) -> Any:
+def _column(name: str, joined: Any, tables: ShapeTables, shapes: list[tuple[Any, ...]]) -> Any:
     """A joined piece in the frame's dtype."""
     if isinstance(joined, pa.ChunkedArray):
         return pd.array(joined, dtype=TEXT)
     if name in SHAPE_CATEGORIES:
-        return pd.Categorical.from_codes(joined, dtype=categories(per_shape(shapes, name))[1], validate=False)
+        return pd.Categorical.from_codes(joined, dtype=tables.dtype(name, shapes), validate=False)
     if name in FIXED_CATEGORIES:
         return pd.Categorical.from_codes(joined, dtype=fixed_dtype(name), validate=False)
     if name == "timestamp":
@@ -153,29 +154,31 @@ def _column(name: str, joined: Any, shapes: list[tuple[Any, ...]]) -> Any:
     return joined
 
 
-def _frame(data: dict[str, Any], columns: tuple[str, ...], plan: _Plan) -> pd.DataFrame:
+def _frame(data: dict[str, Any], columns: tuple[str, ...], plan: _Plan, tables: ShapeTables) -> pd.DataFrame:
     shape = data.pop(LIMIT_ID, None)
     frame = pd.DataFrame(data, index=pd.RangeIndex(plan.n), copy=False)
     if LIMIT_ID in columns:
-        rows, limit_id = explode_limit_ids(shape, plan.shapes)
+        rows, limit_id = explode_limit_ids(shape, tables.codes("limit_ids", plan.shapes), tables.keys("limit_ids"))
         frame = frame.take(rows)
         frame.insert(columns.index(LIMIT_ID), LIMIT_ID, limit_id)
     return frame
 
 
-def explode_limit_ids(shape: np.ndarray, shapes: list[tuple[Any, ...]]) -> tuple[np.ndarray, pd.Categorical]:
+def explode_limit_ids(shape: np.ndarray, codes: np.ndarray, keys: list[tuple[str, ...]]) -> tuple[np.ndarray, pd.Categorical]:
     """``limit_ids`` exploded: the row of each (row, limit id) pair and the limit ids.
 
-    Worked out per shape (a few) and spread over rows with numpy: a shape's ids sit at
-    ``starts[shape]`` in one flat code table, a shape without ids has one null entry.
+    ``codes`` numbers each shape's ids, ``keys`` holds them. Worked out per distinct id
+    list (a few) and spread over rows with numpy: a list's ids sit at ``starts[code]`` in
+    one flat code table, an empty list has one null entry.
     """
-    per = [ids or (None,) for ids in per_shape(shapes, "limit_ids")]
+    per = [ids or (None,) for ids in keys]
     flat, dtype = categories(limit_id for ids in per for limit_id in ids)
     sizes = np.array([len(ids) for ids in per], dtype=np.intp)
     starts = np.cumsum(sizes) - sizes
-    counts = sizes[shape]
+    lists = codes[shape]
+    counts = sizes[lists]
     rows = np.repeat(np.arange(len(shape)), counts)
     firsts = np.cumsum(counts) - counts  # each row's first exploded position
     positions = np.arange(len(rows)) - np.repeat(firsts, counts)
-    codes = flat[np.repeat(starts[shape], counts) + positions]
-    return rows, pd.Categorical.from_codes(codes, dtype=dtype)
+    values = flat[np.repeat(starts[lists], counts) + positions]
+    return rows, pd.Categorical.from_codes(values, dtype=dtype)

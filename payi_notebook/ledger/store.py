@@ -26,7 +26,7 @@ from ..units import Units
 from .records import Encoded, LimitItems, shape_problem
 from .schema import COLUMN_FIELDS, COLUMN_HEAPS, CONTEXT_POSITION, HEAPS, OFFSETS, RECORD, RECORD_DTYPE, SETTERS
 
-CHUNK_ROWS = 16_384  # rows per chunk: a rebuilt chunk costs ~25 ms, a million rows make 62
+CHUNK_ROWS = 8192  # rows per chunk: a rebuilt chunk costs ~10-20 ms, a million rows make 123
 _COPY_BLOCK = 8192  # records per block in field_copies: ~1 MB, cache-sized
 _NO_ID = bytes(16)
 _ENTRY = struct.Struct("<i")
