@@ -357,9 +357,7 @@ def _runs(args: argparse.Namespace, roots: dict[str, str]) -> dict[str, list[dic
             command = [sys.executable, __file__, "--worker", "--rows", str(args.rows)]
             command += ["--memory-rows", str(args.memory_rows if run == 0 else 0)]
             command += ["--usages", str(args.usages)] if args.usages else []
-            done = subprocess.run(
-                command, env={**os.environ, ROOT_ENV: root}, capture_output=True, text=True, check=True
-            )
+            done = subprocess.run(command, env={**os.environ, ROOT_ENV: root}, capture_output=True, text=True, check=True)
             results[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
 
@@ -375,9 +373,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows appended per run (default 1,000,000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per tree, each in a fresh process; medians reported")
     parser.add_argument("--memory-rows", type=int, default=200_000, help="rows for the traced memory run (first run)")
-    parser.add_argument(
-        "--usages", type=int, help="distinct usage draws (default: one per row; fewer makes units maps repeat)"
-    )
+    parser.add_argument("--usages", type=int, help="distinct usage draws (default: one per row; fewer makes units maps repeat)")
     parser.add_argument("--baseline", help="another checkout (e.g. main) to measure side by side as 'before'")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -399,9 +395,7 @@ def main() -> None:
         medians = [statistics.median(v) if v else math.nan for v in values]
         cells = "".join(f"{m * scale:9.2f} {unit:<2}" for m in medians)
         ratio = f"{medians[1] / medians[0]:11.2f}x" if len(labels) == 2 and medians[0] else ""
-        runs = " / ".join(
-            " ".join(f"{r[name] * scale:.2f}" for r in results[label] if name in r) for label in labels
-        )
+        runs = " / ".join(" ".join(f"{r[name] * scale:.2f}" for r in results[label] if name in r) for label in labels)
         print(f"  {name:<46}{cells}{ratio}   {TARGETS.get(name, ''):<8} | {runs}")
     print(f"load after: {os.getloadavg()[0]:.1f}")
 

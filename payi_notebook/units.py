@@ -98,9 +98,7 @@ def anthropic_units(usage: Mapping[str, Any] | None) -> Units:
     breakdown = usage.get("cache_creation")
     suffix = LARGE_CONTEXT_SUFFIX if fresh + write + read >= ANTHROPIC_LARGE_CONTEXT_TOKENS else ""
     units: Units = {f"text{suffix}": {"input": fresh, "output": output}}
-    if isinstance(breakdown, Mapping) and (
-        "ephemeral_5m_input_tokens" in breakdown or "ephemeral_1h_input_tokens" in breakdown
-    ):
+    if isinstance(breakdown, Mapping) and ("ephemeral_5m_input_tokens" in breakdown or "ephemeral_1h_input_tokens" in breakdown):
         _put(units, f"text_cache_write{suffix}", "input", _int(breakdown.get("ephemeral_5m_input_tokens")))
         _put(units, f"text_cache_write_1h{suffix}", "input", _int(breakdown.get("ephemeral_1h_input_tokens")))
     else:

@@ -71,9 +71,7 @@ def _plan(store: Store, pieces: Pieces, lock: threading.Lock, version: Callable[
         sealed = n // size
         versions = store.chunk_versions[:sealed].tolist()
         missing = [k for k in range(sealed) if not pieces.valid(k, versions[k], names)]
-        runs = [
-            (a, b, versions[a:b], store.snapshot(names, a * size, b * size)) for a, b in _runs(missing)
-        ]
+        runs = [(a, b, versions[a:b], store.snapshot(names, a * size, b * size)) for a, b in _runs(missing)]
         return _Plan(version(), n, runs, store.snapshot(names, sealed * size, n), store.shapes[:])
 
 

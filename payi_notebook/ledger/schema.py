@@ -8,6 +8,7 @@ on a single layout: a column added here is checked against every place that read
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -94,7 +95,7 @@ class RowRef(NamedTuple):
     """A stable handle for one row: survives later appends, goes stale after ``reset()``."""
 
     generation: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as RowRef always has
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ FIELDS = (
 )
 RECORD = struct.Struct("<" + "".join(code for _, code in FIELDS))
 RECORD_DTYPE = np.dtype([(name, "V16" if code == "16s" else "<" + code) for name, code in FIELDS])
-OFFSETS = {name: RECORD_DTYPE.fields[name][1] for name, _ in FIELDS}
+OFFSETS = {name: struct.calcsize("<" + "".join(code for _, code in FIELDS[:i])) for i, (name, _) in enumerate(FIELDS)}
 SETTERS = {name: struct.Struct("<" + code).pack_into for name, code in FIELDS}
 assert RECORD.size == RECORD_DTYPE.itemsize
 
@@ -219,9 +220,7 @@ RECORD_COLUMNS = {  # columns that are one record field as it is
 }
 COLUMN_HEAPS = {"provider_response_id": "response", "payi_request_id": "request", "xproxy_json": "xproxy"}
 COLUMN_FIELDS: dict[str, tuple[str, ...]] = {  # the record fields each column reads
-    **dict.fromkeys(
-        (*SHAPE_POSITIONS, *CONTEXT_TEXT, "use_case_version", "limit_ids", "properties", LIMIT_ID), ("shape",)
-    ),
+    **dict.fromkeys((*SHAPE_POSITIONS, *CONTEXT_TEXT, "use_case_version", "limit_ids", "properties", LIMIT_ID), ("shape",)),
     **{name: (record,) for name, record in (*RECORD_COLUMNS.items(), *COLUMN_HEAPS.items())},
     "event_id": ("id",),
     "timestamp": ("timestamp",),
@@ -238,11 +237,11 @@ COLUMN_FIELDS: dict[str, tuple[str, ...]] = {  # the record fields each column r
 assert set(COLUMN_FIELDS) == set(FRAME_COLUMNS)
 
 
-def requested(columns: object) -> tuple[str, ...]:
+def requested(columns: Sequence[str]) -> tuple[str, ...]:
     """``Ledger.frame``'s column list, checked: known names, each once."""
     if isinstance(columns, str):
         raise TypeError(f"Ledger.frame() takes a list of column names, not the string {columns!r}")
-    names = tuple(columns)  # type: ignore[call-overload]
+    names = tuple(columns)
     unknown = [name for name in names if not isinstance(name, str) or name not in COLUMN_FIELDS]
     if unknown:
         raise UnknownColumnError(f"unknown ledger column(s) {unknown}; valid: {', '.join(FRAME_COLUMNS)}")

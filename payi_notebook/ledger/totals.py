@@ -14,9 +14,7 @@ from .schema import COST_SOURCES, SHAPE_POSITIONS, Totals
 _RESOURCE = SHAPE_POSITIONS["resource"]
 
 
-def summarize(
-    records: np.ndarray, errors: int, limit_table: list[LimitItems], shapes: list[tuple[Any, ...]]
-) -> Totals:
+def summarize(records: np.ndarray, errors: int, limit_table: list[LimitItems], shapes: list[tuple[Any, ...]]) -> Totals:
     """``Totals`` of some rows' records (a structured array of ``schema.RECORD_DTYPE``)."""
     calls = len(records)
     payi, est = records["payi"], records["est"]

@@ -30,7 +30,7 @@ from payi_notebook.ledger import (
 )
 from payi_notebook.ledger.build import distinct as _distinct
 from payi_notebook.ledger.build import units_column as _units_column
-from payi_notebook.units import ANTHROPIC_LAYOUT_PROVIDERS, TokenCounts, token_counts, units_for, units_from_tokens
+from payi_notebook.units import TokenCounts, token_counts, units_for, units_from_tokens
 
 
 def _compact_units(anthropic: bool, *tokens: int):

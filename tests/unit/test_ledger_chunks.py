@@ -122,7 +122,7 @@ def test_a_reset_drops_kept_chunks(small_chunks):
     ledger = Ledger()
     for i in range(20):
         ledger.append(_event(rng, i))
-    ledger.df
+    assert len(ledger.df) == 20
     ledger.reset()
     assert len(ledger.df) == 0 and not ledger._pieces.chunks
     for i in range(9):
