@@ -65,8 +65,12 @@ def categories(values: Iterable[Any]) -> tuple[np.ndarray, pd.CategoricalDtype]:
     """
     index: dict[Any, int] = {}
     codes = [-1 if v is None else index.setdefault(v, len(index)) for v in values]
-    width = np.int8 if len(index) < 127 else np.int16 if len(index) < 32767 else np.int32
-    return np.array(codes, dtype=width), pd.CategoricalDtype(pd.Index(list(index), dtype=TEXT))
+    return np.array(codes, dtype=code_width(len(index))), pd.CategoricalDtype(pd.Index(list(index), dtype=TEXT))
+
+
+def code_width(categories: int) -> type[np.signedinteger[Any]]:
+    """The integer type pandas keeps codes of that many categories in."""
+    return np.int8 if categories < 127 else np.int16 if categories < 32767 else np.int32
 
 
 def fixed_dtype(name: str) -> pd.CategoricalDtype:
@@ -232,8 +236,9 @@ class Columns:
             return f[RECORD_COLUMNS[name]]
         if name in COLUMN_HEAPS:
             return heap_column(self.s.heaps[COLUMN_HEAPS[name]])
-        if name in SHAPE_CATEGORIES:
-            return self.tables.codes(name, self.s.shapes)[self.shape]
+        if name in SHAPE_CATEGORIES:  # codes as narrow as pandas keeps them: no copy when they become a column
+            table = self.tables.codes(name, self.s.shapes)
+            return table.astype(code_width(len(self.tables.keys(name))))[self.shape]
         if name in ("execution_count", "use_case_version"):
             values = self.tables.values(name, self.s.shapes)
             missing = np.array([v is None for v in values.tolist()], dtype=bool)

@@ -47,7 +47,7 @@ class _Plan:
     version: int  # the ledger's version at that moment
     n: int
     runs: list[tuple[int, int, list[int], Snapshot]]  # first chunk, end chunk, their versions, snapshot
-    tail: Snapshot
+    tail: Snapshot | None  # None: the last run's snapshot goes on to the last row
     shapes: list[tuple[Any, ...]]
 
 
@@ -71,8 +71,14 @@ def _plan(store: Store, pieces: Pieces, lock: threading.Lock, version: Callable[
         sealed = n // size
         versions = store.chunk_versions[:sealed].tolist()
         missing = [k for k in range(sealed) if not pieces.valid(k, versions[k], names)]
-        runs = [(a, b, versions[a:b], store.snapshot(names, a * size, b * size)) for a, b in _runs(missing)]
-        return _Plan(version(), n, runs, store.snapshot(names, sealed * size, n), store.shapes[:])
+        ranges = list(_runs(missing))
+        with_tail = bool(ranges) and ranges[-1][1] == sealed  # one snapshot for both: a first build is one build
+        runs = [
+            (a, b, versions[a:b], store.snapshot(names, a * size, n if with_tail and b == sealed else b * size))
+            for a, b in ranges
+        ]
+        tail = None if with_tail else store.snapshot(names, sealed * size, n)
+        return _Plan(version(), n, runs, tail, store.shapes[:])
 
 
 def _build(s: Snapshot, tables: ShapeTables, names: tuple[str, ...]) -> dict[str, Any]:
@@ -101,6 +107,8 @@ def build_frame(
     try:
         size = store.chunk_rows
         plan = _plan(store, pieces, lock, version, names)
+        sealed = plan.n // size
+        whole = tail = None
         for first, end, versions, snapshot in plan.runs:
             built = _build(snapshot, pieces.tables, names)
             for k in range(first, end):
@@ -109,12 +117,19 @@ def build_frame(
                 merged = dict(kept[1]) if kept is not None and kept[0] == versions[k - first] else {}
                 merged.update({name: _slice(piece, at, at + size) for name, piece in built.items()})
                 pieces.chunks[k] = (versions[k - first], merged)
-        sealed = plan.n // size
+            if plan.tail is None and end == sealed:  # this run went on to the last row
+                tail = {name: _slice(piece, (end - first) * size, snapshot.n) for name, piece in built.items()}
+                whole = built if first == 0 else None  # every row in one build: nothing to join
         for k in [k for k in pieces.chunks if k >= sealed]:  # a reset or a shorter store: not ours any more
             del pieces.chunks[k]
-        tail = _build(plan.tail, pieces.tables, names)
+        if plan.tail is not None:
+            tail = _build(plan.tail, pieces.tables, names)
+        assert tail is not None
         data = {}
         for name in names:
+            if whole is not None:
+                data[name] = _column(name, whole[name], pieces.tables, plan.shapes)
+                continue
             parts = [pieces.chunks[k][1][name] for k in range(sealed)] + [tail[name]]
             joined = _concat(parts)
             data[name] = _column(name, joined, pieces.tables, plan.shapes)
@@ -130,10 +145,10 @@ def build_frame(
 def _concat(parts: list[Any]) -> Any:
     """Pieces joined in their own form: Arrow text chunk by chunk (no copy), the rest copied once."""
     first = parts[0]
-    if isinstance(first, pa.Array):
-        return pa.chunked_array(parts, type=pa.large_string())
     if len(parts) == 1:
         return first
+    if isinstance(first, pa.Array):
+        return pa.chunked_array(parts, type=pa.large_string())
     if isinstance(first, pd.api.extensions.ExtensionArray):
         return type(first)._concat_same_type(parts)
     return np.concatenate(parts)
@@ -141,7 +156,7 @@ def _concat(parts: list[Any]) -> Any:
 
 def _column(name: str, joined: Any, tables: ShapeTables, shapes: list[tuple[Any, ...]]) -> Any:
     """A joined piece in the frame's dtype."""
-    if isinstance(joined, pa.ChunkedArray):
+    if isinstance(joined, (pa.Array, pa.ChunkedArray)):
         return pd.array(joined, dtype=TEXT)
     if name in SHAPE_CATEGORIES:
         return pd.Categorical.from_codes(joined, dtype=tables.dtype(name, shapes), validate=False)
