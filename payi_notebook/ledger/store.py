@@ -25,6 +25,7 @@ import numpy as np
 from ..units import Units
 from .records import Encoded, LimitItems, shape_problem
 from .schema import COLUMN_FIELDS, COLUMN_HEAPS, CONTEXT_POSITION, HEAPS, OFFSETS, RECORD, RECORD_DTYPE, SETTERS
+from .shapes import Numbering
 
 CHUNK_ROWS = 8192  # rows per chunk: a rebuilt chunk costs ~10-20 ms, a million rows make 123
 _COPY_BLOCK = 8192  # records per block in field_copies: ~1 MB, cache-sized
@@ -103,8 +104,7 @@ class Store:
         self.errors: dict[int, str] = {}
         self.shapes: list[tuple[Any, ...]] = []
         self.shape_codes: dict[tuple[Any, ...], int] = {}
-        self.limit_table: list[LimitItems] = []
-        self.limit_codes: dict[LimitItems, int] = {}
+        self.limits = Numbering()  # interned limit states: a row's record holds the code
         self.chunk_versions = array("q")
 
     def _shape(self, e: Encoded) -> int:
@@ -121,13 +121,7 @@ class Store:
         return -1
 
     def _limit_code(self, states: LimitItems | None) -> int:
-        if not states:
-            return -1
-        code = self.limit_codes.get(states, -1)
-        if code < 0:
-            code = self.limit_codes[states] = len(self.limit_table)
-            self.limit_table.append(states)
-        return code
+        return self.limits.code(states) if states else -1
 
     def add(self, e: Encoded) -> int:
         """Store one encoded event as the next row; returns its index. Raises TypeError, changing nothing."""
@@ -140,7 +134,7 @@ class Store:
                 len(self.shapes) if shape < 0 else shape,
                 -1 if e.response is None else len(heaps["response"].ends) - 1,
                 -1 if e.request is None else len(heaps["request"].ends) - 1,
-                self.limit_codes.get(e.states, len(self.limit_table)) if e.states else -1,
+                self.limits.codes.get(e.states, len(self.limits.keys)) if e.states else -1,
                 -1 if e.xproxy is None else len(heaps["xproxy"].ends) - 1,
                 *e.numbers,
             )
@@ -213,7 +207,7 @@ class Store:
             units=_window(self.units, start, stop) if "units" in names else {},
             errors=_window(self.errors, start, stop) if "error" in names else {},
             shapes=self.shapes[:],
-            limit_table=self.limit_table[:],
+            limit_table=self.limits.keys[:],
         )
 
     def contexts(self) -> list[Any]:

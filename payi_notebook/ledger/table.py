@@ -225,7 +225,7 @@ class Ledger:
             rows = sorted({index for gen, index in refs if gen == generation and 0 <= index < store.n})
             records = np.frombuffer(store.records, dtype=RECORD_DTYPE)[rows]  # fancy indexing copies
             errors = sum(i in store.errors for i in rows)
-            limit_table, shapes = store.limit_table[:], store.shapes[:]
+            limit_table, shapes = store.limits.keys[:], store.shapes[:]
         return summarize(records, errors, limit_table, shapes)
 
     @property
