@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -170,3 +171,15 @@ def test_the_ledger_module_and_pn_ledger_coexist_in_one_process():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_heap_slice_rebases_contiguous_and_scattered_entries_alike():
+    heap = store.Heap()
+    for i in range(500):
+        heap.add(f"s{i}".encode())
+    for entries in ([3, -1, 4, 5], [2, 490, -1, 0, 490], [-1, -1], [499]):
+        wanted = np.array(entries, dtype=np.int32)
+        data, ends, rebased = heap.slice(wanted)
+        offsets = np.frombuffer(ends, dtype=np.int64)
+        got = [None if e < 0 else data[offsets[e] : offsets[e + 1]].decode() for e in rebased.tolist()]
+        assert got == [None if e < 0 else f"s{e}" for e in entries]
