@@ -1,6 +1,10 @@
 """Ledger benchmark: append rate, DataFrame and partial-frame build times, memory per row.
 
-    python bench/ledger.py [--rows N] [--runs R] [--memory-rows M] [--usages U]
+    python bench/ledger.py [--rows N] [--runs R] [--memory-rows M] [--usages U] [--baseline DIR]
+
+With ``--baseline DIR`` (e.g. a checkout of main) every run is made twice, in fresh
+processes taking turns: once with ``payi_notebook`` imported from DIR ("before"), once from
+this tree ("after"); the table shows both medians and their ratio, measured side by side.
 
 Events look like a long notebook session: several providers, models and operations, cells
 re-run with different use cases, users, limits and properties, unique event and provider
@@ -13,8 +17,9 @@ Capture appends each event right after making it, so events are made in small ba
 appended at once (a batch of 50,000 made ahead, cold in the CPU caches, costs ~15% more).
 
 Each run fills a fresh ledger, then times ``frame()`` for what the cost breakdown asks for,
-the first ``df`` build, its cached re-access and the rebuild after one more append; the
-medians and every run are printed (the first run in a process pays for memory the process
+the first ``df`` build, its cached re-access, the rebuild after one more append and after
+an update of an old row (delivery's status and cost arrive later); the medians and every
+run are printed (the first run in a process pays for memory the process
 has never touched, the others reuse what the previous run freed).
 
 Memory is the ledger's own growth, traced with tracemalloc: pools of model names, contexts
@@ -26,17 +31,20 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import math
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT_ENV = "LEDGER_BENCH_ROOT"  # where payi_notebook is imported from (the baseline's worker runs)
+sys.path.insert(0, os.environ.get(ROOT_ENV) or str(Path(__file__).resolve().parent.parent))
 
 from payi_notebook.context import Context, derive  # noqa: E402
 from payi_notebook.events import UsageEvent  # noqa: E402
@@ -44,7 +52,8 @@ from payi_notebook.ledger import Ledger, RowRef  # noqa: E402
 from payi_notebook.units import TokenCounts, Units, token_counts, units_for  # noqa: E402
 
 TARGET_APPENDS_PER_S = 200_000
-TARGET_BUILD_S = 2.0
+TARGET_BUILD_S = 0.8
+TARGET_REBUILD_S = 0.1
 TARGET_BYTES_PER_ROW = 400
 CHUNK = 100  # events made, then appended, per batch
 BREAKDOWN = "breakdown by model (7 columns)"
@@ -243,34 +252,34 @@ def timed(build: Callable[[], object]) -> Clock:
     return clock
 
 
-@dataclass
-class Run:
-    """One run's figures (seconds)."""
-
-    appends_per_s: float
-    frames: dict[str, float]
-    first: Clock
-    cached: float
-    frame_from_df: float
-    rebuild: Clock
-
-
-def measure(sessions: Sessions, rows: int) -> Run:
-    """Appends into a fresh ledger, then cold ``frame()`` builds, the first ``df``, its cached
-    re-access, a ``frame()`` taken from it, and the rebuild after one more append."""
+def measure(sessions: Sessions, rows: int) -> dict[str, float]:
+    """Appends into a fresh ledger, then cold ``frame()`` builds, the first ``df`` (wall and CPU),
+    its cached re-access, a ``frame()`` taken from it, the rebuild after one more append and
+    after an update of an old row (all in seconds but the append rate)."""
     appends, ledger = append_run(sessions, rows)
     gc.collect()
-    frames = {label: timed(lambda columns=columns: ledger.frame(columns)).wall for label, columns in FRAMES.items()}
+    out = {"append rate (k/s)": rows / appends.wall / 1e3}
+    for label, columns in FRAMES.items():
+        out[f"frame(): {label}"] = timed(lambda columns=columns: ledger.frame(columns)).wall
     first = timed(lambda: ledger.df)
+    out["df first build"], out["df first build, CPU time"] = first.wall, first.cpu
     again = []
     for _ in range(5):
         started = time.perf_counter()
-        ledger.df
+        _ = ledger.df
         again.append(time.perf_counter() - started)
-    from_df = timed(lambda: ledger.frame(FRAMES[BREAKDOWN])).wall
-    ledger.append(next(sessions.events(1, start=rows))[0])
-    rebuild = timed(lambda: ledger.df)
-    return Run(rows / appends.wall, frames, first, statistics.median(again), from_df, rebuild)
+    out["df cached re-access"] = statistics.median(again)
+    out[f"frame(): {BREAKDOWN}, df cached"] = timed(lambda: ledger.frame(FRAMES[BREAKDOWN])).wall
+    rebuilds, updates = [], []
+    for i in range(3):
+        ledger.append(next(sessions.events(1, start=rows + i))[0])
+        rebuilds.append(timed(lambda: ledger.df))
+        ledger.update(RowRef(ledger.generation, 1000 + i), status="sent", payi_cost_usd=0.01)
+        updates.append(timed(lambda: ledger.df))
+    out["df rebuild after one more append"] = statistics.median(c.wall for c in rebuilds)
+    out["df rebuild after one more append, CPU time"] = statistics.median(c.cpu for c in rebuilds)
+    out["df rebuild after an update of an old row"] = statistics.median(c.wall for c in updates)
+    return out
 
 
 def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[str, int]:
@@ -284,8 +293,9 @@ def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[
     return grown
 
 
-def memory_per_row(rows: int) -> None:
-    """Print what the ledger keeps per row after appends, and after the usual Pay-i updates."""
+def memory_per_row(rows: int) -> dict[str, float]:
+    """What the ledger keeps per row after appends, and after the usual Pay-i updates (B/row),
+    and its growth per allocating file after appends."""
     sessions = Sessions(usages=rows, seed=11)
     ledger = Ledger()
     gc.collect()
@@ -313,48 +323,81 @@ def memory_per_row(rows: int) -> None:
     gc.collect()
     updated = tracemalloc.get_traced_memory()[0] - start
     tracemalloc.stop()
-    print(f"memory, {rows:,} rows (tracemalloc, everything retained after the events are dropped):")
-    print(f"  after append             {appended / rows:7.1f} B/row   target <= {TARGET_BYTES_PER_ROW}")
+    out = {"memory after append (B/row)": appended / rows, "memory after Pay-i answers (B/row)": updated / rows}
     for name, size in sorted(_by_file(after_append, base).items(), key=lambda kv: -kv[1]):
         if abs(size) >= rows:  # at least 1 B/row
-            print(f"    {size / rows:7.1f} B/row allocated in {name}")
-    print(f"  after Pay-i answers      {updated / rows:7.1f} B/row   (+ status, cost, request id, limit states, xproxy_result)")
+            out[f"  allocated in {name} (B/row)"] = size / rows
+    return out
 
 
-def _line(label: str, values: list[float], unit: str, scale: float = 1.0, target: str = "") -> None:
-    runs = "  ".join(f"{v * scale:8.2f}" for v in values)
-    print(f"  {label:<44} {statistics.median(values) * scale:8.2f} {unit:<3} | {runs}  {target}")
+TARGETS = {
+    "append rate (k/s)": f">= {TARGET_APPENDS_PER_S // 1000}",
+    "df first build": f"<= {TARGET_BUILD_S}",
+    "df rebuild after one more append": f"<= {TARGET_REBUILD_S}",
+    "memory after append (B/row)": f"<= {TARGET_BYTES_PER_ROW}",
+}
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One run in this process: its figures as one JSON line."""
+    sessions = Sessions(usages=args.usages or args.rows)
+    out = measure(sessions, args.rows)
+    del sessions
+    gc.collect()
+    if args.memory_rows:
+        out.update(memory_per_row(min(args.memory_rows, args.rows)))
+    print(json.dumps(out))
+
+
+def _runs(args: argparse.Namespace, roots: dict[str, str]) -> dict[str, list[dict[str, float]]]:
+    """``args.runs`` runs per root, each in a fresh process, the roots taking turns."""
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in roots}
+    for run in range(args.runs):
+        for label, root in roots.items():
+            command = [sys.executable, __file__, "--worker", "--rows", str(args.rows)]
+            command += ["--memory-rows", str(args.memory_rows if run == 0 else 0)]
+            command += ["--usages", str(args.usages)] if args.usages else []
+            done = subprocess.run(command, env={**os.environ, ROOT_ENV: root}, capture_output=True, text=True, check=True)
+            results[label].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def _unit(name: str) -> tuple[str, float]:
+    if name.startswith(("frame", "df cached", "df rebuild")):
+        return "ms", 1e3
+    return ("", 1.0) if name.endswith(")") else ("s", 1.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows appended per run (default 1,000,000)")
-    parser.add_argument("--runs", type=int, default=3, help="runs, each on a fresh ledger; medians are reported")
-    parser.add_argument("--memory-rows", type=int, default=200_000, help="rows for the traced memory run")
-    parser.add_argument(
-        "--usages", type=int, help="distinct usage draws (default: one per row; fewer makes units maps repeat)"
-    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per tree, each in a fresh process; medians reported")
+    parser.add_argument("--memory-rows", type=int, default=200_000, help="rows for the traced memory run (first run)")
+    parser.add_argument("--usages", type=int, help="distinct usage draws (default: one per row; fewer makes units maps repeat)")
+    parser.add_argument("--baseline", help="another checkout (e.g. main) to measure side by side as 'before'")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rows = args.rows
-
+    if args.worker:
+        worker(args)
+        return
+    here = str(Path(__file__).resolve().parent.parent)
+    roots = {"before": str(Path(args.baseline).resolve()), "after": here} if args.baseline else {"this tree": here}
     print(f"Ledger benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    sessions = Sessions(usages=args.usages or rows)
-    results = []
-    for _ in range(args.runs):
-        results.append(measure(sessions, rows))
-        gc.collect()  # the run's ledger and frames are gone before the next one starts
-    print(f"{rows:,} rows, {len(sessions.usages):,} usage draws; median | each of {args.runs} runs")
-    _line("append rate (k/s)", [r.appends_per_s for r in results], "k/s", 1e-3, f"target >= {TARGET_APPENDS_PER_S:,}/s")
-    for label in FRAMES:
-        _line(f"frame(): {label}", [r.frames[label] for r in results], "ms", 1e3)
-    _line("df first build", [r.first.wall for r in results], "s", 1.0, f"target <= {TARGET_BUILD_S} s")
-    _line("df first build, CPU time", [r.first.cpu for r in results], "s")
-    _line("df cached re-access", [r.cached for r in results], "ms", 1e3)
-    _line(f"frame(): {BREAKDOWN}, df cached", [r.frame_from_df for r in results], "ms", 1e3)
-    _line("df rebuild after one more append", [r.rebuild.wall for r in results], "s")
+    print(f"{args.rows:,} rows, {args.usages or args.rows:,} usage draws, {args.runs} runs per tree ({', '.join(roots)})")
+    results = _runs(args, roots)
+    labels = list(roots)
+    header = "".join(f"{label:>12}" for label in labels) + ("       ratio" if len(labels) == 2 else "")
+    print(f"  {'median':<46}{header}   target   | runs")
+    names = dict.fromkeys(name for label in labels for name in results[label][0])
+    for name in names:
+        unit, scale = _unit(name)
+        values = [[r[name] for r in results[label] if name in r] for label in labels]
+        medians = [statistics.median(v) if v else math.nan for v in values]
+        cells = "".join(f"{m * scale:9.2f} {unit:<2}" for m in medians)
+        ratio = f"{medians[1] / medians[0]:11.2f}x" if len(labels) == 2 and medians[0] else ""
+        runs = " / ".join(" ".join(f"{r[name] * scale:.2f}" for r in results[label] if name in r) for label in labels)
+        print(f"  {name:<46}{cells}{ratio}   {TARGETS.get(name, ''):<8} | {runs}")
     print(f"load after: {os.getloadavg()[0]:.1f}")
-    gc.collect()
-    memory_per_row(min(args.memory_rows, rows))
 
 
 if __name__ == "__main__":

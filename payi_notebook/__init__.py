@@ -25,19 +25,18 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import widgets  # lazy: ipywidgets/plotly load on first use of a widget
+from . import current, widgets  # widgets is lazy: ipywidgets/plotly load on first use of a widget
 
 if TYPE_CHECKING:  # imported on first use (see ``_LAZY``), so ``%load_ext`` stays fast
     import pandas as pd
 
-    from . import limits
+    from . import ledger, limits
     from .analytics.calls import AnalyticsError
     from .analytics.kpis import Kpi
     from .analytics.use_cases import UseCase
     from .budgets import BudgetExceeded, BudgetWarning
     from .children import ChildState, child_init, child_state
     from .context import ContextError
-    from .ledger import Ledger
     from .limits import Limit, LimitError
     from .session import Session
     from .tracking import Track
@@ -102,9 +101,7 @@ def get_session() -> Session:
     return _get()
 
 
-def ledger() -> Ledger:
-    """The ledger of captured calls; ``pn.ledger().df`` is the pandas DataFrame."""
-    return get_session().ledger
+current.provide(get_session)  # the modules below the session (widgets, budgets, ledger) find it here
 
 
 def track(**options: Any) -> Track:
@@ -252,7 +249,7 @@ _LAZY = {  # name → module that defines it; imported on first use, then kept i
     "_notes": ".facade",
 }
 _RENAMED = {"_payi_client": "payi_client", "_notes": "notes"}
-_MODULES = ("dask", "limits")  # ``pn.limits`` is the module (its functions use the session's limits)
+_MODULES = ("dask", "ledger", "limits")  # ``pn.limits`` and ``pn.ledger`` are modules that stand for the session's own
 
 
 def __getattr__(name: str) -> Any:
@@ -320,11 +317,11 @@ def outcomes(fetch: bool = False) -> pd.DataFrame:
     """
     from .analytics.outcomes import instances
 
-    df = ledger().df
+    df = get_session().ledger.df
     if fetch:
         pairs = df[["use_case_name", "use_case_id"]].dropna().drop_duplicates()
         _facade().kpis.fetch([(str(n), str(i)) for n, i in pairs.itertuples(index=False)])
-        df = ledger().df
+        df = get_session().ledger.df
     return instances(df)
 
 
@@ -347,22 +344,11 @@ def unload_ipython_extension(shell: Any) -> None:
 
 
 class _Package(ModuleType):
-    """This package, keeping ``pn.ledger`` the function defined above.
-
-    Submodules load lazily now (after this file ran), and importing ``payi_notebook.ledger``
-    would otherwise replace the function ``pn.ledger`` with the module of that name.
-    ``from payi_notebook.ledger import ...`` is unaffected (it reads ``sys.modules``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _FUNCTIONS_OVER_MODULES and isinstance(value, ModuleType):
-            return
-        super().__setattr__(name, value)
+    """This package, pickled by name (cloudpickle pickles functions that use ``pn``)."""
 
     def __reduce__(self) -> tuple[Callable[[str], ModuleType], tuple[str]]:
         """Pickled by name, like any module (cloudpickle pickles functions that use ``pn``; Dask tokenizes them)."""
         return import_module, (self.__name__,)
 
 
-_FUNCTIONS_OVER_MODULES = frozenset({"ledger"})
 sys.modules[__name__].__class__ = _Package

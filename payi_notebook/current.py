@@ -1,9 +1,9 @@
 """The process's session, for the views and helpers that default to it.
 
-Widgets and budgets sit below the session in the layers and never import it. The session
-module hands its ``get_session`` to ``provide`` when it is imported (importing any part of
-the package imports it first), so ``Breakdown()``, ``BudgetPanel()``, ``ResultView()`` and
-``pn.progress`` still find the running session when given none.
+Widgets, budgets and the ledger sit below the session in the layers and never import it. The
+package's ``__init__`` hands its lazy ``get_session`` to ``provide`` (importing any part of the
+package runs it first), so ``pn.ledger()``, ``Breakdown()``, ``BudgetPanel()``, ``ResultView()``
+and ``pn.progress`` find the process's session when given none.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
-from . import capture, current, forking, journals, refusals, tracking
+from . import capture, forking, journals, refusals, tracking
 from .budgets.session import SessionBudgets
 from .capture import CaptureConfig, ProxyTarget, RouteTable
 from .capture.exchange import Exchange
@@ -458,6 +458,3 @@ def close_session(timeout: float | None = None) -> None:
         forget_settings()
     if old is not None:
         old.stop(timeout)
-
-
-current.provide(get_session)  # widgets and budgets default to this session without importing this module

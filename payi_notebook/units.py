@@ -20,6 +20,11 @@ ANTHROPIC_LARGE_CONTEXT_TOKENS = 200_000
 _TEXT_INPUT_KEYS = ("text", "text_cache_read", "text_cache_write", "text_cache_write_1h")
 
 
+def empty_units() -> Units:
+    """A fresh units map for a call that used nothing (or reported no usage): Pay-i wants ``text`` present."""
+    return {"text": {"input": 0, "output": 0}}
+
+
 class TokenCounts(NamedTuple):
     """Token totals the ledger shows: input includes cached tokens, output includes reasoning."""
 
@@ -58,7 +63,7 @@ def openai_units(usage: Mapping[str, Any] | None) -> Units:
     Cached prompt tokens become ``text_cache_read``; reasoning tokens become ``reasoning``.
     """
     if not usage:
-        return {"text": {"input": 0, "output": 0}}
+        return empty_units()
     if "input_tokens" in usage or "output_tokens" in usage:
         prompt = _int(usage.get("input_tokens"))
         completion = _int(usage.get("output_tokens"))
@@ -85,7 +90,7 @@ def anthropic_units(usage: Mapping[str, Any] | None) -> Units:
     present, splits ``text_cache_write`` from ``text_cache_write_1h``.
     """
     if not usage:
-        return {"text": {"input": 0, "output": 0}}
+        return empty_units()
     fresh = _int(usage.get("input_tokens"))
     output = _int(usage.get("output_tokens"))
     read = _int(usage.get("cache_read_input_tokens"))
@@ -93,9 +98,7 @@ def anthropic_units(usage: Mapping[str, Any] | None) -> Units:
     breakdown = usage.get("cache_creation")
     suffix = LARGE_CONTEXT_SUFFIX if fresh + write + read >= ANTHROPIC_LARGE_CONTEXT_TOKENS else ""
     units: Units = {f"text{suffix}": {"input": fresh, "output": output}}
-    if isinstance(breakdown, Mapping) and (
-        "ephemeral_5m_input_tokens" in breakdown or "ephemeral_1h_input_tokens" in breakdown
-    ):
+    if isinstance(breakdown, Mapping) and ("ephemeral_5m_input_tokens" in breakdown or "ephemeral_1h_input_tokens" in breakdown):
         _put(units, f"text_cache_write{suffix}", "input", _int(breakdown.get("ephemeral_5m_input_tokens")))
         _put(units, f"text_cache_write_1h{suffix}", "input", _int(breakdown.get("ephemeral_1h_input_tokens")))
     else:
@@ -135,7 +138,7 @@ def google_units(usage: Mapping[str, Any] | None, model: str | None = None) -> U
     above 200k prompt tokens uses the ``_large_context`` variants.
     """
     if not usage:
-        return {"text": {"input": 0, "output": 0}}
+        return empty_units()
     prompt = _int(usage.get("promptTokenCount"))
     cached_total = min(_int(usage.get("cachedContentTokenCount")), prompt)
     tool = _int(usage.get("toolUsePromptTokenCount"))
@@ -168,7 +171,7 @@ def bedrock_units(usage: Mapping[str, Any] | None) -> Units:
     cache counts for Converse; they are billed, so we send them.
     """
     if not usage:
-        return {"text": {"input": 0, "output": 0}}
+        return empty_units()
     units: Units = {"text": {"input": _int(usage.get("inputTokens")), "output": _int(usage.get("outputTokens"))}}
     write = _int(usage.get("cacheWriteInputTokens"))
     details = usage.get("cacheDetails")
@@ -231,25 +234,38 @@ def token_counts(units: Mapping[str, Mapping[str, int]]) -> TokenCounts:
     return TokenCounts(inp, out, read, write, reasoning)
 
 
+ANTHROPIC_LAYOUT_PROVIDERS = frozenset({"anthropic", "azure_anthropic"})
+"""Providers whose units follow Anthropic's layout (input excludes cache reads and writes)."""
+
+# Units map layouts for units_from_tokens: text key, then two optional one-sided entries (key, side).
+TOKEN_LAYOUTS = (
+    ("text", "text_cache_read", "input", "reasoning", "output"),  # OpenAI and the default
+    ("text", "text_cache_write", "input", "text_cache_read", "input"),  # Anthropic
+    tuple(part + LARGE_CONTEXT_SUFFIX if part.startswith("text") else part for part in
+          ("text", "text_cache_write", "input", "text_cache_read", "input")),  # Anthropic, >= 200k prompt
+)  # fmt: skip
+
+
+def layout_units(layout: int, text_in: int, text_out: int, first: int, second: int) -> Units:
+    """The map of one ``TOKEN_LAYOUTS`` entry: ``text`` and the one-sided entries that are non-zero."""
+    text, first_key, first_side, second_key, second_side = TOKEN_LAYOUTS[layout]
+    units: Units = {text: {"input": text_in, "output": text_out}}
+    if first:
+        units[first_key] = {first_side: first}
+    if second:
+        units[second_key] = {second_side: second}
+    return units
+
+
 def units_from_tokens(provider: str, tokens: TokenCounts) -> Units:
-    """The units map that ``token_counts`` came from, for the common shapes.
+    """The units map that ``token_counts`` came from, for the shapes capture produces.
 
     The ledger stores token counts and rebuilds units from them; where this round trip does
     not reproduce the original map (1h cache writes, web searches, ...), it keeps the map.
+    Equal to ``anthropic_units``/``openai_units`` of the matching usage, at a tenth of the
+    cost (the ledger calls it on every append; ``ledger.build`` vectorises it over rows).
     """
-    if provider == "anthropic":
-        fresh = tokens.input - tokens.cache_read - tokens.cache_write
-        usage = {
-            "input_tokens": fresh,
-            "output_tokens": tokens.output,
-            "cache_read_input_tokens": tokens.cache_read,
-            "cache_creation_input_tokens": tokens.cache_write,
-        }
-        return anthropic_units(usage)
-    usage = {
-        "prompt_tokens": tokens.input,
-        "completion_tokens": tokens.output,
-        "prompt_tokens_details": {"cached_tokens": tokens.cache_read},
-        "completion_tokens_details": {"reasoning_tokens": tokens.reasoning},
-    }
-    return openai_units(usage)
+    inp, out, read, write, reasoning = tokens
+    if provider in ANTHROPIC_LAYOUT_PROVIDERS:
+        return layout_units(1 + (inp >= ANTHROPIC_LARGE_CONTEXT_TOKENS), inp - read - write, out, write, read)
+    return layout_units(0, inp - read, out - reasoning, read, reasoning)

@@ -15,10 +15,10 @@ from typing import Any
 
 from . import redact
 from .events import UsageEvent
+from .units import empty_units
 
 INT32_MAX = 2_147_483_647
 UNKNOWN_RESOURCE = "system.unknown_model"
-NO_UNITS: dict[str, dict[str, int]] = {"text": {"input": 0, "output": 0}}
 
 # ``POST /ingest`` header → BulkIngestRequest field.
 _HEADER_FIELDS = {
@@ -65,7 +65,7 @@ def _units(units: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
         key: {side: min(max(int(count), 0), INT32_MAX) for side, count in sides.items() if side in ("input", "output")}
         for key, sides in units.items()
     }
-    return out or {k: dict(v) for k, v in NO_UNITS.items()}
+    return out or empty_units()
 
 
 def _response_headers(headers: list[dict[str, str]] | None) -> list[dict[str, str]] | None:

@@ -20,14 +20,13 @@ from ..providers.base import loads as _loads
 from ..records import CallRecord
 from ..redact import response_headers
 from ..tracking import TrackingScope
-from ..units import token_counts, units_for
+from ..units import empty_units, token_counts, units_for
 from .estimate import estimate_input_tokens
 from .routes import Route
 
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-EMPTY_UNITS = {"text": {"input": 0, "output": 0}}
 _PROXY_HINTS = {
     "invalid_api_key": " — check PAYI_API_KEY (or pn.configure(api_key=...))",
     "invalid_limit_ids": " — check the ids with pn.limits.list()",
@@ -66,7 +65,7 @@ def build_event(x: Exchange | JournalCall) -> UsageEvent:
     if partial:
         usage = _partial_usage(wire, usage, obs.deltas)
     resource = x.adapter.resource(model, obs.model)
-    units = units_for(wire, usage, resource) if usage else dict(EMPTY_UNITS)
+    units = units_for(wire, usage, resource) if usage else empty_units()
     if partial and not token_counts(units).input:  # the prompt's usage never came: estimate it
         tokens = estimate_input_tokens(_loads(x.request_body) if x.request_body else None)
         if tokens:

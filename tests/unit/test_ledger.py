@@ -24,14 +24,18 @@ from payi_notebook.ledger import (
     RowRef,
     Totals,
     UnknownColumnError,
-    _compact_units,
-    _distinct,
-    _units_column,
     read_csv,
     read_parquet,
     to_parquet,
 )
+from payi_notebook.ledger.build import distinct as _distinct
+from payi_notebook.ledger.build import units_column as _units_column
 from payi_notebook.units import TokenCounts, token_counts, units_for, units_from_tokens
+
+
+def _compact_units(anthropic: bool, *tokens: int):
+    """units_from_tokens for a provider of one layout (what units_column vectorises)."""
+    return units_from_tokens("anthropic" if anthropic else "openai", TokenCounts(*tokens))
 
 CONTRACT = (
     "event_id execution_count cell_id timestamp mode provider category resource provider_response_id "
