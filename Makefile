@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed-demo
 	$(BIN)/python -m payi_notebook.demo
 
-test: $(VENV)/.installed-test
+# Lint first: ruff (defects and drift), mypy (zero errors in the package), the layers contract (import-linter).
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check payi_notebook tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest
 
 clean:
