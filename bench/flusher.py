@@ -20,23 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
+
+from _common import start_sandbox
 
 from payi_notebook.context import Context, derive
 from payi_notebook.delivery import Flusher
 from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger
 
-
-def start_sandbox() -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "payi_notebook.sandbox", "--port", "0"], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    values = dict(proc.stdout.readline().strip().partition("=")[::2] for _ in range(3))
-    return proc, values["PAYI_BASE_URL"], values["PAYI_API_KEY"]
+from support.events import openai_event
 
 
 def events(n: int, logged: bool) -> list[UsageEvent]:
@@ -44,19 +38,7 @@ def events(n: int, logged: bool) -> list[UsageEvent]:
     request = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 2000}]}) if logged else None
     response = json.dumps({"id": "chatcmpl-x", "choices": [{"message": {"content": "y" * 2000}}]}) if logged else None
     return [
-        UsageEvent(
-            provider="openai",
-            category="system.openai",
-            operation="chat",
-            resource="gpt-4o-mini",
-            provider_response_id=f"chatcmpl-{uuid.uuid4().hex}",
-            units={"text": {"input": 1200, "output": 300}},
-            latency_ms=500.0,
-            http_status=200,
-            context=ctx,
-            request_json=request,
-            response_json=response,
-        )
+        openai_event(1200, 300, latency_ms=500.0, context=ctx, request_json=request, response_json=response, provider_uri=None)
         for _ in range(n)
     ]
 
@@ -87,11 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
     args = parser.parse_args()
-    proc, base_url, key = start_sandbox()
+    sandbox, _ = start_sandbox()
     try:
         with tempfile.TemporaryDirectory() as spool:
             ledger = Ledger()
-            flusher = Flusher(ledger, base_url=base_url, api_key=key, spool_dir=spool)
+            flusher = Flusher(ledger, base_url=sandbox.base_url, api_key=sandbox.api_key, spool_dir=spool)
             flusher.start()
             measure(flusher, ledger, events(200, False), 0.0)  # warm up
             flusher.flush(30)
@@ -108,8 +90,7 @@ def main() -> None:
             print(flusher.status())
             flusher.stop(10)
     finally:
-        proc.terminate()
-        proc.wait()
+        sandbox.stop()
 
 
 if __name__ == "__main__":

@@ -43,13 +43,17 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# Not ``import _common``: it imports payi_notebook from this tree, and a baseline worker must import DIR's.
+HERE = Path(__file__).resolve().parent.parent
 ROOT_ENV = "LEDGER_BENCH_ROOT"  # where payi_notebook is imported from (the baseline's worker runs)
-sys.path.insert(0, os.environ.get(ROOT_ENV) or str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [os.environ.get(ROOT_ENV) or str(HERE), str(HERE / "tests")]  # tests/: support.events, the one factory
 
 from payi_notebook.context import Context, derive  # noqa: E402
 from payi_notebook.events import UsageEvent  # noqa: E402
 from payi_notebook.ledger import Ledger, RowRef  # noqa: E402
 from payi_notebook.units import TokenCounts, Units, token_counts, units_for  # noqa: E402
+
+from support.events import usage_event  # noqa: E402
 
 TARGET_APPENDS_PER_S = 200_000
 TARGET_BUILD_S = 0.8
@@ -190,10 +194,10 @@ class Sessions:
                     status = "proxied"
                     xproxy = pay_i_result(rng, model, ctx)
                 chunk.append(
-                    UsageEvent(
-                        provider=provider,
+                    usage_event(
+                        provider,
+                        operation,
                         category=category,
-                        operation=operation,
                         resource=model,
                         mode=mode,
                         streaming=streaming,
@@ -284,7 +288,7 @@ def measure(sessions: Sessions, rows: int) -> dict[str, float]:
 
 def _by_file(after: tracemalloc.Snapshot, before: tracemalloc.Snapshot) -> dict[str, int]:
     """Growth per allocating file, named relative to the repository."""
-    root = Path(__file__).resolve().parent.parent
+    root = HERE
     grown: dict[str, int] = {}
     for stat in after.compare_to(before, "filename"):
         path = Path(stat.traceback[0].filename)
@@ -380,7 +384,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(HERE)
     roots = {"before": str(Path(args.baseline).resolve()), "after": here} if args.baseline else {"this tree": here}
     print(f"Ledger benchmark, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"{args.rows:,} rows, {args.usages or args.rows:,} usage draws, {args.runs} runs per tree ({', '.join(roots)})")

@@ -30,8 +30,8 @@ from payi_notebook.delivery.places import endpoint_dir
 from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger, RowRef
 from payi_notebook.pricing import price_units
-from payi_notebook.units import anthropic_units, openai_units
 
+from support.events import anthropic_event, openai_event
 from support.openapi_spec import validate_component
 
 KEY = "payi-flusher-key-" + uuid.uuid4().hex
@@ -85,29 +85,12 @@ def _context(limit_ids: list[str] | None = None) -> Context:
 
 
 def _event(n: int, context: Context | None = None, **overrides: Any) -> UsageEvent:
-    if n % 2:
-        usage: dict[str, Any] = {"input_tokens": 800 + n, "output_tokens": 120, "cache_read_input_tokens": 64}
-        fields: dict[str, Any] = dict(
-            provider="anthropic",
-            category="system.anthropic",
-            operation="messages",
-            resource="claude-3-5-haiku-latest",
-            provider_response_id=f"msg_{uuid.uuid4().hex}",
-            units=anthropic_units(usage),
-        )
-    else:
-        usage = {"prompt_tokens": 1500 + n, "completion_tokens": 210, "prompt_tokens_details": {"cached_tokens": 128}}
-        fields = dict(
-            provider="openai",
-            category="system.openai",
-            operation="chat",
-            resource="gpt-4o-mini",
-            provider_response_id=f"chatcmpl-{uuid.uuid4().hex}",
-            units=openai_units(usage),
-        )
-    fields.update(latency_ms=300.0 + n, ttft_ms=80.0, http_status=200, context=context or _context())
+    """Odd ``n`` an Anthropic call, even an OpenAI chat one, both with cache reads (no URL on the wire)."""
+    fields: dict[str, Any] = dict(latency_ms=300.0 + n, ttft_ms=80.0, context=context or _context(), provider_uri=None)
     fields.update(overrides)
-    return UsageEvent(**fields)
+    if n % 2:
+        return anthropic_event(800 + n, 120, cache_read=64, **fields)
+    return openai_event(1500 + n, 210, cached=128, **fields)
 
 
 def _submit(flusher: Flusher, ledger: Ledger, events: list[UsageEvent], send: bool = True) -> list[RowRef]:

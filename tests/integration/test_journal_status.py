@@ -28,20 +28,19 @@ from payi_notebook.events import UsageEvent
 from payi_notebook.ledger import Ledger
 from payi_notebook.status_report import StatusReport
 
+from support.events import openai_event
+
 pytestmark = pytest.mark.timeout(180)
 FAST: dict[str, Any] = {"backoff_base": 0.01, "backoff_max": 0.05, "lookup_delay": 0.01, "exit_timeout": 1.0}
 
 
 def event(tag: str, age_s: float = 0.0) -> UsageEvent:
-    return UsageEvent(
-        provider="openai",
-        category="system.openai",
-        operation="chat",
-        resource="gpt-4o-mini",
+    return openai_event(
+        40,
+        8,
         provider_response_id=f"chatcmpl-{tag}-{uuid.uuid4().hex[:8]}",
-        units={"text": {"input": 40, "output": 8}},
         latency_ms=5.0,
-        http_status=200,
+        provider_uri=None,
         context=derive(Context(), use_case_name="journal-status"),
         timestamp=time.time() - age_s,
     )

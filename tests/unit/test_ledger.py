@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import threading
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,8 @@ from payi_notebook.ledger import (
 from payi_notebook.ledger.build import distinct as _distinct
 from payi_notebook.ledger.build import units_column as _units_column
 from payi_notebook.units import TokenCounts, token_counts, units_for, units_from_tokens
+
+from support import events as factory
 
 
 def _compact_units(anthropic: bool, *tokens: int):
@@ -90,49 +91,22 @@ CTX = derive(
 
 
 def openai_event(prompt: int = 120, completion: int = 30, cached: int = 0, reasoning: int = 0, **kw) -> UsageEvent:
-    usage = {
-        "input_tokens": prompt,
-        "output_tokens": completion,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-    }
-    units = units_for("openai", usage)
+    """A Responses API call in cell 7 under ``CTX``, with an estimated cost."""
     fields = dict(
-        provider="openai",
-        category="system.openai",
-        operation="responses",
-        resource="gpt-4.1",
-        units=units,
-        tokens=token_counts(units),
-        provider_response_id=f"resp_{uuid.uuid4().hex}",
         latency_ms=250.0,
-        http_status=200,
         est_cost_usd=0.002,
         context=CTX,
         execution_count=7,
         cell_id="cell-a",
         provider_uri="https://api.openai.com/v1/responses",
     )
-    fields.update(kw)
-    return UsageEvent(**fields)
+    return factory.openai_event(prompt, completion, cached, reasoning, operation="responses", **{**fields, **kw})
 
 
 def anthropic_event(usage: dict, **kw) -> UsageEvent:
-    units = units_for("anthropic", usage)
-    fields = dict(
-        provider="anthropic",
-        category="system.anthropic",
-        operation="messages",
-        resource="claude-sonnet-4-5",
-        units=units,
-        tokens=token_counts(units),
-        provider_response_id=f"msg_{uuid.uuid4().hex}",
-        streaming=True,
-        ttft_ms=80.5,
-        latency_ms=900.0,
-    )
-    fields.update(kw)
-    return UsageEvent(**fields)
+    """A streamed Messages call with this raw ``usage``, no HTTP status or URL recorded."""
+    fields = dict(resource="claude-sonnet-4-5", streaming=True, ttft_ms=80.5, latency_ms=900.0, http_status=None, provider_uri=None)
+    return factory.usage_event("anthropic", "messages", usage, **{**fields, **kw})
 
 
 def test_columns_and_dtypes_match_for_empty_and_filled_ledgers():
