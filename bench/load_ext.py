@@ -1,6 +1,6 @@
 """``%load_ext payi_notebook`` in a fresh kernel: time until the prompt returns, before vs after.
 
-    python bench/load_ext.py [--runs N] [--before PATH] [--after PATH] [--key]
+    python bench/load_ext.py --before PATH [--runs N] [--after PATH] [--key]
 
 Each run starts a fresh kernel (``demo.kernel_manager``: this interpreter) with ``PYTHONPATH``
 set to one tree, waits until it is idle, then times ``%load_ext payi_notebook`` from the
@@ -66,7 +66,7 @@ def one_run(tree: str, env_extra: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--before", default="/work/main", help="tree of the old code (PYTHONPATH)")
+    parser.add_argument("--before", required=True, help="a checkout of the old code to compare (its PYTHONPATH)")
     parser.add_argument("--after", default=str(HERE), help="tree of the new code (PYTHONPATH)")
     parser.add_argument("--key", action="store_true", help="give the kernel a key (a sandbox started here plays Pay-i)")
     args = parser.parse_args()
