@@ -151,6 +151,7 @@ class BadgeBoard:
         if handle is not None and not live.final(badge.totals):
             with self._lock:
                 self._live.append(live)
+            self._changed()  # a change that landed after the totals were read found no live badge to refresh
         return badge
 
     def _changed(self) -> None:

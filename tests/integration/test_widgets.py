@@ -396,6 +396,26 @@ def test_badge_updates_in_place_when_pay_i_answers() -> None:
     board.close()
 
 
+def test_an_answer_that_lands_while_the_badge_is_first_drawn_still_updates_it() -> None:
+    """Pay-i's answer can arrive between the badge's first render and its registration as live
+    (the first cell after load, a fast sandbox): that change must not be lost."""
+    led = Ledger()
+    ref = led.append(UsageEvent(provider="openai", category="system.openai", operation="chat", resource="gpt-4o-mini",
+                                tokens=TokenCounts(1200, 300, 0, 0, 0), est_cost_usd=0.0004))  # fmt: skip
+    shown: list[str] = []
+
+    def display(badge: Badge) -> Handle:  # the answer lands while the first badge is being shown
+        shown.append(badge.text())
+        led.update(ref, status="sent", payi_cost_usd=0.0005)
+        return Handle(shown)
+
+    board = BadgeBoard(led, display, delay=0.02)
+    board.show([ref])
+    assert "1 pending" in shown[0]
+    assert wait_for(lambda: "(Pay-i)" in shown[-1], timeout=5.0), shown
+    board.close()
+
+
 # -- ResultView ----------------------------------------------------------------------------
 
 
